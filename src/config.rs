@@ -1,0 +1,183 @@
+//! [`SessionConfig`]: expiry, debounce, cookie and limits, with the original server's defaults.
+
+use std::time::Duration;
+
+use cookie::SameSite;
+use http::HeaderName;
+
+/// How sessions expire, how the token travels, and how many a user may hold.
+///
+/// Defaults follow the original server: an idle TTL of 480 minutes with sliding expiration,
+/// plus an absolute lifetime of 7 days and a 60 s activity debounce.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_session_auth::SessionConfig;
+///
+/// let config = SessionConfig::default()
+///     .idle_timeout(Some(Duration::from_secs(30 * 60)))
+///     .touch_interval(Duration::from_secs(30))
+///     .max_sessions_per_user(Some(1))
+///     .token_header(Some(http::HeaderName::from_static("x-session-token")));
+/// assert_eq!(config.cookie.name, "id");
+/// ```
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Idle TTL. `None` disables idle expiry (a TTL of 0 in the original).
+    pub idle_timeout: Option<Duration>,
+    /// Sliding expiration: each validated request moves `expires_at` to now + idle TTL.
+    pub sliding: bool,
+    /// Absolute lifetime from `created_at` that activity never extends. `None` disables it.
+    pub absolute_lifetime: Option<Duration>,
+    /// Activity writes happen at most once per this interval per session (zero: every request).
+    /// Idle expiry can therefore come early by at most this interval.
+    pub touch_interval: Duration,
+    /// With `Some(n)`, a login removes the user's oldest sessions beyond `n`.
+    pub max_sessions_per_user: Option<u32>,
+    /// An extra header checked after `Authorization: Bearer` and before the cookie.
+    pub token_header: Option<HeaderName>,
+    /// The session cookie.
+    pub cookie: CookieConfig,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(480 * 60)),
+            sliding: true,
+            absolute_lifetime: Some(Duration::from_secs(7 * 24 * 60 * 60)),
+            touch_interval: Duration::from_secs(60),
+            max_sessions_per_user: None,
+            token_header: None,
+            cookie: CookieConfig::default(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets the idle TTL (`None`: sessions never idle out).
+    pub fn idle_timeout(mut self, ttl: Option<Duration>) -> Self {
+        self.idle_timeout = ttl;
+        self
+    }
+
+    /// Turns sliding expiration on or off.
+    pub fn sliding(mut self, sliding: bool) -> Self {
+        self.sliding = sliding;
+        self
+    }
+
+    /// Sets the absolute lifetime (`None`: no absolute limit).
+    pub fn absolute_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.absolute_lifetime = lifetime;
+        self
+    }
+
+    /// Sets the activity-write debounce interval.
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = interval;
+        self
+    }
+
+    /// Limits concurrent sessions per user (`Some(1)`: single-session mode).
+    pub fn max_sessions_per_user(mut self, max: Option<u32>) -> Self {
+        self.max_sessions_per_user = max;
+        self
+    }
+
+    /// Sets an extra token header, e.g. `X-Session-Token`.
+    pub fn token_header(mut self, header: Option<HeaderName>) -> Self {
+        self.token_header = header;
+        self
+    }
+
+    /// Replaces the cookie settings.
+    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
+        self.cookie = cookie;
+        self
+    }
+}
+
+/// Attributes of the session cookie. `HttpOnly` is always set and `Domain` never is.
+#[derive(Clone, Debug)]
+pub struct CookieConfig {
+    /// Cookie name (default `id`). With [`CookieConfig::host_prefix`] the sent name is
+    /// `__Host-` + this.
+    pub name: String,
+    /// Prefix the name with `__Host-`, which browsers accept only with `Secure`, `Path=/` and
+    /// no `Domain`: the cookie is then bound to this exact host.
+    pub host_prefix: bool,
+    /// The `Secure` attribute (default true). Turn off only for plain-HTTP development.
+    pub secure: bool,
+    /// The `SameSite` attribute (default `Lax`).
+    pub same_site: SameSite,
+    /// The `Path` attribute (default `/`).
+    pub path: String,
+    /// A persistent cookie carries `Max-Age` (never beyond the session's server-side remaining
+    /// lifetime); the default is a browser-session cookie without `Max-Age`.
+    pub persistent: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: "id".to_owned(),
+            host_prefix: false,
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".to_owned(),
+            persistent: false,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// Sets the cookie name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Turns the `__Host-` prefix on (forces `Secure` and `Path=/`).
+    pub fn host_prefix(mut self, on: bool) -> Self {
+        self.host_prefix = on;
+        if on {
+            self.secure = true;
+            self.path = "/".to_owned();
+        }
+        self
+    }
+
+    /// Sets the `Secure` attribute.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// Sets the `SameSite` attribute.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Sets the `Path` attribute.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Makes the cookie persistent (with `Max-Age`).
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    /// The name as sent, with the `__Host-` prefix when enabled.
+    pub fn full_name(&self) -> String {
+        if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+}

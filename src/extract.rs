@@ -1,0 +1,321 @@
+//! Extractors whose presence in a handler's signature is its access policy, and their
+//! rejection, [`AuthRejection`].
+//!
+//! | extractor | passes when | otherwise |
+//! |---|---|---|
+//! | [`AuthUser`] | live session, user present, active, with a role | 401 |
+//! | `Option<AuthUser>` | always, `None` when unauthenticated | 500 if the store failed |
+//! | [`GameUser`] | as `AuthUser`, and a selected character with a world | 409 |
+//! | [`RequirePermission<P>`] | as `AuthUser`, and the role grants `P` | 403 |
+//! | [`RequireRole<R>`] | as `AuthUser`, and the role is at least `R` | 403 |
+//!
+//! A store failure is always `500 Session store unavailable`: never anonymous, never 403.
+//!
+//! ```
+//! use tower_session_auth::{GameUser, RequirePermission, permissions::ViewLogs};
+//!
+//! async fn whoami(user: GameUser) -> String {
+//!     format!("{} plays {} in {}", user.username, user.character_name, user.world_id)
+//! }
+//!
+//! async fn logs(RequirePermission(admin, ..): RequirePermission<ViewLogs>) -> String {
+//!     format!("logs for {}", admin.username)
+//! }
+//! ```
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
+use time::OffsetDateTime;
+
+use crate::layer::Session;
+use crate::permission::{Permission, Role};
+use crate::store::SessionView;
+use crate::token::SessionId;
+
+/// Why an extractor refused a request. Renders as JSON `{"detail": "<text>"}` with the
+/// original server's status codes and texts; 401s carry `WWW-Authenticate: Bearer`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthRejection {
+    /// 401: no token, malformed, unknown or expired.
+    #[error("Invalid or expired session")]
+    InvalidSession,
+    /// 401: the session's user is missing, inactive, or has no role.
+    #[error("Invalid session user")]
+    InvalidUser,
+    /// 409: a game route, and no character is selected.
+    #[error("No character selected for session. Select a character first.")]
+    NoCharacterSelected,
+    /// 409: the selected character no longer exists (or no longer belongs to the user).
+    #[error("Selected character not found")]
+    CharacterNotFound,
+    /// 409: the selected character has no world.
+    #[error("Character world not found")]
+    CharacterWorldNotFound,
+    /// 403: the role lacks the permission.
+    #[error("Insufficient permissions. Required: {0}")]
+    MissingPermission(&'static str),
+    /// 403: the role is below the minimum.
+    #[error("Insufficient privileges. Minimum role required: {0}")]
+    MissingRole(&'static str),
+    /// 500: the store failed (database down, pool timeout).
+    #[error("Session store unavailable")]
+    StoreUnavailable,
+    /// 500: no [`SessionLayer`](crate::SessionLayer) runs in front of this route.
+    #[error("Session layer not installed")]
+    LayerMissing,
+}
+
+impl AuthRejection {
+    /// The HTTP status of this rejection.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidSession | Self::InvalidUser => StatusCode::UNAUTHORIZED,
+            Self::NoCharacterSelected | Self::CharacterNotFound | Self::CharacterWorldNotFound => {
+                StatusCode::CONFLICT
+            }
+            Self::MissingPermission(_) | Self::MissingRole(_) => StatusCode::FORBIDDEN,
+            Self::StoreUnavailable | Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "detail": self.to_string() }).to_string();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Session>().cloned().ok_or_else(|| {
+            tracing::error!("a session extractor ran without SessionLayer in front of it");
+            AuthRejection::LayerMissing
+        })
+    }
+}
+
+/// An authenticated user: a live session whose user exists, is active and has a role.
+///
+/// Rejects with 401 (`Invalid or expired session` / `Invalid session user`) or 500
+/// (`Session store unavailable`). As `Option<AuthUser>` it yields `None` instead of a 401, but
+/// still fails closed with 500 when the store is down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthUser {
+    /// The user's id.
+    pub user_id: i64,
+    /// The user's name, read from the users table on this request.
+    pub username: String,
+    /// The user's role, read from the users table on this request.
+    pub role: String,
+    /// The session's public id.
+    pub session_id: SessionId,
+    /// The selected character, if any.
+    pub character_id: Option<i64>,
+    /// When the user logged in (the session's creation time).
+    pub authenticated_at: OffsetDateTime,
+    /// The client type recorded at login.
+    pub client_type: String,
+}
+
+impl AuthUser {
+    fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
+        let user = view.user.as_ref().ok_or(AuthRejection::InvalidUser)?;
+        let role = match &user.role {
+            Some(role) if user.is_active && !role.is_empty() => role,
+            _ => return Err(AuthRejection::InvalidUser),
+        };
+        let session = &view.session;
+        Ok(Self {
+            user_id: session.user_id,
+            username: user.username.clone(),
+            role: role.clone(),
+            session_id: session.id,
+            character_id: session.character_id,
+            authenticated_at: session.created_at,
+            client_type: session.client_type.clone(),
+        })
+    }
+
+    async fn resolve(parts: &Parts) -> Result<(Self, Session), AuthRejection> {
+        let session = parts
+            .extensions
+            .get::<Session>()
+            .ok_or(AuthRejection::LayerMissing)?;
+        let view = session
+            .resolve()
+            .await?
+            .ok_or(AuthRejection::InvalidSession)?;
+        Ok((Self::from_view(view)?, session.clone()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::resolve(parts).await?.0)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match Self::resolve(parts).await {
+            Ok((user, _)) => Ok(Some(user)),
+            Err(AuthRejection::InvalidSession | AuthRejection::InvalidUser) => Ok(None),
+            Err(rejection) => Err(rejection),
+        }
+    }
+}
+
+/// An authenticated user with a selected character in a world: for gameplay routes.
+///
+/// Rejects as [`AuthUser`], then with 409 when no character is selected, the character is gone
+/// (or changed owner), or it has no world. The session's `world_id` is kept in sync with the
+/// character's by the validating statement itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GameUser {
+    /// The user's id.
+    pub user_id: i64,
+    /// The user's name.
+    pub username: String,
+    /// The user's role.
+    pub role: String,
+    /// The session's public id.
+    pub session_id: SessionId,
+    /// The selected character.
+    pub character_id: i64,
+    /// The character's name.
+    pub character_name: String,
+    /// The character's world.
+    pub world_id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for GameUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (user, session) = AuthUser::resolve(parts).await?;
+        let character_id = user
+            .character_id
+            .ok_or(AuthRejection::NoCharacterSelected)?;
+        let view = session
+            .resolve()
+            .await?
+            .ok_or(AuthRejection::InvalidSession)?;
+        let character = view
+            .character
+            .as_ref()
+            .ok_or(AuthRejection::CharacterNotFound)?;
+        let world_id = character
+            .world_id
+            .clone()
+            .filter(|world| !world.is_empty())
+            .ok_or(AuthRejection::CharacterWorldNotFound)?;
+        Ok(Self {
+            user_id: user.user_id,
+            username: user.username,
+            role: user.role,
+            session_id: user.session_id,
+            character_id,
+            character_name: character.name.clone(),
+            world_id,
+        })
+    }
+}
+
+/// An authenticated user whose role grants permission `P`; otherwise 403
+/// `Insufficient permissions. Required: <P::NAME>`.
+///
+/// ```
+/// use tower_session_auth::{RequirePermission, permissions::KickUsers};
+///
+/// async fn kick(RequirePermission(admin, ..): RequirePermission<KickUsers>) -> String {
+///     format!("{} may kick", admin.username)
+/// }
+/// ```
+pub struct RequirePermission<P: Permission>(pub AuthUser, pub PhantomData<P>);
+
+/// An authenticated user whose role is at least `R` in the policy's hierarchy; otherwise 403
+/// `Insufficient privileges. Minimum role required: <R::NAME>`.
+pub struct RequireRole<R: Role>(pub AuthUser, pub PhantomData<R>);
+
+macro_rules! guard_extractor {
+    ($guard:ident, $bound:ident, |$policy:ident, $role:ident, $name:ident| $allowed:expr, $reject:expr) => {
+        impl<T: $bound> $guard<T> {
+            /// The authenticated user.
+            pub fn into_inner(self) -> AuthUser {
+                self.0
+            }
+        }
+
+        impl<T: $bound> Deref for $guard<T> {
+            type Target = AuthUser;
+
+            fn deref(&self) -> &AuthUser {
+                &self.0
+            }
+        }
+
+        impl<T: $bound> std::fmt::Debug for $guard<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($guard))
+                    .field(&T::NAME)
+                    .field(&self.0)
+                    .finish()
+            }
+        }
+
+        impl<T: $bound, S: Send + Sync> FromRequestParts<S> for $guard<T> {
+            type Rejection = AuthRejection;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                _state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let (user, session) = AuthUser::resolve(parts).await?;
+                let $policy = session.manager().policy();
+                let $role = user.role.as_str();
+                let $name = T::NAME;
+                if $allowed {
+                    Ok(Self(user, PhantomData))
+                } else {
+                    Err($reject($name))
+                }
+            }
+        }
+    };
+}
+
+guard_extractor!(
+    RequirePermission,
+    Permission,
+    |policy, role, name| policy.has_permission(role, name),
+    AuthRejection::MissingPermission
+);
+guard_extractor!(
+    RequireRole,
+    Role,
+    |policy, role, name| policy.has_role_at_least(role, name),
+    AuthRejection::MissingRole
+);

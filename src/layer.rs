@@ -1,0 +1,447 @@
+//! [`SessionLayer`] and [`SessionService`]: find the token, hand a [`Session`] to the
+//! extractors, and write the cookie that a login or logout asked for.
+//!
+//! The service parses the token strictly and inserts a [`Session`] handle into the request's
+//! extensions; it does not touch the store. The first extractor that needs the user
+//! ([`AuthUser`](crate::AuthUser), [`GameUser`](crate::GameUser), …) resolves the session with
+//! one store round trip and caches the outcome in the handle, so any further extractors of the
+//! same request reuse it. Routes that extract nothing never reach the store, and keep working
+//! while the database is down.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_session_auth::{AuthUser, MemoryStore, SessionConfig, SessionLayer, SessionManager};
+//!
+//! async fn me(user: AuthUser) -> String {
+//!     format!("hello, {}", user.username)
+//! }
+//!
+//! let manager = SessionManager::new(MemoryStore::new(), SessionConfig::default());
+//! let app: Router = Router::new()
+//!     .route("/me", get(me))
+//!     .layer(SessionLayer::new(manager));
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tokio::sync::OnceCell;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::extract::AuthRejection;
+use crate::lifecycle::{AUDIT_TARGET, Login, SessionManager};
+use crate::store::{ClientInfo, SessionView, StoreError, Validation};
+use crate::token::SessionToken;
+
+/// Cookie header values longer than this (in total) are treated as carrying no token.
+pub const MAX_COOKIE_HEADER: usize = 4096;
+
+/// Where a request's token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// The configured extra header ([`SessionConfig::token_header`](crate::SessionConfig)).
+    Header,
+    /// The session cookie.
+    Cookie,
+}
+
+/// Applies [`SessionService`] to a service. Holds a [`SessionManager`].
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    manager: SessionManager,
+}
+
+impl SessionLayer {
+    /// A layer that resolves sessions through `manager`.
+    pub fn new(manager: SessionManager) -> Self {
+        Self { manager }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            manager: self.manager.clone(),
+        }
+    }
+}
+
+/// The middleware: inserts a [`Session`] into each request and applies its cookie changes to
+/// the response.
+///
+/// It adds no error of its own (`Error = S::Error`, so wrapping an axum `Router` stays
+/// `Infallible`) and is generic over request and response bodies. The inner service is called
+/// synchronously from `call`, so the service made ready by `poll_ready` is the one that runs:
+/// no clone-and-swap is needed.
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: SessionManager,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let session = Session::from_headers(&self.manager, request.headers());
+        request.extensions_mut().insert(session.clone());
+        ResponseFuture {
+            inner: self.inner.call(request),
+            session,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`SessionService`]: adds `Set-Cookie` and `Cache-Control: no-store`
+    /// when the handler logged in or out.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        session: Session,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(cookie) = this.session.take_cookie() {
+            let headers = response.headers_mut();
+            headers.append(SET_COOKIE, cookie);
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The request's session handle, inserted by [`SessionService`].
+///
+/// Extractors use it to resolve the user; handlers take it (it is an extractor too) to log in
+/// or out, which also sets or clears the cookie on the response. It never reveals the token.
+///
+/// ```
+/// use axum::{Json, http::StatusCode};
+/// use tower_session_auth::{ClientInfo, Session};
+///
+/// async fn login(session: Session) -> Result<Json<String>, StatusCode> {
+///     // ... check the user's password first ...
+///     let login = session
+///         .login(1, ClientInfo::default())
+///         .await
+///         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+///     Ok(Json(login.session.id.to_string()))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    state: Arc<State>,
+}
+
+struct State {
+    manager: SessionManager,
+    source: Option<TokenSource>,
+    /// `None` when no token was presented or the presented one was malformed.
+    token: Option<SessionToken>,
+    resolved: OnceCell<Resolved>,
+    cookie: Mutex<Option<HeaderValue>>,
+}
+
+enum Resolved {
+    Anonymous,
+    Live(Box<SessionView>),
+    StoreFailed,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("source", &self.state.source)
+            .field("token", &self.state.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A handle for a request with these headers: finds and strictly parses the token.
+    pub fn from_headers(manager: &SessionManager, headers: &HeaderMap) -> Self {
+        let (source, token) = match find_token(manager, headers) {
+            Some((source, token)) => (Some(source), token),
+            None => (None, None),
+        };
+        if let (Some(source), None) = (source, &token) {
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "token_rejected",
+                reason = "malformed",
+                source = ?source,
+            );
+        }
+        Self {
+            state: Arc::new(State {
+                manager: manager.clone(),
+                source,
+                token,
+                resolved: OnceCell::new(),
+                cookie: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The manager behind this session.
+    pub fn manager(&self) -> &SessionManager {
+        &self.state.manager
+    }
+
+    /// Where the presented token came from (`None`: no token was presented).
+    pub fn token_source(&self) -> Option<TokenSource> {
+        self.state.source
+    }
+
+    /// Resolves the session once per request (later calls reuse the outcome): `Ok(None)` when
+    /// there is no live session for the token, `Err` when the store failed.
+    pub async fn resolve(&self) -> Result<Option<&SessionView>, AuthRejection> {
+        let resolved = self
+            .state
+            .resolved
+            .get_or_init(|| async {
+                let Some(token) = &self.state.token else {
+                    return Resolved::Anonymous;
+                };
+                match self.state.manager.validate(token).await {
+                    Ok(Validation::Valid(view)) => Resolved::Live(view),
+                    Ok(Validation::Unknown | Validation::Expired) => Resolved::Anonymous,
+                    Err(error) => {
+                        tracing::error!(%error, "session store unavailable");
+                        Resolved::StoreFailed
+                    }
+                }
+            })
+            .await;
+        match resolved {
+            Resolved::Anonymous => Ok(None),
+            Resolved::Live(view) => Ok(Some(view)),
+            Resolved::StoreFailed => Err(AuthRejection::StoreUnavailable),
+        }
+    }
+
+    /// Logs `user_id` in with a fresh token and, unless the request authenticated by header,
+    /// sets the session cookie on the response. A session that this request presented by
+    /// cookie is removed first: the new cookie replaces it in the browser anyway.
+    pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
+        let manager = &self.state.manager;
+        let by_header = matches!(
+            self.state.source,
+            Some(TokenSource::Bearer | TokenSource::Header)
+        );
+        if let (Some(TokenSource::Cookie), Some(old)) = (self.state.source, &self.state.token) {
+            manager.remove_by_token(old).await?;
+        }
+        let login = manager.login(user_id, client).await?;
+        if !by_header {
+            self.set_cookie(manager.session_cookie(&login.token, &login.session));
+        }
+        Ok(login)
+    }
+
+    /// Ends this request's session. When the token came from the cookie, the response carries
+    /// a removal cookie. Returns whether a session was removed.
+    pub async fn logout(&self) -> Result<bool, StoreError> {
+        let Some(token) = &self.state.token else {
+            return Ok(false);
+        };
+        let removed = self.state.manager.remove_by_token(token).await?;
+        if self.state.source == Some(TokenSource::Cookie) {
+            self.set_cookie(self.state.manager.removal_cookie());
+        }
+        Ok(removed)
+    }
+
+    fn set_cookie(&self, value: HeaderValue) {
+        *self.state.cookie.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
+
+    fn take_cookie(&self) -> Option<HeaderValue> {
+        self.state
+            .cookie
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// Finds the token: `Authorization: Bearer`, then the extra header, then the cookie. Returns
+/// the source and the strictly parsed token (`None` if malformed), or `None` if absent.
+fn find_token(
+    manager: &SessionManager,
+    headers: &HeaderMap,
+) -> Option<(TokenSource, Option<SessionToken>)> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let bytes = value.as_bytes();
+        let scheme_end = bytes.iter().position(|b| *b == b' ').unwrap_or(bytes.len());
+        if bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+            let rest = &bytes[scheme_end..];
+            let credentials = rest.trim_ascii_start();
+            let token = (rest.len() > credentials.len())
+                .then(|| SessionToken::parse_bytes(credentials))
+                .flatten();
+            return Some((TokenSource::Bearer, token));
+        }
+    }
+    if let Some(name) = &manager.config().token_header {
+        if let Some(value) = headers.get(name) {
+            return Some((
+                TokenSource::Header,
+                SessionToken::parse_bytes(value.as_bytes()),
+            ));
+        }
+    }
+    cookie_token(headers, manager.cookie_name()).map(|token| (TokenSource::Cookie, token))
+}
+
+/// The session cookie's token: `None` if there is no such cookie (or the header is oversized),
+/// `Some(None)` if it is malformed or the name appears more than once.
+fn cookie_token(headers: &HeaderMap, name: &str) -> Option<Option<SessionToken>> {
+    let values = headers.get_all(COOKIE);
+    let total: usize = values.iter().map(|value| value.len() + 2).sum();
+    if total > MAX_COOKIE_HEADER + 2 {
+        return None;
+    }
+    let mut found: Option<&[u8]> = None;
+    let mut duplicate = false;
+    for pair in values
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+    {
+        let pair = pair.trim_ascii();
+        let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        if pair[..eq].trim_ascii() == name.as_bytes() {
+            duplicate |= found.is_some();
+            found = Some(pair[eq + 1..].trim_ascii());
+        }
+    }
+    let value = found?;
+    Some(if duplicate {
+        None
+    } else {
+        SessionToken::parse_bytes(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryStore, SessionConfig};
+
+    fn manager() -> SessionManager {
+        let config = SessionConfig::default()
+            .token_header(Some(http::HeaderName::from_static("x-session-token")));
+        SessionManager::new(MemoryStore::new(), config)
+    }
+
+    fn find(pairs: &[(&str, &[u8])]) -> Option<(TokenSource, Option<String>)> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        find_token(&manager(), &headers)
+            .map(|(source, token)| (source, token.map(|t| t.expose().to_owned())))
+    }
+
+    #[test]
+    fn precedence_is_bearer_then_header_then_cookie() {
+        let [a, b, c] = [(); 3].map(|_| SessionToken::generate().expose().to_owned());
+        let bearer = format!("Bearer {a}");
+        let cookie = format!("id={c}");
+        let all: [(&str, &[u8]); 3] = [
+            ("authorization", bearer.as_bytes()),
+            ("x-session-token", b.as_bytes()),
+            ("cookie", cookie.as_bytes()),
+        ];
+        assert_eq!(find(&all), Some((TokenSource::Bearer, Some(a.clone()))));
+        assert_eq!(
+            find(&all[1..]),
+            Some((TokenSource::Header, Some(b.clone())))
+        );
+        assert_eq!(
+            find(&all[2..]),
+            Some((TokenSource::Cookie, Some(c.clone())))
+        );
+        assert_eq!(find(&[]), None);
+    }
+
+    #[test]
+    fn other_authorization_schemes_fall_through_to_the_cookie() {
+        let c = SessionToken::generate().expose().to_owned();
+        let cookie = format!("theme=dark; id={c}; lang=en");
+        assert_eq!(
+            find(&[
+                ("authorization", b"Basic dXNlcjpwYXNz"),
+                ("cookie", cookie.as_bytes())
+            ]),
+            Some((TokenSource::Cookie, Some(c.clone())))
+        );
+    }
+
+    #[test]
+    fn malformed_or_ambiguous_tokens_are_presented_but_rejected() {
+        let t = SessionToken::generate().expose().to_owned();
+        for bearer in ["Bearer", "Bearer ", "bearer x", &format!("Bearer {t}x")] {
+            assert_eq!(
+                find(&[("authorization", bearer.as_bytes())]),
+                Some((TokenSource::Bearer, None)),
+                "{bearer}"
+            );
+        }
+        let twice = format!("id={t}; id={t}");
+        assert_eq!(
+            find(&[("cookie", twice.as_bytes())]),
+            Some((TokenSource::Cookie, None))
+        );
+        let encoded = format!("id={}%2D", &t[..40]);
+        assert_eq!(
+            find(&[("cookie", encoded.as_bytes())]),
+            Some((TokenSource::Cookie, None))
+        );
+        assert_eq!(
+            find(&[("cookie", b"id=\xff\xfe")]),
+            Some((TokenSource::Cookie, None))
+        );
+    }
+
+    #[test]
+    fn oversized_cookie_header_carries_no_token() {
+        let t = SessionToken::generate().expose().to_owned();
+        let big = format!("pad={}; id={t}", "x".repeat(MAX_COOKIE_HEADER));
+        assert_eq!(find(&[("cookie", big.as_bytes())]), None);
+    }
+}

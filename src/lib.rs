@@ -1,0 +1,81 @@
+//! Server-side session authentication for Tower and Axum, on PostgreSQL.
+//!
+//! [`SessionLayer`] finds the session token (`Authorization: Bearer`, an optional extra header,
+//! or a cookie), and typed extractors resolve it against a [`SessionStore`] in **one round
+//! trip**: [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`] and
+//! [`RequireRole<R>`]. A handler's signature is its access policy.
+//!
+//! ```no_run
+//! use axum::{Json, Router, routing::{get, post}};
+//! use tower_session_auth::{
+//!     AuthUser, ClientInfo, PgStore, RequirePermission, Session, SessionConfig, SessionLayer,
+//!     SessionManager, permissions::ViewLogs,
+//! };
+//!
+//! async fn login(session: Session) -> Json<String> {
+//!     // ... verify the password, find the user id ...
+//!     let login = session.login(42, ClientInfo::default()).await.unwrap();
+//!     Json(login.token.expose().to_owned()) // the cookie is set too
+//! }
+//! async fn me(user: AuthUser) -> String { user.username }
+//! async fn logs(_: RequirePermission<ViewLogs>) -> &'static str { "…" }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PgStore::connect("postgres://app:secret@localhost/app")?;
+//! store.migrate().await?;
+//! let manager = SessionManager::new(store, SessionConfig::default());
+//! let app: Router = Router::new()
+//!     .route("/login", post(login))
+//!     .route("/me", get(me))
+//!     .route("/admin/logs", get(logs))
+//!     .layer(SessionLayer::new(manager));
+//! # Ok(()) }
+//! ```
+//!
+//! # Security model
+//!
+//! - **Tokens** are 32 bytes from the OS CSPRNG, base64url (43 characters), opaque. The store
+//!   keeps only `SHA-256(token)`; `Debug` output, errors and audit logs never show a token.
+//! - **Strict mode**: a presented token that is not exactly 43 canonical base64url characters is
+//!   rejected before any query. Unknown tokens never create a session; login always issues a
+//!   fresh token.
+//! - **Fail closed**: a store failure (database down, pool timeout) is `500 Session store
+//!   unavailable`: never anonymous, never 403, and the cookie is left alone.
+//! - **Fresh authorisation**: the role and active flag are read from the users table on every
+//!   validation, so role changes and deactivation apply on the next request.
+//! - **Expiry**: an idle TTL with sliding expiration, plus an absolute lifetime that activity
+//!   never extends. Activity writes are debounced by `touch_interval`, so the idle expiry can
+//!   come early by at most that interval. An expired session is deleted when presented, and
+//!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest.
+//!   A touch never re-creates a session deleted concurrently.
+//! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
+//!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store`. When the
+//!   token came from a header, the layer never sets a cookie.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod clock;
+mod config;
+mod extract;
+mod layer;
+mod lifecycle;
+pub mod permission;
+mod store;
+mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CookieConfig, SessionConfig};
+pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
+pub use layer::{
+    MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService, TokenSource,
+};
+pub use lifecycle::{AUDIT_TARGET, Login, SessionManager};
+pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
+pub use store::{
+    AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSession, PgStore,
+    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
+};
+pub use token::{SessionId, SessionToken, TOKEN_LEN, TokenHash};
+
+/// Re-exported for [`CookieConfig::same_site`].
+pub use cookie::SameSite;

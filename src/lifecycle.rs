@@ -1,0 +1,373 @@
+//! [`SessionManager`]: login, validation, character selection, revocation, listing, purging.
+//!
+//! The manager is what handlers and background tasks use. Inside a request, the
+//! [`Session`](crate::Session) handle wraps the same operations and also sets or clears the
+//! cookie on the response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cookie::Cookie;
+use http::HeaderValue;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::SessionConfig;
+use crate::permission::{AccessPolicy, MudPolicy};
+use crate::store::{
+    CharacterSelection, ClientInfo, NewSession, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, Validation, span,
+};
+use crate::token::{SessionId, SessionToken};
+
+/// tracing target of the audit events (login, logout, revoke, expiry, rejected tokens).
+pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
+
+/// A successful login: the new token (hand it to the client once) and the stored session.
+#[derive(Debug)]
+pub struct Login {
+    /// The fresh bearer token. Its `Debug` is redacted.
+    pub token: SessionToken,
+    /// The stored session.
+    pub session: SessionRecord,
+}
+
+/// Sessions' lifecycle: the store, the configuration, the access policy and the clock.
+///
+/// Cheap to clone (one `Arc`). Build one at start-up and give it to the
+/// [`SessionLayer`](crate::SessionLayer) and to background tasks.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_session_auth::StoreError> {
+/// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+///
+/// let store = MemoryStore::new();
+/// store.upsert_user(1, "alice", Some("player"), true);
+/// let manager = SessionManager::new(store, SessionConfig::default());
+///
+/// let login = manager.login(1, ClientInfo::default()).await?;
+/// assert!(manager.lookup(&login.token).await.is_some());
+/// assert!(manager.remove_by_token(&login.token).await?);
+/// assert!(manager.lookup(&login.token).await.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    store: Arc<dyn SessionStore>,
+    config: SessionConfig,
+    cookie_name: String,
+    policy: Arc<dyn AccessPolicy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// A manager over `store` with the [`MudPolicy`] and the system clock.
+    pub fn new(store: impl SessionStore, config: SessionConfig) -> Self {
+        let cookie_name = config.cookie.full_name();
+        Self {
+            inner: Arc::new(Inner {
+                store: Arc::new(store),
+                config,
+                cookie_name,
+                policy: Arc::new(MudPolicy),
+                clock: Arc::new(SystemClock),
+            }),
+        }
+    }
+
+    /// Replaces the role → permission policy.
+    pub fn with_policy(mut self, policy: impl AccessPolicy) -> Self {
+        Arc::make_mut(&mut self.inner).policy = Arc::new(policy);
+        self
+    }
+
+    /// Replaces the clock (tests use a [`ManualClock`](crate::ManualClock)).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        Arc::make_mut(&mut self.inner).clock = Arc::new(clock);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.inner.config
+    }
+
+    /// The access policy.
+    pub fn policy(&self) -> &dyn AccessPolicy {
+        &*self.inner.policy
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn SessionStore {
+        &*self.inner.store
+    }
+
+    /// The cookie name as sent (with the `__Host-` prefix when enabled).
+    pub fn cookie_name(&self) -> &str {
+        &self.inner.cookie_name
+    }
+
+    /// The current time, truncated to microseconds (PostgreSQL's precision), so that both
+    /// stores see the same instants.
+    pub fn now(&self) -> OffsetDateTime {
+        let now = self.inner.clock.now();
+        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now)
+    }
+
+    /// Creates a session for `user_id` with a fresh token. With `max_sessions_per_user =
+    /// Some(n)`, the user's oldest sessions beyond `n` are removed in the same step.
+    ///
+    /// The caller has authenticated the user (password, SSO, …) and checked that the account
+    /// is active; the session records `client` for listings and audits.
+    pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
+        let config = &self.inner.config;
+        let now = self.now();
+        let token = SessionToken::generate();
+        let new = NewSession {
+            id: SessionId::new(),
+            token_hash: token.hash(),
+            user_id,
+            client,
+            created_at: now,
+            expires_at: config.idle_timeout.map(|ttl| now + span(ttl)),
+            absolute_expires_at: config.absolute_lifetime.map(|life| now + span(life)),
+        };
+        let session = self
+            .inner
+            .store
+            .create(new, config.max_sessions_per_user)
+            .await?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "login",
+            session_id = %session.id,
+            user_id,
+            ip = ?session.ip,
+            client_type = %session.client_type,
+        );
+        Ok(Login { token, session })
+    }
+
+    /// Validates a token: one store round trip that deletes an expired session, applies the
+    /// debounced touch and sliding expiry, and returns the session with its user and
+    /// character. This is what the extractors use.
+    pub async fn validate(&self, token: &SessionToken) -> Result<Validation, StoreError> {
+        let config = &self.inner.config;
+        let now = self.now();
+        let touch = Touch {
+            due_before: now - span(config.touch_interval),
+            slide_to: config
+                .idle_timeout
+                .filter(|_| config.sliding)
+                .map(|ttl| now + span(ttl)),
+        };
+        let hash = token.hash();
+        let validation = self.inner.store.validate(&hash, now, touch).await?;
+        match &validation {
+            Validation::Unknown => tracing::info!(
+                target: AUDIT_TARGET,
+                event = "token_rejected",
+                reason = "unknown",
+                token_hash = %hash.prefix(),
+            ),
+            Validation::Expired => tracing::info!(
+                target: AUDIT_TARGET,
+                event = "session_expired",
+                token_hash = %hash.prefix(),
+            ),
+            Validation::Valid(_) => {}
+        }
+        Ok(validation)
+    }
+
+    /// Read-only lookup by token: no activity update, nothing deleted, `None` on any failure
+    /// (unknown, expired, or a store error). The original's `get_username_from_session`.
+    pub async fn lookup(&self, token: &SessionToken) -> Option<SessionView> {
+        match self.inner.store.lookup(&token.hash(), self.now()).await {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::warn!(%error, "session lookup failed");
+                None
+            }
+        }
+    }
+
+    /// The username of a token's live session and user, or `None`.
+    pub async fn username(&self, token: &SessionToken) -> Option<String> {
+        self.lookup(token).await?.user.map(|user| user.username)
+    }
+
+    /// The username and role of a token's live session and user, or `None` (also when the
+    /// user has no role).
+    pub async fn username_and_role(&self, token: &SessionToken) -> Option<(String, String)> {
+        let user = self.lookup(token).await?.user?;
+        let role = user.role.filter(|role| !role.is_empty())?;
+        Some((user.username, role))
+    }
+
+    /// Binds one of the user's characters to the session; the world comes from the character.
+    pub async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
+        self.inner
+            .store
+            .select_character(session_id, user_id, character_id)
+            .await
+    }
+
+    /// Removes a session by id (an administrator's kick). Returns whether it existed.
+    pub async fn remove(&self, id: SessionId) -> Result<bool, StoreError> {
+        let removed = self.inner.store.remove(id, None).await?;
+        if removed {
+            tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id);
+        }
+        Ok(removed)
+    }
+
+    /// Removes a session by id only if it belongs to `user_id` (self-service revocation).
+    pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, StoreError> {
+        let removed = self.inner.store.remove(id, Some(user_id)).await?;
+        if removed {
+            tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, user_id);
+        }
+        Ok(removed)
+    }
+
+    /// Removes the session of a token. Returns whether it existed.
+    pub async fn remove_by_token(&self, token: &SessionToken) -> Result<bool, StoreError> {
+        let hash = token.hash();
+        let removed = self.inner.store.remove_by_token(&hash).await?;
+        if removed {
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "logout",
+                token_hash = %hash.prefix(),
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Removes all of a user's sessions but `keep` ("sign out everywhere else").
+    pub async fn revoke_others(&self, user_id: i64, keep: SessionId) -> Result<u64, StoreError> {
+        let count = self
+            .inner
+            .store
+            .remove_for_user(user_id, Some(keep))
+            .await?;
+        tracing::info!(target: AUDIT_TARGET, event = "revoke_others", user_id, count);
+        Ok(count)
+    }
+
+    /// Removes all of a user's sessions (password change, deactivation, compromise).
+    pub async fn revoke_all(&self, user_id: i64) -> Result<u64, StoreError> {
+        let count = self.inner.store.remove_for_user(user_id, None).await?;
+        tracing::info!(target: AUDIT_TARGET, event = "revoke_all", user_id, count);
+        Ok(count)
+    }
+
+    /// A user's live sessions, newest first, with IP, User-Agent and client type.
+    pub async fn list_for_user(&self, user_id: i64) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.store.list_for_user(user_id, self.now()).await
+    }
+
+    /// Live sessions, counting only those active within `window` when one is given (the
+    /// original counted activity within 30 minutes for its health endpoint).
+    pub async fn count_active(&self, window: Option<Duration>) -> Result<u64, StoreError> {
+        let now = self.now();
+        let since = window.map(|window| now - span(window));
+        self.inner.store.count_active(now, since).await
+    }
+
+    /// Deletes every session. Returns how many were removed.
+    pub async fn clear_all(&self) -> Result<u64, StoreError> {
+        let count = self.inner.store.clear_all().await?;
+        tracing::warn!(target: AUDIT_TARGET, event = "clear_all", count);
+        Ok(count)
+    }
+
+    /// Deletes expired sessions. Returns how many were removed.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.inner.store.purge_expired(self.now()).await
+    }
+
+    /// Spawns a task that calls [`purge_expired`](Self::purge_expired) every `every`, starting
+    /// now. A failure is logged and the task keeps going; abort the handle to stop it.
+    pub fn spawn_sweeper(&self, every: Duration) -> JoinHandle<()> {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match manager.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(count) => {
+                        tracing::info!(target: AUDIT_TARGET, event = "purge_expired", count)
+                    }
+                    Err(error) => tracing::error!(%error, "session sweeper failed; will retry"),
+                }
+            }
+        })
+    }
+
+    /// The `Set-Cookie` value that carries a new session's token.
+    ///
+    /// `HttpOnly`, `Secure` and `SameSite` as configured, `Path` as configured, no `Domain`.
+    /// A persistent cookie's `Max-Age` never exceeds the session's remaining lifetime.
+    pub fn session_cookie(&self, token: &SessionToken, session: &SessionRecord) -> HeaderValue {
+        let cookie_config = &self.inner.config.cookie;
+        let mut cookie = self.cookie_base(token.expose());
+        if cookie_config.persistent {
+            let now = self.now();
+            // A session that never expires gets the longest lifetime browsers honour.
+            let until = [session.expires_at, session.absolute_expires_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + time::Duration::days(400));
+            cookie.set_max_age((until - now).max(time::Duration::ZERO));
+        }
+        cookie_header(&cookie)
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie (`Max-Age=0`, same name, path).
+    pub fn removal_cookie(&self) -> HeaderValue {
+        let mut cookie = self.cookie_base("");
+        cookie.set_max_age(time::Duration::ZERO);
+        cookie_header(&cookie)
+    }
+
+    fn cookie_base<'c>(&'c self, value: &'c str) -> Cookie<'c> {
+        let config = &self.inner.config.cookie;
+        Cookie::build((self.inner.cookie_name.as_str(), value))
+            .http_only(true)
+            .secure(config.secure)
+            .same_site(config.same_site)
+            .path(config.path.as_str())
+            .build()
+    }
+}
+
+fn cookie_header(cookie: &Cookie<'_>) -> HeaderValue {
+    HeaderValue::try_from(cookie.to_string())
+        .expect("a cookie of a base64url token and configured attributes is a valid header")
+}

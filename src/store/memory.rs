@@ -1,0 +1,388 @@
+//! [`MemoryStore`]: the same semantics as [`PgStore`](super::PgStore), in process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{
+    CharacterRecord, CharacterSelection, NewSession, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation, is_expired,
+};
+use crate::token::{SessionId, TokenHash};
+
+/// Sessions, users and characters in process memory, behind one mutex.
+///
+/// For the example server's no-database default, single-process tools, and fast tests. It
+/// keeps its own user and character directory (filled with [`MemoryStore::upsert_user`] and
+/// [`MemoryStore::upsert_character`]) so that validation resolves usernames, roles and
+/// characters exactly as [`PgStore`](super::PgStore) does. Sessions are lost on restart.
+///
+/// ```
+/// use tower_session_auth::MemoryStore;
+///
+/// let store = MemoryStore::new();
+/// store.upsert_user(1, "alice", Some("admin"), true);
+/// store.upsert_character(10, 1, "alice_char", Some("pipeworks_web"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<SessionId, Entry>,
+    by_token: HashMap<TokenHash, SessionId>,
+    users: HashMap<i64, UserRecord>,
+    characters: HashMap<i64, (i64, CharacterRecord)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    token_hash: TokenHash,
+    record: SessionRecord,
+}
+
+impl State {
+    fn delete(&mut self, id: SessionId) -> bool {
+        match self.sessions.remove(&id) {
+            Some(entry) => {
+                self.by_token.remove(&entry.token_hash);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn delete_where(&mut self, mut doomed: impl FnMut(&SessionRecord) -> bool) -> u64 {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|entry| doomed(&entry.record))
+            .map(|entry| entry.record.id)
+            .collect();
+        ids.iter().filter(|id| self.delete(**id)).count() as u64
+    }
+
+    /// The selected character, if it exists and belongs to the session's user.
+    fn character_of(&self, record: &SessionRecord) -> Option<&CharacterRecord> {
+        let (owner, character) = self.characters.get(&record.character_id?)?;
+        (*owner == record.user_id).then_some(character)
+    }
+
+    fn view(&self, record: &SessionRecord) -> SessionView {
+        SessionView {
+            session: record.clone(),
+            user: self.users.get(&record.user_id).cloned(),
+            character: self.character_of(record).cloned(),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters (each operation is a few inserts/removes), so keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many sessions are stored, including expired ones not yet purged.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Whether no session is stored.
+    pub fn is_empty(&self) -> bool {
+        self.lock().sessions.is_empty()
+    }
+
+    /// Adds or replaces a user.
+    pub fn upsert_user(&self, user_id: i64, username: &str, role: Option<&str>, is_active: bool) {
+        self.lock().users.insert(
+            user_id,
+            UserRecord {
+                username: username.to_owned(),
+                role: role.map(str::to_owned),
+                is_active,
+            },
+        );
+    }
+
+    /// Removes a user (their sessions stay, and fail validation with "Invalid session user").
+    pub fn remove_user(&self, user_id: i64) -> bool {
+        self.lock().users.remove(&user_id).is_some()
+    }
+
+    /// Changes a user's role; effective on the user's next request. Returns false if unknown.
+    pub fn set_role(&self, user_id: i64, role: Option<&str>) -> bool {
+        match self.lock().users.get_mut(&user_id) {
+            Some(user) => {
+                user.role = role.map(str::to_owned);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Activates or deactivates a user. Returns false if unknown.
+    pub fn set_active(&self, user_id: i64, is_active: bool) -> bool {
+        match self.lock().users.get_mut(&user_id) {
+            Some(user) => {
+                user.is_active = is_active;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A user by id.
+    pub fn user(&self, user_id: i64) -> Option<UserRecord> {
+        self.lock().users.get(&user_id).cloned()
+    }
+
+    /// A user's id by username.
+    pub fn user_id_by_name(&self, username: &str) -> Option<i64> {
+        self.lock()
+            .users
+            .iter()
+            .find(|(_, user)| user.username == username)
+            .map(|(id, _)| *id)
+    }
+
+    /// Adds or replaces a character owned by `user_id`.
+    pub fn upsert_character(
+        &self,
+        character_id: i64,
+        user_id: i64,
+        name: &str,
+        world_id: Option<&str>,
+    ) {
+        self.lock().characters.insert(
+            character_id,
+            (
+                user_id,
+                CharacterRecord {
+                    name: name.to_owned(),
+                    world_id: world_id.map(str::to_owned),
+                },
+            ),
+        );
+    }
+
+    /// Removes a character.
+    pub fn remove_character(&self, character_id: i64) -> bool {
+        self.lock().characters.remove(&character_id).is_some()
+    }
+
+    /// The characters of a user, as `(id, record)` sorted by id.
+    pub fn characters_of(&self, user_id: i64) -> Vec<(i64, CharacterRecord)> {
+        let state = self.lock();
+        let mut list: Vec<_> = state
+            .characters
+            .iter()
+            .filter(|(_, (owner, _))| *owner == user_id)
+            .map(|(id, (_, character))| (*id, character.clone()))
+            .collect();
+        list.sort_by_key(|(id, _)| *id);
+        list
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(
+        &self,
+        new: NewSession,
+        max_per_user: Option<u32>,
+    ) -> Result<SessionRecord, StoreError> {
+        let record = SessionRecord {
+            id: new.id,
+            user_id: new.user_id,
+            character_id: None,
+            world_id: None,
+            client_type: new.client.client_type,
+            ip: new.client.ip,
+            user_agent: new.client.user_agent,
+            created_at: new.created_at,
+            last_activity: new.created_at,
+            expires_at: new.expires_at,
+            absolute_expires_at: new.absolute_expires_at,
+        };
+        let mut state = self.lock();
+        if state.by_token.contains_key(&new.token_hash) {
+            return Err(StoreError::Other("duplicate token hash".to_owned()));
+        }
+        if let Some(max) = max_per_user {
+            let mut older: Vec<(OffsetDateTime, SessionId)> = state
+                .sessions
+                .values()
+                .filter(|entry| entry.record.user_id == new.user_id)
+                .map(|entry| (entry.record.created_at, entry.record.id))
+                .collect();
+            older.sort_by(|a, b| b.cmp(a));
+            let keep_older = max.max(1) as usize - 1;
+            for (_, id) in older.into_iter().skip(keep_older) {
+                state.delete(id);
+            }
+        }
+        state.by_token.insert(new.token_hash, new.id);
+        state.sessions.insert(
+            new.id,
+            Entry {
+                token_hash: new.token_hash,
+                record: record.clone(),
+            },
+        );
+        Ok(record)
+    }
+
+    async fn validate(
+        &self,
+        token_hash: &TokenHash,
+        now: OffsetDateTime,
+        touch: Touch,
+    ) -> Result<Validation, StoreError> {
+        let mut state = self.lock();
+        let Some(&id) = state.by_token.get(token_hash) else {
+            return Ok(Validation::Unknown);
+        };
+        if is_expired(&state.sessions[&id].record, now) {
+            state.delete(id);
+            return Ok(Validation::Expired);
+        }
+        let record = &state.sessions[&id].record;
+        let world = state
+            .character_of(record)
+            .and_then(|character| character.world_id.clone());
+        let entry = state.sessions.get_mut(&id).expect("looked up above");
+        let record = &mut entry.record;
+        if record.last_activity <= touch.due_before {
+            record.last_activity = now;
+            if let Some(slide_to) = touch.slide_to {
+                record.expires_at = Some(slide_to);
+            }
+        }
+        if world.is_some() {
+            record.world_id = world;
+        }
+        let record = record.clone();
+        Ok(Validation::Valid(Box::new(state.view(&record))))
+    }
+
+    async fn lookup(
+        &self,
+        token_hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionView>, StoreError> {
+        let state = self.lock();
+        let Some(entry) = state.by_token.get(token_hash).map(|id| &state.sessions[id]) else {
+            return Ok(None);
+        };
+        if is_expired(&entry.record, now) {
+            return Ok(None);
+        }
+        Ok(Some(state.view(&entry.record)))
+    }
+
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
+        let mut state = self.lock();
+        let character = match state.characters.get(&character_id) {
+            Some((owner, character)) if *owner == user_id => character.clone(),
+            _ => return Ok(CharacterSelection::CharacterNotFound),
+        };
+        match state.sessions.get_mut(&session_id) {
+            Some(entry) if entry.record.user_id == user_id => {
+                entry.record.character_id = Some(character_id);
+                entry.record.world_id = character.world_id.clone();
+                Ok(CharacterSelection::Selected(character))
+            }
+            _ => Ok(CharacterSelection::SessionNotFound),
+        }
+    }
+
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let owned = state
+            .sessions
+            .get(&id)
+            .is_some_and(|entry| owner.is_none_or(|user| entry.record.user_id == user));
+        Ok(owned && state.delete(id))
+    }
+
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.by_token.get(token_hash).copied() {
+            Some(id) => Ok(state.delete(id)),
+            None => Ok(false),
+        }
+    }
+
+    async fn remove_for_user(
+        &self,
+        user_id: i64,
+        keep: Option<SessionId>,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .delete_where(|record| record.user_id == user_id && Some(record.id) != keep))
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let state = self.lock();
+        let mut list: Vec<SessionRecord> = state
+            .sessions
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|record| record.user_id == user_id && !is_expired(record, now))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .sessions
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|record| {
+                !is_expired(record, now) && active_since.is_none_or(|t| record.last_activity >= t)
+            })
+            .count() as u64)
+    }
+
+    async fn clear_all(&self) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let count = state.sessions.len() as u64;
+        state.sessions.clear();
+        state.by_token.clear();
+        Ok(count)
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(self.lock().delete_where(|record| is_expired(record, now)))
+    }
+}

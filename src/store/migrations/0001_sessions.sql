@@ -1,0 +1,20 @@
+-- Sessions, keyed by the SHA-256 of the token. The columns that the touch writes
+-- (last_activity, expires_at) and world_id are left unindexed, and the fillfactor leaves room
+-- in each page, so a touch is a HOT update that rewrites no index.
+CREATE TABLE sessions (
+    id                  uuid        PRIMARY KEY,
+    token_hash          bytea       NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
+    user_id             bigint      NOT NULL,
+    character_id        bigint,
+    world_id            text,
+    client_type         text        NOT NULL DEFAULT 'unknown',
+    ip                  inet,
+    user_agent          text,
+    created_at          timestamptz NOT NULL,
+    last_activity       timestamptz NOT NULL,
+    expires_at          timestamptz,
+    absolute_expires_at timestamptz
+) WITH (fillfactor = 80);
+
+-- Listing and revoking a user's sessions, and the single-session limit at login.
+CREATE INDEX sessions_user_id_created_at_idx ON sessions (user_id, created_at);

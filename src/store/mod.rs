@@ -1,0 +1,306 @@
+//! The [`SessionStore`] trait, the records it exchanges, and its two implementations:
+//! [`PgStore`] (PostgreSQL, the product) and [`MemoryStore`] (same semantics, in process).
+//!
+//! Stores are clock-free: every call that depends on time receives `now` from the
+//! [`SessionManager`](crate::SessionManager), whose clock can be replaced in tests.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::token::{SessionId, TokenHash};
+
+mod memory;
+mod postgres;
+
+pub use memory::MemoryStore;
+pub use postgres::{AppSchema, PgStore};
+
+/// A store failure. It never contains a token: stores only ever see token hashes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database answered with an error, or the connection broke.
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool within its wait timeout.
+    #[error("connection pool error: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A migration failed to apply.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// Version number of the migration.
+        version: i32,
+        /// File name of the migration.
+        name: &'static str,
+        /// The database's error.
+        source: tokio_postgres::Error,
+    },
+    /// A store-specific failure (used by custom stores and fault injection).
+    #[error("session store error: {0}")]
+    Other(String),
+}
+
+/// Who is logging in from where: recorded with the session and shown in listings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's IP address, when known.
+    pub ip: Option<IpAddr>,
+    /// The `User-Agent` header, when sent (truncated to 512 bytes).
+    pub user_agent: Option<String>,
+    /// A free-form client kind (`web`, `tui`, …), trimmed and lower-cased; blank is `unknown`.
+    pub client_type: String,
+}
+
+impl ClientInfo {
+    /// Longest `User-Agent` kept, in bytes.
+    pub const MAX_USER_AGENT: usize = 512;
+    /// Longest client type kept, in bytes.
+    pub const MAX_CLIENT_TYPE: usize = 32;
+
+    /// Reads `User-Agent` and `X-Client-Type` from request headers.
+    ///
+    /// ```
+    /// use tower_session_auth::ClientInfo;
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-client-type", "  WebSocket ".parse().unwrap());
+    /// let info = ClientInfo::from_headers(&headers);
+    /// assert_eq!(info.client_type, "websocket");
+    /// assert_eq!(ClientInfo::from_headers(&http::HeaderMap::new()).client_type, "unknown");
+    /// ```
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            ip: None,
+            user_agent: text("user-agent").map(|ua| truncate(ua, Self::MAX_USER_AGENT).to_owned()),
+            client_type: Self::normalize_client_type(text("x-client-type").unwrap_or("")),
+        }
+    }
+
+    /// Sets the client's IP address.
+    pub fn with_ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Trims and lower-cases a client type; blank becomes `unknown`.
+    pub fn normalize_client_type(raw: &str) -> String {
+        let trimmed = truncate(raw.trim(), Self::MAX_CLIENT_TYPE).trim();
+        if trimmed.is_empty() {
+            "unknown".to_owned()
+        } else {
+            trimmed.to_lowercase()
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A session to insert at login.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    /// Public id.
+    pub id: SessionId,
+    /// Hash of the freshly drawn token.
+    pub token_hash: TokenHash,
+    /// The authenticated user.
+    pub user_id: i64,
+    /// Client details.
+    pub client: ClientInfo,
+    /// Login time.
+    pub created_at: OffsetDateTime,
+    /// Idle expiry (`None`: never).
+    pub expires_at: Option<OffsetDateTime>,
+    /// Absolute expiry (`None`: never).
+    pub absolute_expires_at: Option<OffsetDateTime>,
+}
+
+/// A stored session, as listings show it. It holds no token and no token hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionRecord {
+    /// Public id.
+    pub id: SessionId,
+    /// Owner.
+    pub user_id: i64,
+    /// Selected character, if any.
+    pub character_id: Option<i64>,
+    /// World of the selected character, as last synced.
+    pub world_id: Option<String>,
+    /// Client type recorded at login.
+    pub client_type: String,
+    /// IP address recorded at login.
+    pub ip: Option<IpAddr>,
+    /// User-Agent recorded at login.
+    pub user_agent: Option<String>,
+    /// Login time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last recorded activity (debounced by the touch interval).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_activity: OffsetDateTime,
+    /// Idle expiry (`None`: never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Absolute expiry (`None`: never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub absolute_expires_at: Option<OffsetDateTime>,
+}
+
+/// The user columns read in the validating statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Login name.
+    pub username: String,
+    /// Role name; `None` or empty means "no role" and fails validation.
+    pub role: Option<String>,
+    /// Inactive users fail validation.
+    pub is_active: bool,
+}
+
+/// The selected character's columns read in the validating statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CharacterRecord {
+    /// Character name.
+    pub name: String,
+    /// The character's world; `None` fails game validation.
+    pub world_id: Option<String>,
+}
+
+/// Everything one validating statement returns about a live session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    /// The session row after the touch.
+    pub session: SessionRecord,
+    /// The owner, or `None` when the user row is gone.
+    pub user: Option<UserRecord>,
+    /// The selected character when it still exists and still belongs to the user.
+    pub character: Option<CharacterRecord>,
+}
+
+/// Outcome of [`SessionStore::validate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Validation {
+    /// No session has this token hash.
+    Unknown,
+    /// The session had expired; it has been deleted.
+    Expired,
+    /// The session is live (and was touched if the debounce allowed).
+    Valid(Box<SessionView>),
+}
+
+/// Expiry rules a validation applies, derived from the [`SessionConfig`](crate::SessionConfig).
+#[derive(Clone, Copy, Debug)]
+pub struct Touch {
+    /// The session is touched only if its `last_activity` is at or before this instant.
+    pub due_before: OffsetDateTime,
+    /// When touched under sliding expiration, `expires_at` becomes this.
+    pub slide_to: Option<OffsetDateTime>,
+}
+
+/// Outcome of [`SessionStore::select_character`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CharacterSelection {
+    /// The character was bound; its name and world are returned.
+    Selected(CharacterRecord),
+    /// The character does not exist or belongs to another user; nothing changed.
+    CharacterNotFound,
+    /// The session is gone (logged out or expired concurrently); nothing changed.
+    SessionNotFound,
+}
+
+/// Storage of sessions. Implemented by [`PgStore`] and [`MemoryStore`]; a custom store must
+/// give the same guarantees, which the crate's conformance tests spell out:
+///
+/// - [`validate`](Self::validate) is atomic: an expired session is deleted and reported as
+///   [`Validation::Expired`]; a live one is touched only when due, never re-created if it was
+///   deleted concurrently.
+/// - [`create`](Self::create) with `max_per_user = Some(n)` leaves at most `n` sessions of that
+///   user even under concurrent logins.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts a session; with `max_per_user = Some(n)` removes the user's oldest beyond `n`.
+    async fn create(
+        &self,
+        new: NewSession,
+        max_per_user: Option<u32>,
+    ) -> Result<SessionRecord, StoreError>;
+
+    /// Finds a session by token hash, deletes it if expired, applies the debounced touch and
+    /// the world resync, and returns it with its user and character, all in one step.
+    async fn validate(
+        &self,
+        token_hash: &TokenHash,
+        now: OffsetDateTime,
+        touch: Touch,
+    ) -> Result<Validation, StoreError>;
+
+    /// Reads a live session without touching or deleting anything.
+    async fn lookup(
+        &self,
+        token_hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionView>, StoreError>;
+
+    /// Binds a character of `user_id` to the session (ownership checked, world derived).
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError>;
+
+    /// Removes a session by id; with `owner = Some(u)` only if it belongs to user `u`.
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError>;
+
+    /// Removes the session with this token hash.
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Removes all sessions of a user except `keep`; returns how many were removed.
+    async fn remove_for_user(
+        &self,
+        user_id: i64,
+        keep: Option<SessionId>,
+    ) -> Result<u64, StoreError>;
+
+    /// Lists a user's live sessions, newest first.
+    async fn list_for_user(
+        &self,
+        user_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Counts live sessions, and of those only the ones active since `active_since` if given.
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes every session; returns how many.
+    async fn clear_all(&self) -> Result<u64, StoreError>;
+
+    /// Deletes expired sessions; returns how many.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+pub(crate) fn is_expired(record: &SessionRecord, now: OffsetDateTime) -> bool {
+    record.expires_at.is_some_and(|at| at <= now)
+        || record.absolute_expires_at.is_some_and(|at| at <= now)
+}
+
+/// Converts a `Duration` to a `time::Duration`, saturating.
+pub(crate) fn span(duration: Duration) -> time::Duration {
+    time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)
+}

@@ -1,0 +1,580 @@
+//! [`PgStore`]: sessions in PostgreSQL through a deadpool-postgres pool.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Pool};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{
+    CharacterRecord, CharacterSelection, NewSession, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation,
+};
+use crate::token::{SessionId, TokenHash};
+
+/// The crate's migrations, applied in order by [`PgStore::migrate`].
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_sessions.sql",
+    include_str!("migrations/0001_sessions.sql"),
+)];
+
+/// Where the application keeps its users and characters. The validating statement joins them.
+///
+/// The names are inserted into SQL as identifiers, so they must be plain (letters, digits,
+/// `_`, optionally schema-qualified with `.`); [`PgStore::with_schema`] panics otherwise. The
+/// defaults are the original server's tables:
+/// `users(id, username, role, is_active)` and `characters(id, user_id, name, world_id)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSchema {
+    /// Users table.
+    pub users_table: String,
+    /// Its primary key (bigint).
+    pub user_id: String,
+    /// Login name (text).
+    pub username: String,
+    /// Role name (text, may be null).
+    pub role: String,
+    /// Active flag (boolean).
+    pub is_active: String,
+    /// Characters table.
+    pub characters_table: String,
+    /// Its primary key (bigint).
+    pub character_id: String,
+    /// Owner (bigint, references the users table).
+    pub character_user_id: String,
+    /// Character name (text).
+    pub character_name: String,
+    /// The character's world (text, may be null).
+    pub character_world_id: String,
+}
+
+impl Default for AppSchema {
+    fn default() -> Self {
+        let s = |v: &str| v.to_owned();
+        Self {
+            users_table: s("users"),
+            user_id: s("id"),
+            username: s("username"),
+            role: s("role"),
+            is_active: s("is_active"),
+            characters_table: s("characters"),
+            character_id: s("id"),
+            character_user_id: s("user_id"),
+            character_name: s("name"),
+            character_world_id: s("world_id"),
+        }
+    }
+}
+
+impl AppSchema {
+    fn assert_plain_identifiers(&self) {
+        for name in [
+            &self.users_table,
+            &self.user_id,
+            &self.username,
+            &self.role,
+            &self.is_active,
+            &self.characters_table,
+            &self.character_id,
+            &self.character_user_id,
+            &self.character_name,
+            &self.character_world_id,
+        ] {
+            let plain = !name.is_empty()
+                && name.split('.').all(|part| {
+                    !part.is_empty()
+                        && !part.starts_with(|c: char| c.is_ascii_digit())
+                        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            assert!(plain, "AppSchema: {name:?} is not a plain SQL identifier");
+        }
+    }
+}
+
+/// The session columns every statement returns, in the order [`record_from_row`] reads them.
+const SESSION_COLUMNS: &str = "id, user_id, character_id, world_id, client_type, ip, user_agent, \
+     created_at, last_activity, expires_at, absolute_expires_at";
+
+/// A condition true for sessions that are still live at `$N`.
+fn live(alias: &str, now_param: &str) -> String {
+    format!(
+        "({alias}.expires_at IS NULL OR {alias}.expires_at > {now_param}) \
+         AND ({alias}.absolute_expires_at IS NULL OR {alias}.absolute_expires_at > {now_param})"
+    )
+}
+
+/// SQL texts, built once per store from the [`AppSchema`].
+struct Statements {
+    validate: String,
+    lookup: String,
+    select_character: String,
+    list_for_user: String,
+    count_active: String,
+}
+
+impl Statements {
+    fn new(app: &AppSchema) -> Self {
+        let AppSchema {
+            users_table,
+            user_id,
+            username,
+            role,
+            is_active,
+            characters_table,
+            character_id,
+            character_user_id,
+            character_name,
+            character_world_id,
+        } = app;
+        // One round trip: find by hash; delete if expired; debounced touch, sliding expiry and
+        // world resync in one UPDATE that re-checks `t.last_activity` (so concurrent requests
+        // write once) and can never re-create a row deleted meanwhile; join user + character.
+        let validate = format!(
+            "WITH s AS ( \
+                SELECT {SESSION_COLUMNS}, \
+                       (expires_at <= $2 OR absolute_expires_at <= $2) IS TRUE AS expired \
+                FROM sessions WHERE token_hash = $1 \
+             ), c AS ( \
+                SELECT ch.{character_name} AS name, ch.{character_world_id} AS world_id \
+                FROM {characters_table} ch JOIN s ON ch.{character_id} = s.character_id \
+                     AND ch.{character_user_id} = s.user_id \
+                WHERE NOT s.expired \
+             ), gone AS ( \
+                DELETE FROM sessions d USING s WHERE d.id = s.id AND s.expired RETURNING d.id \
+             ), touched AS ( \
+                UPDATE sessions t SET \
+                    last_activity = CASE WHEN t.last_activity <= $3 THEN $2 ELSE t.last_activity END, \
+                    expires_at = CASE WHEN t.last_activity <= $3 THEN COALESCE($4, t.expires_at) \
+                                      ELSE t.expires_at END, \
+                    world_id = COALESCE((SELECT world_id FROM c), t.world_id) \
+                FROM s \
+                WHERE t.id = s.id AND NOT s.expired AND ( \
+                    t.last_activity <= $3 \
+                    OR (SELECT world_id FROM c) IS DISTINCT FROM t.world_id \
+                       AND (SELECT world_id FROM c) IS NOT NULL) \
+                RETURNING t.last_activity, t.expires_at, t.world_id \
+             ) \
+             SELECT s.id, s.user_id, s.character_id, \
+                    CASE WHEN w.last_activity IS NULL THEN s.world_id ELSE w.world_id END, \
+                    s.client_type, s.ip, s.user_agent, s.created_at, \
+                    COALESCE(w.last_activity, s.last_activity), \
+                    CASE WHEN w.last_activity IS NULL THEN s.expires_at ELSE w.expires_at END, \
+                    s.absolute_expires_at, \
+                    u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
+                    c.name, c.world_id, c.name IS NOT NULL, s.expired \
+             FROM s LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
+                    LEFT JOIN c ON true LEFT JOIN touched w ON true"
+        );
+        let lookup = format!(
+            "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
+                    s.user_agent, s.created_at, s.last_activity, s.expires_at, \
+                    s.absolute_expires_at, \
+                    u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
+                    ch.{character_name}, ch.{character_world_id}, ch.{character_id} IS NOT NULL, false \
+             FROM sessions s \
+             LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
+             LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
+                  AND ch.{character_user_id} = s.user_id \
+             WHERE s.token_hash = $1 AND {}",
+            live("s", "$2")
+        );
+        let select_character = format!(
+            "WITH c AS ( \
+                SELECT {character_name} AS name, {character_world_id} AS world_id \
+                FROM {characters_table} WHERE {character_id} = $3 AND {character_user_id} = $2 \
+             ), bound AS ( \
+                UPDATE sessions SET character_id = $3, world_id = c.world_id FROM c \
+                WHERE sessions.id = $1 AND sessions.user_id = $2 RETURNING 1 \
+             ) \
+             SELECT c.name, c.world_id, EXISTS (SELECT 1 FROM bound) FROM c"
+        );
+        let list_for_user = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s WHERE user_id = $1 AND {} \
+             ORDER BY created_at DESC, id",
+            live("s", "$2")
+        );
+        let count_active = format!(
+            "SELECT count(*) FROM sessions s WHERE {} \
+             AND ($2::timestamptz IS NULL OR last_activity >= $2)",
+            live("s", "$1")
+        );
+        Self {
+            validate,
+            lookup,
+            select_character,
+            list_for_user,
+            count_active,
+        }
+    }
+}
+
+/// Sessions in PostgreSQL, through a [deadpool-postgres](deadpool_postgres) pool.
+///
+/// Every statement is prepared once per connection (`prepare_cached`). Validation is a single
+/// statement; see [`SessionStore::validate`]. The `sessions` table lives in the connection's
+/// `search_path`, so a schema can be chosen with the connection option
+/// `options=-csearch_path=myschema`.
+///
+/// A store error (database down, pool timeout) surfaces as [`StoreError`]; the extractors turn
+/// it into `500 Session store unavailable`, bounded by the pool's wait timeout. Connections are
+/// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod):
+/// a connection whose socket closed (for example after `pg_terminate_backend`) is discarded
+/// when it returns to the pool, so the store recovers on its own.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_session_auth::PgStore;
+///
+/// let store = PgStore::connect("postgres://app:secret@localhost/app")?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    sql: Arc<Statements>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// A store on an existing pool, with the default [`AppSchema`].
+    pub fn new(pool: Pool) -> Self {
+        Self::with_schema(pool, AppSchema::default())
+    }
+
+    /// A store on an existing pool, reading users and characters from `app`.
+    ///
+    /// # Panics
+    /// If a name in `app` is not a plain SQL identifier.
+    pub fn with_schema(pool: Pool, app: AppSchema) -> Self {
+        app.assert_plain_identifiers();
+        Self {
+            pool,
+            sql: Arc::new(Statements::new(&app)),
+        }
+    }
+
+    /// Builds a pool from a connection URL with the defaults this crate recommends: 16
+    /// connections, a 5 s wait timeout (the bound on a `500 Session store unavailable`),
+    /// 5 s to connect, and fast recycling.
+    pub fn connect(url: &str) -> Result<Self, deadpool_postgres::CreatePoolError> {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(url.to_owned());
+        config.pool = Some(deadpool_postgres::PoolConfig {
+            max_size: 16,
+            timeouts: deadpool_postgres::Timeouts {
+                wait: Some(std::time::Duration::from_secs(5)),
+                create: Some(std::time::Duration::from_secs(5)),
+                recycle: Some(std::time::Duration::from_secs(5)),
+            },
+            ..Default::default()
+        });
+        let pool = config.create_pool(
+            Some(deadpool_postgres::Runtime::Tokio1),
+            tokio_postgres::NoTls,
+        )?;
+        Ok(Self::new(pool))
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies the crate's migrations that this database has not seen yet.
+    ///
+    /// Safe to call from several instances at once: a transaction-scoped advisory lock
+    /// serialises them, and applied versions are recorded in `tower_session_auth_migrations`.
+    /// Returns how many migrations were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0)); \
+             CREATE TABLE IF NOT EXISTS tower_session_auth_migrations ( \
+                 version int PRIMARY KEY, name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM tower_session_auth_migrations", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut count = 0;
+        for &(version, name, sql) in MIGRATIONS {
+            if applied.contains(&version) {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|source| StoreError::Migration {
+                    version,
+                    name,
+                    source,
+                })?;
+            tx.execute(
+                "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
+                &[&version, &name],
+            )
+            .await?;
+            count += 1;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn query_one_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query_opt(&statement, params).await?)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.execute(&statement, params).await?)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+}
+
+fn record_from_row(row: &Row) -> SessionRecord {
+    SessionRecord {
+        id: SessionId(row.get(0)),
+        user_id: row.get(1),
+        character_id: row.get(2),
+        world_id: row.get(3),
+        client_type: row.get(4),
+        ip: row.get(5),
+        user_agent: row.get(6),
+        created_at: row.get(7),
+        last_activity: row.get(8),
+        expires_at: row.get(9),
+        absolute_expires_at: row.get(10),
+    }
+}
+
+/// Reads a row of the validate / lookup statements (session columns, then user and character).
+fn view_from_row(row: &Row) -> SessionView {
+    let user = row.get::<_, bool>(14).then(|| UserRecord {
+        username: row.get(11),
+        role: row.get(12),
+        is_active: row.get(13),
+    });
+    let character = row.get::<_, bool>(17).then(|| CharacterRecord {
+        name: row.get(15),
+        world_id: row.get(16),
+    });
+    SessionView {
+        session: record_from_row(row),
+        user,
+        character,
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn create(
+        &self,
+        new: NewSession,
+        max_per_user: Option<u32>,
+    ) -> Result<SessionRecord, StoreError> {
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &new.id.0,
+            &new.token_hash.0.as_slice(),
+            &new.user_id,
+            &new.client.client_type,
+            &new.client.ip,
+            &new.client.user_agent,
+            &new.created_at,
+            &new.created_at,
+            &new.expires_at,
+            &new.absolute_expires_at,
+        ];
+        let Some(max) = max_per_user else {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(INSERT).await?;
+            return Ok(record_from_row(
+                &client.query_one(&statement, &params).await?,
+            ));
+        };
+        // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
+        // holds even when they race.
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.user:' || $1::int8::text, 0))",
+            )
+            .await?;
+        tx.execute(&lock, &[&new.user_id]).await?;
+        let statement = tx.prepare_cached(INSERT).await?;
+        let record = record_from_row(&tx.query_one(&statement, &params).await?);
+        let prune = tx
+            .prepare_cached(
+                "DELETE FROM sessions WHERE id IN ( \
+                    SELECT id FROM sessions WHERE user_id = $1 \
+                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3)",
+            )
+            .await?;
+        let keep = i64::from(max.max(1));
+        tx.execute(&prune, &[&new.user_id, &new.id.0, &keep])
+            .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn validate(
+        &self,
+        token_hash: &TokenHash,
+        now: OffsetDateTime,
+        touch: Touch,
+    ) -> Result<Validation, StoreError> {
+        let row = self
+            .query_one_opt(
+                &self.sql.validate,
+                &[
+                    &token_hash.0.as_slice(),
+                    &now,
+                    &touch.due_before,
+                    &touch.slide_to,
+                ],
+            )
+            .await?;
+        Ok(match row {
+            None => Validation::Unknown,
+            Some(row) if row.get::<_, bool>(18) => Validation::Expired,
+            Some(row) => Validation::Valid(Box::new(view_from_row(&row))),
+        })
+    }
+
+    async fn lookup(
+        &self,
+        token_hash: &TokenHash,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionView>, StoreError> {
+        let row = self
+            .query_one_opt(&self.sql.lookup, &[&token_hash.0.as_slice(), &now])
+            .await?;
+        Ok(row.as_ref().map(view_from_row))
+    }
+
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
+        let row = self
+            .query_one_opt(
+                &self.sql.select_character,
+                &[&session_id.0, &user_id, &character_id],
+            )
+            .await?;
+        Ok(match row {
+            None => CharacterSelection::CharacterNotFound,
+            Some(row) if !row.get::<_, bool>(2) => CharacterSelection::SessionNotFound,
+            Some(row) => CharacterSelection::Selected(CharacterRecord {
+                name: row.get(0),
+                world_id: row.get(1),
+            }),
+        })
+    }
+
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
+        let removed = self
+            .execute(
+                "DELETE FROM sessions WHERE id = $1 AND ($2::int8 IS NULL OR user_id = $2)",
+                &[&id.0, &owner],
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+        let removed = self
+            .execute(
+                "DELETE FROM sessions WHERE token_hash = $1",
+                &[&token_hash.0.as_slice()],
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn remove_for_user(
+        &self,
+        user_id: i64,
+        keep: Option<SessionId>,
+    ) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
+            &[&user_id, &keep.map(|id| id.0)],
+        )
+        .await
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = self
+            .query(&self.sql.list_for_user, &[&user_id, &now])
+            .await?;
+        Ok(rows.iter().map(record_from_row).collect())
+    }
+
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let row = self
+            .query_one_opt(&self.sql.count_active, &[&now, &active_since])
+            .await?;
+        let count: i64 = row.map_or(0, |row| row.get(0));
+        Ok(count.try_into().unwrap_or(0))
+    }
+
+    async fn clear_all(&self) -> Result<u64, StoreError> {
+        self.execute("DELETE FROM sessions", &[]).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1",
+            &[&now],
+        )
+        .await
+    }
+}
+
+const INSERT: &str = "INSERT INTO sessions (id, token_hash, user_id, client_type, ip, user_agent, created_at, \
+         last_activity, expires_at, absolute_expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     RETURNING id, user_id, character_id, world_id, client_type, ip, user_agent, \
+         created_at, last_activity, expires_at, absolute_expires_at";

@@ -1,0 +1,387 @@
+//! Shared test fixtures: a PostgreSQL schema per test, the demo users and characters, and one
+//! `Backend` enum so that each conformance test runs unchanged on both stores.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tower_session_auth::{ManualClock, MemoryStore, PgStore, SessionConfig, SessionManager};
+
+/// The database the tests use. Missing or unreachable is a loud failure, never a skip.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run the tests with scripts/test, which brings up PostgreSQL",
+    )
+}
+
+/// A pool on `url` whose connections use `schema` as their search_path.
+pub fn pool_for_schema(url: &str, schema: &str, max_size: usize, wait: Duration) -> Pool {
+    let mut config: tokio_postgres::Config = url.parse().expect("DATABASE_URL is not a valid URL");
+    config.options(format!("-c search_path={schema}"));
+    config.connect_timeout(Duration::from_secs(5));
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .expect("pool")
+}
+
+/// A schema of this test's own, with the crate's migrations and the demo tables.
+pub struct TestDb {
+    pub schema: String,
+    pub pool: Pool,
+    pub store: PgStore,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::with_pool_size(8).await
+    }
+
+    pub async fn with_pool_size(max_size: usize) -> Self {
+        let url = database_url();
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is unreachable: {e}"));
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create schema");
+        let pool = pool_for_schema(&url, &schema, max_size, Duration::from_secs(5));
+        let store = PgStore::new(pool.clone());
+        store.migrate().await.expect("migrate");
+        pool.get()
+            .await
+            .unwrap()
+            .batch_execute(APP_TABLES)
+            .await
+            .expect("app tables");
+        Self {
+            schema,
+            pool,
+            store,
+        }
+    }
+
+    pub async fn client(&self) -> deadpool_postgres::Object {
+        self.pool.get().await.expect("pool connection")
+    }
+
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> u64 {
+        self.client().await.execute(sql, params).await.expect(sql)
+    }
+
+    /// Counts rows of the sessions table.
+    pub async fn session_rows(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM sessions", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// The application's tables, as the original server's schema has them.
+pub const APP_TABLES: &str = "
+    CREATE TABLE users (id bigint PRIMARY KEY, username text NOT NULL UNIQUE, role text,
+                        is_active boolean NOT NULL DEFAULT true);
+    CREATE TABLE characters (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id),
+                             name text NOT NULL, world_id text);";
+
+/// The demo users: (id, name, role).
+pub const USERS: &[(i64, &str, &str)] = &[
+    (1, "player", "player"),
+    (2, "builder", "worldbuilder"),
+    (3, "admin", "admin"),
+    (4, "superuser", "superuser"),
+];
+
+/// A store with the demo data, on PostgreSQL or in memory.
+#[derive(Clone)]
+pub enum Backend {
+    Pg(Arc<TestDb>),
+    Memory(MemoryStore),
+}
+
+impl Backend {
+    pub async fn pg() -> Self {
+        let backend = Self::Pg(Arc::new(TestDb::new().await));
+        backend.seed().await;
+        backend
+    }
+
+    pub async fn memory() -> Self {
+        let backend = Self::Memory(MemoryStore::new());
+        backend.seed().await;
+        backend
+    }
+
+    /// Users 1..=4 with their roles; each has a character `<id>0` named `<name>_char` in
+    /// `pipeworks_web`; the player also has character 11, `player_alt`, in `daily_undertaking`.
+    async fn seed(&self) {
+        for &(id, name, role) in USERS {
+            self.add_user(id, name, Some(role), true).await;
+            self.add_character(id * 10, id, &format!("{name}_char"), Some("pipeworks_web"))
+                .await;
+        }
+        self.add_character(11, 1, "player_alt", Some("daily_undertaking"))
+            .await;
+    }
+
+    pub fn manager(&self, config: SessionConfig, clock: Arc<ManualClock>) -> SessionManager {
+        match self {
+            Self::Pg(db) => SessionManager::new(db.store.clone(), config),
+            Self::Memory(store) => SessionManager::new(store.clone(), config),
+        }
+        .with_clock(clock)
+    }
+
+    pub async fn add_user(&self, id: i64, name: &str, role: Option<&str>, active: bool) {
+        match self {
+            Self::Pg(db) => {
+                db.execute(
+                    "INSERT INTO users (id, username, role, is_active) VALUES ($1, $2, $3, $4)",
+                    &[&id, &name, &role, &active],
+                )
+                .await;
+            }
+            Self::Memory(store) => store.upsert_user(id, name, role, active),
+        }
+    }
+
+    pub async fn add_character(&self, id: i64, user_id: i64, name: &str, world: Option<&str>) {
+        match self {
+            Self::Pg(db) => {
+                db.execute(
+                    "INSERT INTO characters (id, user_id, name, world_id) VALUES ($1, $2, $3, $4)",
+                    &[&id, &user_id, &name, &world],
+                )
+                .await;
+            }
+            Self::Memory(store) => store.upsert_character(id, user_id, name, world),
+        }
+    }
+
+    pub async fn set_role(&self, id: i64, role: Option<&str>) {
+        match self {
+            Self::Pg(db) => {
+                db.execute("UPDATE users SET role = $2 WHERE id = $1", &[&id, &role])
+                    .await;
+            }
+            Self::Memory(store) => assert!(store.set_role(id, role)),
+        }
+    }
+
+    pub async fn set_active(&self, id: i64, active: bool) {
+        match self {
+            Self::Pg(db) => {
+                db.execute(
+                    "UPDATE users SET is_active = $2 WHERE id = $1",
+                    &[&id, &active],
+                )
+                .await;
+            }
+            Self::Memory(store) => assert!(store.set_active(id, active)),
+        }
+    }
+
+    pub async fn delete_user(&self, id: i64) {
+        match self {
+            Self::Pg(db) => {
+                db.execute("DELETE FROM characters WHERE user_id = $1", &[&id])
+                    .await;
+                db.execute("DELETE FROM users WHERE id = $1", &[&id]).await;
+            }
+            Self::Memory(store) => {
+                for (character, _) in store.characters_of(id) {
+                    store.remove_character(character);
+                }
+                assert!(store.remove_user(id));
+            }
+        }
+    }
+
+    pub async fn delete_character(&self, id: i64) {
+        match self {
+            Self::Pg(db) => {
+                db.execute("DELETE FROM characters WHERE id = $1", &[&id])
+                    .await;
+            }
+            Self::Memory(store) => assert!(store.remove_character(id)),
+        }
+    }
+
+    /// Rows in the store, expired or not.
+    pub async fn stored_sessions(&self) -> u64 {
+        match self {
+            Self::Pg(db) => db.session_rows().await as u64,
+            Self::Memory(store) => store.len() as u64,
+        }
+    }
+
+    /// Moves a character to another world (as a game server would).
+    pub async fn set_character_world(
+        &self,
+        id: i64,
+        user_id: i64,
+        name: &str,
+        world: Option<&str>,
+    ) {
+        match self {
+            Self::Pg(db) => {
+                db.execute(
+                    "UPDATE characters SET world_id = $2 WHERE id = $1",
+                    &[&id, &world],
+                )
+                .await;
+            }
+            Self::Memory(store) => store.upsert_character(id, user_id, name, world),
+        }
+    }
+}
+
+/// Instantiates each listed `async fn(Backend)` test once per store.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::pg().await).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::memory().await).await
+                }
+            )*
+        }
+    };
+}
+
+pub mod app {
+    //! A router with one route per extractor, for driving the layer with `oneshot`.
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::http::{Request, Response, StatusCode};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+    use tower_session_auth::permissions::{ManageUsers, ViewLogs};
+    use tower_session_auth::roles::Admin;
+    use tower_session_auth::{
+        AuthUser, ClientInfo, GameUser, RequirePermission, RequireRole, Session, SessionLayer,
+        SessionManager,
+    };
+
+    pub fn router(manager: SessionManager) -> Router {
+        Router::new()
+            .route("/plain", get(|| async { "ok" }))
+            .route("/me", get(|user: AuthUser| async move { Json(json!({"username": user.username, "role": user.role, "session_id": user.session_id})) }))
+            .route("/optional", get(|user: Option<AuthUser>| async move { Json(json!({"username": user.map(|u| u.username)})) }))
+            .route("/game", get(|user: GameUser| async move { Json(json!({"character_name": user.character_name, "world_id": user.world_id, "character_id": user.character_id})) }))
+            .route("/logs", get(|RequirePermission(user, ..): RequirePermission<ViewLogs>| async move { user.username }))
+            .route("/manage", get(|RequirePermission(user, ..): RequirePermission<ManageUsers>| async move { user.username }))
+            .route("/admin-area", get(|RequireRole(user, ..): RequireRole<Admin>| async move { user.username }))
+            .route(
+                "/login/{user_id}",
+                post(|session: Session, Path(user_id): Path<i64>, headers: axum::http::HeaderMap| async move {
+                    let login = session.login(user_id, ClientInfo::from_headers(&headers)).await.unwrap();
+                    Json(json!({"token": login.token.expose(), "session_id": login.session.id}))
+                }),
+            )
+            .route("/logout", post(|session: Session, _user: AuthUser| async move {
+                Json(json!({"removed": session.logout().await.unwrap()}))
+            }))
+            .layer(SessionLayer::new(manager))
+    }
+
+    /// A finished response: status, headers, and the body as JSON (or a JSON string).
+    pub struct Reply {
+        pub status: StatusCode,
+        pub headers: axum::http::HeaderMap,
+        pub body: Value,
+    }
+
+    impl Reply {
+        pub fn detail(&self) -> &str {
+            self.body["detail"].as_str().unwrap_or_default()
+        }
+
+        pub fn set_cookies(&self) -> Vec<String> {
+            self.headers
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        }
+    }
+
+    pub async fn send(router: &Router, request: Request<Body>) -> Reply {
+        let response: Response<Body> = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn get_with(path: &str, header: (&str, &str)) -> Request<Body> {
+        Request::get(path)
+            .header(header.0, header.1)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    pub fn bearer(path: &str, token: &str) -> Request<Body> {
+        get_with(path, ("authorization", &format!("Bearer {token}")))
+    }
+
+    /// Logs `user_id` in through the router; returns (token, session id, reply).
+    pub async fn login(router: &Router, user_id: i64) -> (String, String, Reply) {
+        let reply = send(
+            router,
+            Request::post(format!("/login/{user_id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "login failed: {:?}",
+            reply.body
+        );
+        let token = reply.body["token"].as_str().unwrap().to_owned();
+        let id = reply.body["session_id"].as_str().unwrap().to_owned();
+        (token, id, reply)
+    }
+}

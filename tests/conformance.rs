@@ -1,0 +1,642 @@
+//! One conformance suite, run against `PgStore` (real PostgreSQL) and `MemoryStore`: every row
+//! of SPEC §5 (validation results and errors) and §7 (lifecycle), including the original
+//! module's own test cases.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::Backend;
+use common::app::{bearer, login, router, send};
+use tower_session_auth::{
+    CharacterSelection, ClientInfo, ManualClock, SessionConfig, SessionId, SessionManager,
+    SessionToken, Validation,
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+struct Harness {
+    backend: Backend,
+    clock: Arc<ManualClock>,
+    manager: SessionManager,
+    app: axum::Router,
+}
+
+fn harness(backend: Backend, config: SessionConfig) -> Harness {
+    let clock = Arc::new(ManualClock::default());
+    let manager = backend.manager(config, clock.clone());
+    let app = router(manager.clone());
+    Harness {
+        backend,
+        clock,
+        manager,
+        app,
+    }
+}
+
+async fn login_token(h: &Harness, user_id: i64) -> (SessionToken, SessionId) {
+    let login = h
+        .manager
+        .login(user_id, ClientInfo::default())
+        .await
+        .unwrap();
+    (login.token, login.session.id)
+}
+
+async fn username_and_role_lookups(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, _) = login_token(&h, 3).await;
+    assert_eq!(h.manager.username(&token).await.as_deref(), Some("admin"));
+    assert_eq!(
+        h.manager.username_and_role(&token).await,
+        Some(("admin".to_owned(), "admin".to_owned()))
+    );
+    let missing = SessionToken::generate();
+    assert_eq!(h.manager.username(&missing).await, None);
+    assert_eq!(h.manager.username_and_role(&missing).await, None);
+    // A lookup is read-only: it does not touch the session.
+    let before = h.manager.list_for_user(3).await.unwrap()[0].last_activity;
+    h.clock.advance(10 * MINUTE);
+    h.manager.username(&token).await.unwrap();
+    assert_eq!(
+        h.manager.list_for_user(3).await.unwrap()[0].last_activity,
+        before
+    );
+}
+
+async fn valid_session_resolves_the_user(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, session_id) = login_token(&h, 1).await;
+    let reply = send(&h.app, bearer("/me", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["username"], "player");
+    assert_eq!(reply.body["role"], "player");
+    assert_eq!(reply.body["session_id"], session_id.to_string());
+}
+
+async fn invalid_token_is_401(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    for token in [
+        SessionToken::generate().expose().to_owned(),
+        "garbage".to_owned(),
+    ] {
+        let reply = send(&h.app, bearer("/me", &token)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.detail(), "Invalid or expired session");
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        assert_eq!(reply.headers["content-type"], "application/json");
+    }
+    let reply = send(
+        &h.app,
+        axum::http::Request::get("/me")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.detail(), "Invalid or expired session");
+}
+
+async fn missing_user_role_or_inactive_is_invalid_session_user(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    h.backend.add_user(7, "norole", None, true).await;
+    h.backend.add_user(8, "emptyrole", Some(""), true).await;
+    h.backend
+        .add_user(9, "inactive", Some("admin"), false)
+        .await;
+    h.backend.add_user(6, "doomed", Some("player"), true).await;
+    let (doomed, _) = login_token(&h, 6).await;
+    h.backend.delete_user(6).await;
+    let mut tokens = vec![doomed];
+    for user in [7, 8, 9] {
+        tokens.push(login_token(&h, user).await.0);
+    }
+    for token in tokens {
+        let reply = send(&h.app, bearer("/me", token.expose())).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.detail(), "Invalid session user");
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        // Optional auth sees "nobody" rather than an error.
+        let reply = send(&h.app, bearer("/optional", token.expose())).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body["username"].is_null());
+    }
+}
+
+async fn expired_session_is_rejected_and_deleted(backend: Backend) {
+    let config = SessionConfig::default().idle_timeout(Some(30 * MINUTE));
+    let h = harness(backend, config);
+    let (token, _) = login_token(&h, 1).await;
+    let (other, _) = login_token(&h, 2).await;
+    h.clock.advance(31 * MINUTE);
+    assert_eq!(
+        h.manager.validate(&token).await.unwrap(),
+        Validation::Expired
+    );
+    assert_eq!(
+        h.manager.validate(&token).await.unwrap(),
+        Validation::Unknown
+    );
+    let reply = send(&h.app, bearer("/me", other.expose())).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.detail(), "Invalid or expired session");
+    assert!(h.manager.list_for_user(1).await.unwrap().is_empty());
+    // Both rows are gone, not merely hidden.
+    assert_eq!(h.manager.clear_all().await.unwrap(), 0);
+}
+
+async fn sliding_expiry_moves_expires_at_forward(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(30 * MINUTE))
+        .touch_interval(MINUTE);
+    let h = harness(backend, config);
+    let (token, _) = login_token(&h, 1).await;
+    let first = h.manager.list_for_user(1).await.unwrap()[0].clone();
+    // 20 minutes in, a request slides the expiry to now + 30 min ...
+    h.clock.advance(20 * MINUTE);
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+    let slid = h.manager.list_for_user(1).await.unwrap()[0].clone();
+    assert_eq!(slid.last_activity, h.manager.now());
+    assert_eq!(
+        slid.expires_at,
+        Some(h.manager.now() + time::Duration::minutes(30))
+    );
+    assert!(slid.expires_at > first.expires_at);
+    // ... so 20 more minutes (40 after login) the session still lives.
+    h.clock.advance(20 * MINUTE);
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn touch_is_debounced(backend: Backend) {
+    let config = SessionConfig::default().touch_interval(MINUTE);
+    let h = harness(backend, config);
+    let (token, _) = login_token(&h, 1).await;
+    let created = h.manager.list_for_user(1).await.unwrap()[0].clone();
+    h.clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.manager.list_for_user(1).await.unwrap()[0], created);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+    let touched = h.manager.list_for_user(1).await.unwrap()[0].clone();
+    assert_eq!(touched.last_activity, h.manager.now());
+}
+
+async fn non_sliding_expiry_stays_put(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(30 * MINUTE))
+        .sliding(false)
+        .touch_interval(Duration::ZERO);
+    let h = harness(backend, config);
+    let (token, _) = login_token(&h, 1).await;
+    h.clock.advance(20 * MINUTE);
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+    h.clock.advance(11 * MINUTE);
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn ttl_disabled_never_expires(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(None)
+        .absolute_lifetime(None);
+    let h = harness(backend, config);
+    let (token, _) = login_token(&h, 1).await;
+    let record = h.manager.list_for_user(1).await.unwrap()[0].clone();
+    assert_eq!(record.expires_at, None);
+    assert_eq!(record.absolute_expires_at, None);
+    h.clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.manager.purge_expired().await.unwrap(), 0);
+}
+
+async fn absolute_lifetime_is_never_extended(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(60 * MINUTE))
+        .absolute_lifetime(Some(120 * MINUTE))
+        .touch_interval(Duration::ZERO);
+    let h = harness(backend, config);
+    let (token, _) = login_token(&h, 1).await;
+    for _ in 0..3 {
+        h.clock.advance(39 * MINUTE);
+        assert_eq!(
+            send(&h.app, bearer("/me", token.expose())).await.status,
+            StatusCode::OK
+        );
+    }
+    h.clock.advance(4 * MINUTE); // 121 minutes after login, active all along
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(h.manager.count_active(None).await.unwrap(), 0);
+}
+
+async fn permissions_follow_the_policy(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (player, _) = login_token(&h, 1).await;
+    let (builder, _) = login_token(&h, 2).await;
+    let (admin, _) = login_token(&h, 3).await;
+    let (superuser, _) = login_token(&h, 4).await;
+
+    let reply = send(&h.app, bearer("/logs", admin.expose())).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, Some("admin"))
+    );
+    let reply = send(&h.app, bearer("/manage", player.expose())).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.detail(),
+        "Insufficient permissions. Required: manage_users"
+    );
+    let reply = send(&h.app, bearer("/logs", builder.expose())).await;
+    assert_eq!(
+        reply.detail(),
+        "Insufficient permissions. Required: view_logs"
+    );
+    let reply = send(&h.app, bearer("/manage", admin.expose())).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    for path in ["/logs", "/manage", "/admin-area"] {
+        assert_eq!(
+            send(&h.app, bearer(path, superuser.expose())).await.status,
+            StatusCode::OK
+        );
+    }
+    let reply = send(&h.app, bearer("/admin-area", builder.expose())).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.detail(),
+        "Insufficient privileges. Minimum role required: admin"
+    );
+    assert_eq!(
+        send(&h.app, bearer("/admin-area", admin.expose()))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // No session at all is 401 before any permission is considered.
+    let reply = send(&h.app, bearer("/logs", SessionToken::generate().expose())).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn role_change_and_deactivation_apply_on_the_next_request(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, _) = login_token(&h, 1).await;
+    assert_eq!(
+        send(&h.app, bearer("/logs", token.expose())).await.status,
+        StatusCode::FORBIDDEN
+    );
+    h.backend.set_role(1, Some("ADMIN")).await;
+    assert_eq!(
+        send(&h.app, bearer("/logs", token.expose())).await.status,
+        StatusCode::OK
+    );
+    h.backend.set_active(1, false).await;
+    let reply = send(&h.app, bearer("/logs", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.detail(), "Invalid session user");
+}
+
+async fn game_route_needs_an_explicit_character_selection(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    // The admin has exactly one character, and still must select it.
+    let (token, session_id) = login_token(&h, 3).await;
+    let reply = send(&h.app, bearer("/game", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(
+        reply.detail(),
+        "No character selected for session. Select a character first."
+    );
+    let selected = h.manager.select_character(session_id, 3, 30).await.unwrap();
+    let CharacterSelection::Selected(character) = selected else {
+        panic!("selection failed: {selected:?}")
+    };
+    assert_eq!(character.name, "admin_char");
+    assert_eq!(character.world_id.as_deref(), Some("pipeworks_web"));
+    let reply = send(&h.app, bearer("/game", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["character_name"], "admin_char");
+    assert_eq!(reply.body["world_id"], "pipeworks_web");
+    assert_eq!(reply.body["character_id"], 30);
+}
+
+async fn characters_of_other_users_cannot_be_selected(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, session_id) = login_token(&h, 1).await;
+    assert_eq!(
+        h.manager.select_character(session_id, 1, 30).await.unwrap(),
+        CharacterSelection::CharacterNotFound
+    );
+    assert_eq!(
+        h.manager
+            .select_character(session_id, 1, 999)
+            .await
+            .unwrap(),
+        CharacterSelection::CharacterNotFound
+    );
+    // Claiming another user's session does not work either.
+    assert_eq!(
+        h.manager.select_character(session_id, 3, 30).await.unwrap(),
+        CharacterSelection::SessionNotFound
+    );
+    let reply = send(&h.app, bearer("/game", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(
+        h.manager.list_for_user(1).await.unwrap()[0].character_id,
+        None
+    );
+}
+
+async fn missing_character_or_world_is_409(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, session_id) = login_token(&h, 1).await;
+    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    h.backend
+        .set_character_world(11, 1, "player_alt", None)
+        .await;
+    let reply = send(&h.app, bearer("/game", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.detail(), "Character world not found");
+    h.backend.delete_character(11).await;
+    let reply = send(&h.app, bearer("/game", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.detail(), "Selected character not found");
+    // Account routes keep working.
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn session_world_is_resynced_to_the_characters(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, session_id) = login_token(&h, 1).await;
+    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    assert_eq!(
+        h.manager.list_for_user(1).await.unwrap()[0]
+            .world_id
+            .as_deref(),
+        Some("daily_undertaking")
+    );
+    h.backend
+        .set_character_world(11, 1, "player_alt", Some("pipeworks_web"))
+        .await;
+    let reply = send(&h.app, bearer("/game", token.expose())).await;
+    assert_eq!(reply.body["world_id"], "pipeworks_web");
+    assert_eq!(
+        h.manager.list_for_user(1).await.unwrap()[0]
+            .world_id
+            .as_deref(),
+        Some("pipeworks_web")
+    );
+}
+
+async fn clear_all_returns_the_count_removed(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    for user in [1, 1, 2, 3] {
+        login_token(&h, user).await;
+    }
+    assert_eq!(h.manager.clear_all().await.unwrap(), 4);
+    assert_eq!(h.manager.clear_all().await.unwrap(), 0);
+}
+
+async fn remove_returns_true_then_false(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, id) = login_token(&h, 1).await;
+    assert!(h.manager.remove(id).await.unwrap());
+    assert!(!h.manager.remove(id).await.unwrap());
+    assert_eq!(
+        send(&h.app, bearer("/me", token.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (token, _) = login_token(&h, 1).await;
+    assert!(h.manager.remove_by_token(&token).await.unwrap());
+    assert!(!h.manager.remove_by_token(&token).await.unwrap());
+}
+
+async fn active_count_excludes_expired_and_respects_the_window(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(60 * MINUTE))
+        .touch_interval(Duration::ZERO);
+    let h = harness(backend, config);
+    let (old, _) = login_token(&h, 1).await;
+    h.clock.advance(40 * MINUTE);
+    let (recent, _) = login_token(&h, 2).await;
+    assert_eq!(h.manager.count_active(None).await.unwrap(), 2);
+    assert_eq!(h.manager.count_active(Some(30 * MINUTE)).await.unwrap(), 1);
+    h.clock.advance(25 * MINUTE); // the first is now expired (65 min idle)
+    assert_eq!(h.manager.count_active(None).await.unwrap(), 1);
+    assert_eq!(h.manager.count_active(Some(30 * MINUTE)).await.unwrap(), 1);
+    send(&h.app, bearer("/me", recent.expose())).await;
+    assert_eq!(h.manager.count_active(Some(MINUTE)).await.unwrap(), 1);
+    assert_eq!(h.manager.purge_expired().await.unwrap(), 1);
+    assert_eq!(h.manager.validate(&old).await.unwrap(), Validation::Unknown);
+}
+
+async fn single_session_mode_leaves_one_session(backend: Backend) {
+    let config = SessionConfig::default().max_sessions_per_user(Some(1));
+    let h = harness(backend, config);
+    let (first, _) = login_token(&h, 1).await;
+    login_token(&h, 2).await;
+    h.clock.advance(Duration::from_secs(1));
+    let (second, second_id) = login_token(&h, 1).await;
+    let sessions = h.manager.list_for_user(1).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].id, second_id);
+    assert_eq!(
+        send(&h.app, bearer("/me", first.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&h.app, bearer("/me", second.expose())).await.status,
+        StatusCode::OK
+    );
+    // Other users are unaffected.
+    assert_eq!(h.manager.list_for_user(2).await.unwrap().len(), 1);
+}
+
+async fn max_sessions_keeps_the_newest_n(backend: Backend) {
+    let config = SessionConfig::default().max_sessions_per_user(Some(2));
+    let h = harness(backend, config);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(login_token(&h, 1).await.1);
+        h.clock.advance(Duration::from_secs(1));
+    }
+    let left: Vec<SessionId> = h
+        .manager
+        .list_for_user(1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, vec![ids[3], ids[2]]);
+}
+
+async fn client_info_is_recorded_and_listed(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-client-type", "  Web-Browser \t".parse().unwrap());
+    headers.insert(
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
+            .parse()
+            .unwrap(),
+    );
+    let ip = "203.0.113.7".parse().unwrap();
+    let login = h
+        .manager
+        .login(1, ClientInfo::from_headers(&headers).with_ip(ip))
+        .await
+        .unwrap();
+    let blank = h
+        .manager
+        .login(
+            1,
+            ClientInfo {
+                client_type: ClientInfo::normalize_client_type("   "),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed = h.manager.list_for_user(1).await.unwrap();
+    let first = listed.iter().find(|s| s.id == login.session.id).unwrap();
+    assert_eq!(first.client_type, "web-browser");
+    assert_eq!(first.ip, Some(ip));
+    assert_eq!(
+        first.user_agent.as_deref(),
+        Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")
+    );
+    let second = listed.iter().find(|s| s.id == blank.session.id).unwrap();
+    assert_eq!(second.client_type, "unknown");
+    assert_eq!(second.ip, None);
+}
+
+async fn session_management_revokes_only_what_it_should(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (a, a_id) = login_token(&h, 1).await;
+    let (b, b_id) = login_token(&h, 1).await;
+    let (c, _) = login_token(&h, 1).await;
+    let (other, other_id) = login_token(&h, 2).await;
+    // A user cannot revoke someone else's session.
+    assert!(!h.manager.revoke(1, other_id).await.unwrap());
+    assert!(h.manager.revoke(1, b_id).await.unwrap());
+    assert_eq!(
+        send(&h.app, bearer("/me", b.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(h.manager.revoke_others(1, a_id).await.unwrap(), 1);
+    assert_eq!(
+        send(&h.app, bearer("/me", c.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&h.app, bearer("/me", a.expose())).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.manager.revoke_all(1).await.unwrap(), 1);
+    assert_eq!(
+        send(&h.app, bearer("/me", a.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&h.app, bearer("/me", other.expose())).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn sweeper_purges_expired_sessions(backend: Backend) {
+    let config = SessionConfig::default().idle_timeout(Some(MINUTE));
+    let h = harness(backend, config);
+    login_token(&h, 1).await;
+    login_token(&h, 2).await;
+    h.clock.advance(2 * MINUTE);
+    let (live, _) = login_token(&h, 3).await;
+    assert_eq!(h.backend.stored_sessions().await, 3);
+    let sweeper = h.manager.spawn_sweeper(Duration::from_millis(20));
+    let mut stored = 3;
+    for _ in 0..250 {
+        stored = h.backend.stored_sessions().await;
+        if stored == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sweeper.abort();
+    assert_eq!(stored, 1);
+    assert!(matches!(
+        h.manager.validate(&live).await.unwrap(),
+        Validation::Valid(_)
+    ));
+}
+
+async fn logout_removes_the_session(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let (token, _, _) = login(&h.app, 1).await;
+    let reply = send(&h.app, {
+        let mut r = bearer("/logout", &token);
+        *r.method_mut() = http::Method::POST;
+        r
+    })
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["removed"], true);
+    // Authenticated by header: no cookie is set or cleared.
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(
+        send(&h.app, bearer("/me", &token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+both_stores!(
+    username_and_role_lookups,
+    valid_session_resolves_the_user,
+    invalid_token_is_401,
+    missing_user_role_or_inactive_is_invalid_session_user,
+    expired_session_is_rejected_and_deleted,
+    sliding_expiry_moves_expires_at_forward,
+    touch_is_debounced,
+    non_sliding_expiry_stays_put,
+    ttl_disabled_never_expires,
+    absolute_lifetime_is_never_extended,
+    permissions_follow_the_policy,
+    role_change_and_deactivation_apply_on_the_next_request,
+    game_route_needs_an_explicit_character_selection,
+    characters_of_other_users_cannot_be_selected,
+    missing_character_or_world_is_409,
+    session_world_is_resynced_to_the_characters,
+    clear_all_returns_the_count_removed,
+    remove_returns_true_then_false,
+    active_count_excludes_expired_and_respects_the_window,
+    single_session_mode_leaves_one_session,
+    max_sessions_keeps_the_newest_n,
+    client_info_is_recorded_and_listed,
+    session_management_revokes_only_what_it_should,
+    sweeper_purges_expired_sessions,
+    logout_removes_the_session,
+);
