@@ -294,9 +294,26 @@ impl Session {
     }
 }
 
-/// Finds the token: `Authorization: Bearer`, then the extra header, then the cookie. Returns
-/// the source and the strictly parsed token (`None` if malformed), or `None` if absent.
-fn find_token(
+/// The token discovery the layer runs on each request, exposed for custom middleware, tests
+/// and fuzzing.
+///
+/// Looks at `Authorization: Bearer`, then the configured extra header, then the cookie, and
+/// stops at the first that is present. Returns its source and the strictly parsed token
+/// (`None` when malformed, or when the cookie name appears more than once), or `None` when no
+/// source is present. Cookie headers over [`MAX_COOKIE_HEADER`] bytes count as absent. An
+/// `Authorization` header with another scheme (e.g. `Basic`) is ignored.
+///
+/// ```
+/// use tower_session_auth::{MemoryStore, SessionConfig, SessionManager, TokenSource, find_token};
+///
+/// let manager = SessionManager::new(MemoryStore::new(), SessionConfig::default());
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("cookie", "id=too-short".parse().unwrap());
+/// let (source, token) = find_token(&manager, &headers).unwrap();
+/// assert_eq!(source, TokenSource::Cookie);
+/// assert!(token.is_none()); // presented, malformed: 401 without a query
+/// ```
+pub fn find_token(
     manager: &SessionManager,
     headers: &HeaderMap,
 ) -> Option<(TokenSource, Option<SessionToken>)> {
