@@ -1,0 +1,219 @@
+//! The layer through an axum `Router` and `oneshot`, on a real PostgreSQL store: token sources
+//! and their precedence, `Set-Cookie` attributes, the removal cookie, `Cache-Control`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::Backend;
+use common::app::{Reply, bearer, get_with, login, router, send};
+use tower_session_auth::{CookieConfig, ManualClock, SessionConfig, SessionManager};
+
+async fn app_with(config: SessionConfig) -> (axum::Router, SessionManager) {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(config, Arc::new(ManualClock::default()));
+    (router(manager.clone()), manager)
+}
+
+fn cookie_of(reply: &Reply) -> String {
+    let cookies = reply.set_cookies();
+    assert_eq!(cookies.len(), 1, "expected one Set-Cookie: {cookies:?}");
+    cookies[0].clone()
+}
+
+fn post(path: &str, header: Option<(&str, &str)>) -> Request<Body> {
+    let mut builder = Request::post(path);
+    if let Some((name, value)) = header {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn login_sets_a_hardened_session_cookie() {
+    let (app, _) = app_with(SessionConfig::default()).await;
+    let (token, _, reply) = login(&app, 1).await;
+    assert_eq!(
+        cookie_of(&reply),
+        format!("id={token}; HttpOnly; SameSite=Lax; Secure; Path=/")
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    // The cookie authenticates.
+    let reply = send(
+        &app,
+        get_with("/me", ("cookie", &format!("theme=dark; id={token}"))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["username"], "player");
+    // Requests that change nothing set no cookie and keep caches alone.
+    assert!(reply.set_cookies().is_empty());
+    assert!(reply.headers.get("cache-control").is_none());
+}
+
+#[tokio::test]
+async fn host_prefix_and_persistent_cookie() {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(Duration::from_secs(1800)))
+        .cookie(CookieConfig::default().host_prefix(true).persistent(true));
+    let (app, _) = app_with(config).await;
+    let (token, _, reply) = login(&app, 1).await;
+    assert_eq!(
+        cookie_of(&reply),
+        format!("__Host-id={token}; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=1800")
+    );
+    let reply = send(
+        &app,
+        get_with("/me", ("cookie", &format!("__Host-id={token}"))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The unprefixed name is another cookie.
+    let reply = send(&app, get_with("/me", ("cookie", &format!("id={token}")))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn persistent_cookie_never_outlives_the_absolute_lifetime() {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(Duration::from_secs(3600)))
+        .absolute_lifetime(Some(Duration::from_secs(600)))
+        .cookie(CookieConfig::default().persistent(true).secure(false));
+    let (app, _) = app_with(config).await;
+    let (token, _, reply) = login(&app, 1).await;
+    assert_eq!(
+        cookie_of(&reply),
+        format!("id={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age=600")
+    );
+}
+
+#[tokio::test]
+async fn logout_by_cookie_sends_a_removal_cookie() {
+    let (app, _) = app_with(SessionConfig::default()).await;
+    let (token, _, _) = login(&app, 1).await;
+    let cookie = format!("id={token}");
+    let reply = send(&app, post("/logout", Some(("cookie", &cookie)))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["removed"], true);
+    assert_eq!(
+        cookie_of(&reply),
+        "id=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    // Replaying the old token fails, by cookie and by header.
+    let reply = send(&app, get_with("/me", ("cookie", &cookie))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, bearer("/me", &token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn header_clients_never_get_cookies() {
+    let (app, manager) = app_with(SessionConfig::default()).await;
+    let (token, _, _) = login(&app, 1).await;
+    // Logging in again while presenting a Bearer token: no cookie, and the old session stays.
+    let reply = send(
+        &app,
+        post(
+            "/login/2",
+            Some(("authorization", &format!("Bearer {token}"))),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(manager.list_for_user(1).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn login_by_cookie_replaces_the_browsers_previous_session() {
+    let (app, manager) = app_with(SessionConfig::default()).await;
+    let (old, _, _) = login(&app, 1).await;
+    let reply = send(
+        &app,
+        post("/login/1", Some(("cookie", &format!("id={old}")))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let new = reply.body["token"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert!(cookie_of(&reply).starts_with(&format!("id={new};")));
+    let sessions = manager.list_for_user(1).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        sessions[0].id.to_string(),
+        reply.body["session_id"].as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn token_sources_and_precedence() {
+    let config = SessionConfig::default()
+        .token_header(Some(http::HeaderName::from_static("x-session-token")));
+    let (app, _) = app_with(config).await;
+    let (player, _, _) = login(&app, 1).await;
+    let (admin, _, _) = login(&app, 3).await;
+    let (builder, _, _) = login(&app, 2).await;
+
+    let whoami = |request: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let reply = send(&app, request).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+            reply.body["username"].as_str().unwrap().to_owned()
+        }
+    };
+    let all = Request::get("/me")
+        .header("authorization", format!("Bearer {player}"))
+        .header("x-session-token", &admin)
+        .header("cookie", format!("id={builder}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(whoami(all).await, "player");
+    let header_and_cookie = Request::get("/me")
+        .header("x-session-token", &admin)
+        .header("cookie", format!("id={builder}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(whoami(header_and_cookie).await, "admin");
+    // A non-Bearer Authorization header does not hide the cookie.
+    let basic_and_cookie = Request::get("/me")
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .header("cookie", format!("id={builder}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(whoami(basic_and_cookie).await, "builder");
+    // A malformed header token is a 401, not a fall-back to the cookie.
+    let bad_header = Request::get("/me")
+        .header("x-session-token", "nope")
+        .header("cookie", format!("id={builder}"))
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, bad_header).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.detail(), "Invalid or expired session");
+}
+
+#[tokio::test]
+async fn routes_without_extractors_ignore_sessions() {
+    let (app, _) = app_with(SessionConfig::default()).await;
+    let reply = send(&app, bearer("/plain", "garbage")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "ok");
+}
+
+#[tokio::test]
+async fn extractors_without_the_layer_fail_closed() {
+    let app = axum::Router::new().route(
+        "/me",
+        axum::routing::get(|user: tower_session_auth::AuthUser| async move { user.username }),
+    );
+    let reply = send(&app, bearer("/me", "x")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.detail(), "Session layer not installed");
+}

@@ -1,0 +1,178 @@
+//! Properties only the PostgreSQL store can show: the database never holds a token, a store
+//! failure is a fast 500, migrations are idempotent, sessions survive a restart, a touch never
+//! resurrects a deleted session, and the touched columns stay unindexed (HOT updates).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::app::{bearer, login, router, send};
+use common::{Backend, TestDb, pool_for_schema};
+use tower_session_auth::{
+    ClientInfo, ManualClock, PgStore, SessionConfig, SessionManager, SessionToken, Validation,
+};
+
+fn pg(backend: &Backend) -> &TestDb {
+    match backend {
+        Backend::Pg(db) => db,
+        Backend::Memory(_) => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn the_database_never_holds_a_token() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = router(manager);
+    let (token, _, _) = login(&app, 1).await;
+    let db = pg(&backend);
+    let client = db.client().await;
+    let rows = client
+        .query("SELECT row_to_json(s)::text FROM sessions s", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let dump: String = rows[0].get(0);
+    assert!(
+        !dump.contains(&token),
+        "a session row contains the token: {dump}"
+    );
+    // What is stored is SHA-256 of the token text.
+    let matches: bool = client
+        .query_one(
+            "SELECT token_hash = sha256(convert_to($1, 'UTF8')) FROM sessions",
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(matches);
+}
+
+#[tokio::test]
+async fn store_failure_is_a_fast_500_and_plain_routes_keep_working() {
+    // A pool pointing at a port where nothing listens: a real connection failure.
+    let pool = pool_for_schema(
+        "postgres://nobody:nothing@127.0.0.1:1/none",
+        "public",
+        2,
+        Duration::from_millis(500),
+    );
+    let manager = SessionManager::new(PgStore::new(pool), SessionConfig::default());
+    let app = router(manager);
+    let token = SessionToken::generate();
+    for path in ["/me", "/optional", "/game", "/logs"] {
+        let reply = send(&app, bearer(path, token.expose())).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(reply.detail(), "Session store unavailable");
+        assert!(reply.set_cookies().is_empty());
+        assert!(reply.headers.get("www-authenticate").is_none());
+    }
+    let cookie = format!("id={}", token.expose());
+    let reply = send(&app, common::app::get_with("/me", ("cookie", &cookie))).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies().is_empty(), "the cookie is left alone");
+    let reply = send(&app, bearer("/plain", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_race() {
+    let db = TestDb::new().await;
+    assert_eq!(db.store.migrate().await.unwrap(), 0);
+    // A fresh schema migrated by two instances at once.
+    let url = common::database_url();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    db.execute(&format!("CREATE SCHEMA {schema}"), &[]).await;
+    let a = PgStore::new(pool_for_schema(&url, &schema, 2, Duration::from_secs(5)));
+    let b = PgStore::new(pool_for_schema(&url, &schema, 2, Duration::from_secs(5)));
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    assert_eq!(ra.unwrap() + rb.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let token = {
+        let manager = SessionManager::new(db.store.clone(), SessionConfig::default());
+        manager.login(1, ClientInfo::default()).await.unwrap().token
+    };
+    // A new pool and manager, as after a process restart.
+    let pool = pool_for_schema(
+        &common::database_url(),
+        &db.schema,
+        2,
+        Duration::from_secs(5),
+    );
+    let manager = SessionManager::new(PgStore::new(pool), SessionConfig::default());
+    let reply = send(&router(manager), bearer("/me", token.expose())).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["username"], "player");
+}
+
+#[tokio::test]
+async fn a_touch_never_resurrects_a_session_deleted_meanwhile() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let config = SessionConfig::default().touch_interval(Duration::ZERO);
+    let manager = backend.manager(config, Arc::new(ManualClock::default()));
+    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+
+    // A logout holds the row lock while a validation that wants to touch the row arrives.
+    let mut logout_conn = db.client().await;
+    let logout = logout_conn.transaction().await.unwrap();
+    logout
+        .execute("DELETE FROM sessions WHERE id = $1", &[&login.session.id.0])
+        .await
+        .unwrap();
+    let validation = tokio::spawn({
+        let manager = manager.clone();
+        let token = login.token.clone();
+        async move { manager.validate(&token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !validation.is_finished(),
+        "the touch should wait for the row lock"
+    );
+    logout.commit().await.unwrap();
+    validation.await.unwrap().unwrap();
+
+    assert_eq!(db.session_rows().await, 0, "the session came back");
+    assert_eq!(
+        manager.validate(&login.token).await.unwrap(),
+        Validation::Unknown
+    );
+}
+
+#[tokio::test]
+async fn touched_columns_are_unindexed() {
+    let db = TestDb::new().await;
+    let definitions: Vec<String> = db
+        .client()
+        .await
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'sessions' AND schemaname = $1",
+            &[&db.schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(definitions.iter().any(|d| d.contains("(token_hash)")));
+    assert!(
+        definitions
+            .iter()
+            .any(|d| d.contains("(user_id, created_at)"))
+    );
+    for column in ["last_activity", "expires_at", "world_id"] {
+        assert!(
+            definitions.iter().all(|d| !d.contains(column)),
+            "{column} is indexed: {definitions:?}"
+        );
+    }
+}
