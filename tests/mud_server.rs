@@ -1,0 +1,372 @@
+//! End to end: the `mud_server` example binary over real HTTP, driven by a client with a
+//! cookie jar, once on the in-memory store and once on PostgreSQL (SPEC §8).
+//!
+//! `cargo test` builds the example before running this file (examples are built by default).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("mud_server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the suite with scripts/test (or cargo build --example mud_server)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running example server, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(database_url: Option<&str>) -> Self {
+        let mut command = Command::new(example_binary());
+        command
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let mut child = command.spawn().expect("start mud_server");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("mud_server did not start within 60 s")
+            .unwrap()
+            .expect("mud_server exited before listening");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        assert!(!addr.ends_with(":0"), "the printed address must show the real port");
+        Self {
+            base: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    async fn stop(mut self) {
+        #[cfg(unix)]
+        {
+            // Graceful shutdown on SIGTERM.
+            let pid = self.child.id().unwrap().to_string();
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .expect("server did not stop on SIGTERM")
+                .unwrap();
+            assert!(status.success(), "server exited with {status}");
+        }
+    }
+}
+
+/// A browser-like client: keeps cookies, like a user's browser would.
+struct Browser {
+    http: Client,
+    base: String,
+}
+
+impl Browser {
+    fn new(server: &Server) -> Self {
+        Self {
+            http: Client::builder().cookie_store(true).build().unwrap(),
+            base: server.base.clone(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn login(&self, username: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/login",
+                Some(json!({"username": username, "password": format!("{username}-pass")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+fn anonymous(server: &Server) -> Browser {
+    Browser::new(server)
+}
+
+async fn get_bearer(server: &Server, path: &str, token: &str) -> (StatusCode, Value) {
+    anonymous(server)
+        .call_with(Method::GET, path, None, &[("authorization", &format!("Bearer {token}"))])
+        .await
+}
+
+/// The whole contract of SPEC §8 except persistence, on whichever store the server uses.
+async fn http_contract(server: &Server) {
+    // Login: body and hardened cookie.
+    let raw = Client::new()
+        .post(format!("{}/login", server.base))
+        .header("x-client-type", "  Web ")
+        .header("user-agent", "contract-test/1.0")
+        .json(&json!({"username": "player", "password": "player-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    let cookie = raw.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert_eq!(raw.headers()["cache-control"], "no-store");
+    let body: Value = raw.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 43);
+    assert_eq!(cookie, format!("id={token}; HttpOnly; SameSite=Lax; Path=/"));
+    assert_eq!(body["username"], "player");
+    assert_eq!(body["role"], "player");
+    let names: Vec<&str> = body["characters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["player_char", "player_alt"]);
+    let alt = body["characters"][1].clone();
+    let first_session = body["session_id"].clone();
+    assert_eq!(alt["world_id"], "daily_undertaking");
+
+    // Bad credentials and deactivated accounts.
+    let browser = anonymous(server);
+    for (username, password) in [("player", "wrong"), ("nobody", "nobody-pass")] {
+        let (status, body) = browser
+            .call(Method::POST, "/login", Some(json!({"username": username, "password": password})))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["detail"], "Invalid username or password");
+    }
+    let (status, body) = browser
+        .call(Method::POST, "/login", Some(json!({"username": "banned", "password": "banned-pass"})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["detail"], "Account is deactivated");
+
+    // /me by Bearer, and 401 for garbage.
+    let (status, me) = get_bearer(server, "/me", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["username"], "player");
+    assert_eq!(me["session_id"], first_session);
+    for garbage in ["garbage", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let (status, body) = get_bearer(server, "/me", garbage).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["detail"], "Invalid or expired session");
+    }
+
+    // A browser session: cookie jar only.
+    let player = Browser::new(server);
+    player.login("player").await;
+    let (status, me) = player.call(Method::GET, "/me", None).await;
+    assert_eq!((status, me["username"].as_str()), (StatusCode::OK, Some("player")));
+    let (status, body) = player.call(Method::POST, "/ping", None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"ok": true})));
+    let (status, characters) = player.call(Method::GET, "/characters", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(characters.as_array().unwrap().len(), 2);
+
+    // Game routes need an explicit selection; another user's character is 404.
+    let (status, body) = player.call(Method::GET, "/game/whoami", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["detail"], "No character selected for session. Select a character first.");
+    let admin = Browser::new(server);
+    let admin_login = admin.login("admin").await;
+    let admin_char = admin_login["characters"][0]["id"].clone();
+    let (status, body) = player
+        .call(Method::POST, "/characters/select", Some(json!({"character_id": admin_char})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["detail"], "Character not found for this user");
+    let (status, body) = player
+        .call(Method::POST, "/characters/select", Some(json!({"character_id": alt["id"]})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"character_name": "player_alt", "world_id": "daily_undertaking"}));
+    let (status, whoami) = player.call(Method::GET, "/game/whoami", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whoami["character_name"], "player_alt");
+    assert_eq!(whoami["world_id"], "daily_undertaking");
+    assert_eq!(whoami["character_id"], alt["id"]);
+
+    // Permissions.
+    let (status, body) = player.call(Method::GET, "/admin/logs", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["detail"], "Insufficient permissions. Required: view_logs");
+    assert_eq!(admin.call(Method::GET, "/admin/logs", None).await.0, StatusCode::OK);
+    let superuser = Browser::new(server);
+    superuser.login("superuser").await;
+    assert_eq!(superuser.call(Method::GET, "/admin/logs", None).await.0, StatusCode::OK);
+
+    // Role change takes effect on the target's very next request.
+    let (status, body) = admin
+        .call(Method::POST, "/admin/users/player/role", Some(json!({"role": "admin"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins lack change_roles: {body}");
+    let (status, _) = superuser
+        .call(Method::POST, "/admin/users/player/role", Some(json!({"role": "admin"})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(player.call(Method::GET, "/admin/logs", None).await.0, StatusCode::OK);
+    let (status, body) = superuser
+        .call(Method::POST, "/admin/users/ghost/role", Some(json!({"role": "admin"})))
+        .await;
+    assert_eq!((status, body["detail"].as_str()), (StatusCode::NOT_FOUND, Some("User not found")));
+    superuser
+        .call(Method::POST, "/admin/users/player/role", Some(json!({"role": "player"})))
+        .await;
+    assert_eq!(player.call(Method::GET, "/admin/logs", None).await.0, StatusCode::FORBIDDEN);
+
+    // Session management: listing, own-only revocation, sign out everywhere else.
+    let (status, sessions) = player.call(Method::GET, "/sessions", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let sessions = sessions.as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2, "the first login and the browser's: {sessions:?}");
+    let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap();
+    assert_eq!(other["client_type"], "web");
+    assert_eq!(other["user_agent"], "contract-test/1.0");
+    assert_eq!(other["ip"], "127.0.0.1");
+    for key in ["id", "created_at", "last_activity", "expires_at"] {
+        assert!(other.get(key).is_some(), "listing lacks {key}");
+    }
+    let admin_session = admin.call(Method::GET, "/me", None).await.1["session_id"].clone();
+    let path = format!("/sessions/{}", admin_session.as_str().unwrap());
+    let (status, body) = player.call(Method::DELETE, &path, None).await;
+    assert_eq!((status, body["detail"].as_str()), (StatusCode::NOT_FOUND, Some("Session not found")));
+    assert_eq!(admin.call(Method::GET, "/me", None).await.0, StatusCode::OK);
+    let (status, _) = player.call(Method::DELETE, "/sessions/not-a-uuid", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let other_path = format!("/sessions/{}", other["id"].as_str().unwrap());
+    assert_eq!(player.call(Method::DELETE, &other_path, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(get_bearer(server, "/me", &token).await.0, StatusCode::UNAUTHORIZED);
+    let second = Browser::new(server);
+    second.login("player").await;
+    let (status, body) = player.call(Method::DELETE, "/sessions", None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"revoked": 1})));
+    assert_eq!(second.call(Method::GET, "/me", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(player.call(Method::GET, "/me", None).await.0, StatusCode::OK);
+
+    // Kick (kick_users): the kicked session is gone at once.
+    let victim = Browser::new(server);
+    let victim_login = victim.login("builder").await;
+    let (status, body) = player
+        .call(Method::POST, "/admin/sessions/kick", Some(json!({"session_id": victim_login["session_id"]})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["detail"], "Insufficient permissions. Required: kick_users");
+    let (status, body) = admin
+        .call(Method::POST, "/admin/sessions/kick", Some(json!({"session_id": victim_login["session_id"]})))
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"removed": true})));
+    assert_eq!(victim.call(Method::GET, "/me", None).await.0, StatusCode::UNAUTHORIZED);
+    let (_, body) = admin
+        .call(Method::POST, "/admin/sessions/kick", Some(json!({"session_id": victim_login["session_id"]})))
+        .await;
+    assert_eq!(body, json!({"removed": false}));
+
+    // Health counts active sessions: player, admin, superuser.
+    let (status, health) = anonymous(server).call(Method::GET, "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health, json!({"status": "ok", "active_players": 3}));
+
+    // Logout clears the cookie; replaying the old token is 401.
+    let stolen = admin_login["token"].as_str().unwrap().to_owned();
+    let raw = admin
+        .http
+        .post(format!("{}/logout", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert_eq!(raw.headers()["set-cookie"], "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body, json!({"message": "Goodbye, admin!"}));
+    assert_eq!(admin.call(Method::GET, "/me", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(get_bearer(server, "/me", &stolen).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn memory_store_serves_the_contract() {
+    let server = Server::start(None).await;
+    http_contract(&server).await;
+    server.stop().await;
+}
+
+/// A database URL whose connections use a fresh schema of this test's own.
+async fn schema_url() -> String {
+    let db = common::TestDb::new().await;
+    // TestDb made the schema; the example creates its own tables in it, so drop the fixtures.
+    db.execute("DROP TABLE characters, users", &[]).await;
+    let url = common::database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-csearch_path%3D{}", db.schema)
+}
+
+#[tokio::test]
+async fn postgres_store_serves_the_contract_and_survives_restarts() {
+    let url = schema_url().await;
+    let server = Server::start(Some(&url)).await;
+    http_contract(&server).await;
+    let browser = Browser::new(&server);
+    let login = browser.login("builder").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    server.stop().await;
+
+    // A restarted server (seeding again, idempotently) still honours the session.
+    let server = Server::start(Some(&url)).await;
+    let (status, me) = get_bearer(&server, "/me", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["username"], "builder");
+    let (status, characters) = get_bearer(&server, "/characters", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(characters.as_array().unwrap().len(), 1, "seeding twice duplicated data");
+    server.stop().await;
+}
