@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,10 +36,28 @@ use tower_session_auth::{
 
 /// (username, role, active, characters as (name, world)).
 const DEMO_USERS: &[(&str, &str, bool, &[(&str, &str)])] = &[
-    ("player", "player", true, &[("player_char", "pipeworks_web"), ("player_alt", "daily_undertaking")]),
-    ("builder", "worldbuilder", true, &[("builder_char", "pipeworks_web")]),
+    (
+        "player",
+        "player",
+        true,
+        &[
+            ("player_char", "pipeworks_web"),
+            ("player_alt", "daily_undertaking"),
+        ],
+    ),
+    (
+        "builder",
+        "worldbuilder",
+        true,
+        &[("builder_char", "pipeworks_web")],
+    ),
     ("admin", "admin", true, &[("admin_char", "pipeworks_web")]),
-    ("superuser", "superuser", true, &[("superuser_char", "pipeworks_web")]),
+    (
+        "superuser",
+        "superuser",
+        true,
+        &[("superuser_char", "pipeworks_web")],
+    ),
     ("banned", "player", false, &[]),
 ];
 const DEMO_WORLDS: &[(&str, &str)] = &[
@@ -54,8 +72,7 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(30 * 60);
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -154,7 +171,10 @@ fn app(manager: SessionManager, directory: Directory) -> Router {
         .route("/admin/logs", get(admin_logs))
         .route("/admin/sessions/kick", post(kick))
         .route("/admin/users/{username}/role", post(change_role))
-        .route("/sessions", get(list_sessions).delete(revoke_other_sessions))
+        .route(
+            "/sessions",
+            get(list_sessions).delete(revoke_other_sessions),
+        )
         .route("/sessions/{id}", delete(revoke_session))
         .route("/health", get(health))
         .with_state(state)
@@ -193,7 +213,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Auth(rejection) => rejection.into_response(),
-            Self::Detail(status, detail) => (status, Json(json!({ "detail": detail }))).into_response(),
+            Self::Detail(status, detail) => {
+                (status, Json(json!({ "detail": detail }))).into_response()
+            }
         }
     }
 }
@@ -232,7 +254,10 @@ async fn login(
         }
     };
     if !user.is_active {
-        return Err(ApiError::Detail(StatusCode::UNAUTHORIZED, "Account is deactivated"));
+        return Err(ApiError::Detail(
+            StatusCode::UNAUTHORIZED,
+            "Account is deactivated",
+        ));
     }
     let client = ClientInfo::from_headers(&headers).with_ip(peer.ip());
     let login = session.login(user.id, client).await?;
@@ -248,7 +273,9 @@ async fn login(
 
 async fn logout(user: AuthUser, session: Session) -> ApiResult<Json<Value>> {
     session.logout().await?;
-    Ok(Json(json!({ "message": format!("Goodbye, {}!", user.username) })))
+    Ok(Json(
+        json!({ "message": format!("Goodbye, {}!", user.username) }),
+    ))
 }
 
 async fn me(user: AuthUser) -> Json<Value> {
@@ -292,9 +319,7 @@ async fn select_character(
             StatusCode::NOT_FOUND,
             "Character not found for this user",
         )),
-        CharacterSelection::SessionNotFound => {
-            Err(ApiError::Auth(AuthRejection::InvalidSession))
-        }
+        CharacterSelection::SessionNotFound => Err(ApiError::Auth(AuthRejection::InvalidSession)),
     }
 }
 
@@ -346,7 +371,10 @@ async fn change_role(
 ) -> ApiResult<Json<Value>> {
     let role = body.role.trim().to_ascii_lowercase();
     if state.manager.policy().role_level(&role).is_none() {
-        return Err(ApiError::Detail(StatusCode::UNPROCESSABLE_ENTITY, "Unknown role"));
+        return Err(ApiError::Detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unknown role",
+        ));
     }
     if !state.directory.set_role(&username, &role).await? {
         return Err(ApiError::Detail(StatusCode::NOT_FOUND, "User not found"));
@@ -430,8 +458,11 @@ fn dummy_hash() -> &'static str {
 async fn verify_password(password: &str, hash: &str) -> bool {
     let (password, hash) = (password.to_owned(), hash.to_owned());
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
     })
     .await
     .unwrap_or(false)
@@ -491,7 +522,10 @@ impl Directory {
         for (index, &(username, role, active, characters)) in DEMO_USERS.iter().enumerate() {
             let user_id = index as i64 + 1;
             store.upsert_user(user_id, username, Some(role), active);
-            passwords.insert(username.to_owned(), hash_password(&format!("{username}-pass")));
+            passwords.insert(
+                username.to_owned(),
+                hash_password(&format!("{username}-pass")),
+            );
             for &(name, world) in characters {
                 character_id += 1;
                 store.upsert_character(character_id, user_id, name, Some(world));
@@ -549,16 +583,18 @@ impl Directory {
 
     async fn find_user(&self, username: &str) -> ApiResult<Option<UserRow>> {
         match self {
-            Self::Memory { store, passwords } => Ok(store.user_id_by_name(username).and_then(|id| {
-                let user = store.user(id)?;
-                Some(UserRow {
-                    id,
-                    role: user.role.unwrap_or_default(),
-                    is_active: user.is_active,
-                    password_hash: passwords.get(&user.username)?.clone(),
-                    username: user.username,
-                })
-            })),
+            Self::Memory { store, passwords } => {
+                Ok(store.user_id_by_name(username).and_then(|id| {
+                    let user = store.user(id)?;
+                    Some(UserRow {
+                        id,
+                        role: user.role.unwrap_or_default(),
+                        is_active: user.is_active,
+                        password_hash: passwords.get(&user.username)?.clone(),
+                        username: user.username,
+                    })
+                }))
+            }
             Self::Pg(pool) => {
                 let client = pool.get().await?;
                 let statement = client
@@ -567,13 +603,16 @@ impl Directory {
                          FROM users WHERE username = $1",
                     )
                     .await?;
-                Ok(client.query_opt(&statement, &[&username]).await?.map(|row| UserRow {
-                    id: row.get(0),
-                    username: row.get(1),
-                    role: row.get(2),
-                    is_active: row.get(3),
-                    password_hash: row.get(4),
-                }))
+                Ok(client
+                    .query_opt(&statement, &[&username])
+                    .await?
+                    .map(|row| UserRow {
+                        id: row.get(0),
+                        username: row.get(1),
+                        role: row.get(2),
+                        is_active: row.get(3),
+                        password_hash: row.get(4),
+                    }))
             }
         }
     }
@@ -619,7 +658,10 @@ impl Directory {
             Self::Pg(pool) => {
                 let client = pool.get().await?;
                 let updated = client
-                    .execute("UPDATE users SET role = $2 WHERE username = $1", &[&username, &role])
+                    .execute(
+                        "UPDATE users SET role = $2 WHERE username = $1",
+                        &[&username, &role],
+                    )
                     .await?;
                 Ok(updated > 0)
             }

@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 
 use crate::layer::Session;
 use crate::permission::{Permission, Role};
-use crate::store::SessionView;
+use crate::store::{SessionView, StoreError};
 use crate::token::SessionId;
 
 /// Why an extractor refused a request. Renders as JSON `{"detail": "<text>"}` with the
@@ -96,6 +96,15 @@ impl IntoResponse for AuthRejection {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// A store error returned from a handler fails closed, like the extractors: it is logged and
+/// answered with `500 Session store unavailable`.
+impl IntoResponse for StoreError {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self, "session store unavailable");
+        AuthRejection::StoreUnavailable.into_response()
     }
 }
 

@@ -9,13 +9,13 @@
 //! use axum::{Json, Router, routing::{get, post}};
 //! use tower_session_auth::{
 //!     AuthUser, ClientInfo, PgStore, RequirePermission, Session, SessionConfig, SessionLayer,
-//!     SessionManager, permissions::ViewLogs,
+//!     SessionManager, StoreError, permissions::ViewLogs,
 //! };
 //!
-//! async fn login(session: Session) -> Json<String> {
+//! async fn login(session: Session) -> Result<Json<String>, StoreError> {
 //!     // ... verify the password, find the user id ...
-//!     let login = session.login(42, ClientInfo::default()).await.unwrap();
-//!     Json(login.token.expose().to_owned()) // the cookie is set too
+//!     let login = session.login(42, ClientInfo::default()).await?; // sets the cookie too
+//!     Ok(Json(login.token.expose().to_owned()))
 //! }
 //! async fn me(user: AuthUser) -> String { user.username }
 //! async fn logs(_: RequirePermission<ViewLogs>) -> &'static str { "…" }
@@ -68,6 +68,7 @@ pub use config::{CookieConfig, SessionConfig};
 pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
 pub use layer::{
     MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService, TokenSource,
+    find_token,
 };
 pub use lifecycle::{AUDIT_TARGET, Login, SessionManager};
 pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};

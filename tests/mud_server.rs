@@ -16,7 +16,10 @@ use tokio::process::{Child, Command};
 
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     let binary = profile_dir
         .join("examples")
         .join(format!("mud_server{}", std::env::consts::EXE_SUFFIX));
@@ -58,7 +61,10 @@ impl Server {
         let addr = line
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        assert!(!addr.ends_with(":0"), "the printed address must show the real port");
+        assert!(
+            !addr.ends_with(":0"),
+            "the printed address must show the real port"
+        );
         Self {
             base: format!("http://{addr}"),
             child,
@@ -118,7 +124,10 @@ impl Browser {
         let response = request.send().await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn login(&self, username: &str) -> Value {
@@ -140,7 +149,12 @@ fn anonymous(server: &Server) -> Browser {
 
 async fn get_bearer(server: &Server, path: &str, token: &str) -> (StatusCode, Value) {
     anonymous(server)
-        .call_with(Method::GET, path, None, &[("authorization", &format!("Bearer {token}"))])
+        .call_with(
+            Method::GET,
+            path,
+            None,
+            &[("authorization", &format!("Bearer {token}"))],
+        )
         .await
 }
 
@@ -161,7 +175,10 @@ async fn http_contract(server: &Server) {
     let body: Value = raw.json().await.unwrap();
     let token = body["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 43);
-    assert_eq!(cookie, format!("id={token}; HttpOnly; SameSite=Lax; Path=/"));
+    assert_eq!(
+        cookie,
+        format!("id={token}; HttpOnly; SameSite=Lax; Path=/")
+    );
     assert_eq!(body["username"], "player");
     assert_eq!(body["role"], "player");
     let names: Vec<&str> = body["characters"]
@@ -179,13 +196,21 @@ async fn http_contract(server: &Server) {
     let browser = anonymous(server);
     for (username, password) in [("player", "wrong"), ("nobody", "nobody-pass")] {
         let (status, body) = browser
-            .call(Method::POST, "/login", Some(json!({"username": username, "password": password})))
+            .call(
+                Method::POST,
+                "/login",
+                Some(json!({"username": username, "password": password})),
+            )
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["detail"], "Invalid username or password");
     }
     let (status, body) = browser
-        .call(Method::POST, "/login", Some(json!({"username": "banned", "password": "banned-pass"})))
+        .call(
+            Method::POST,
+            "/login",
+            Some(json!({"username": "banned", "password": "banned-pass"})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["detail"], "Account is deactivated");
@@ -205,7 +230,10 @@ async fn http_contract(server: &Server) {
     let player = Browser::new(server);
     player.login("player").await;
     let (status, me) = player.call(Method::GET, "/me", None).await;
-    assert_eq!((status, me["username"].as_str()), (StatusCode::OK, Some("player")));
+    assert_eq!(
+        (status, me["username"].as_str()),
+        (StatusCode::OK, Some("player"))
+    );
     let (status, body) = player.call(Method::POST, "/ping", None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"ok": true})));
     let (status, characters) = player.call(Method::GET, "/characters", None).await;
@@ -215,20 +243,34 @@ async fn http_contract(server: &Server) {
     // Game routes need an explicit selection; another user's character is 404.
     let (status, body) = player.call(Method::GET, "/game/whoami", None).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(body["detail"], "No character selected for session. Select a character first.");
+    assert_eq!(
+        body["detail"],
+        "No character selected for session. Select a character first."
+    );
     let admin = Browser::new(server);
     let admin_login = admin.login("admin").await;
     let admin_char = admin_login["characters"][0]["id"].clone();
     let (status, body) = player
-        .call(Method::POST, "/characters/select", Some(json!({"character_id": admin_char})))
+        .call(
+            Method::POST,
+            "/characters/select",
+            Some(json!({"character_id": admin_char})),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["detail"], "Character not found for this user");
     let (status, body) = player
-        .call(Method::POST, "/characters/select", Some(json!({"character_id": alt["id"]})))
+        .call(
+            Method::POST,
+            "/characters/select",
+            Some(json!({"character_id": alt["id"]})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"character_name": "player_alt", "world_id": "daily_undertaking"}));
+    assert_eq!(
+        body,
+        json!({"character_name": "player_alt", "world_id": "daily_undertaking"})
+    );
     let (status, whoami) = player.call(Method::GET, "/game/whoami", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(whoami["character_name"], "player_alt");
@@ -238,36 +280,78 @@ async fn http_contract(server: &Server) {
     // Permissions.
     let (status, body) = player.call(Method::GET, "/admin/logs", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body["detail"], "Insufficient permissions. Required: view_logs");
-    assert_eq!(admin.call(Method::GET, "/admin/logs", None).await.0, StatusCode::OK);
+    assert_eq!(
+        body["detail"],
+        "Insufficient permissions. Required: view_logs"
+    );
+    assert_eq!(
+        admin.call(Method::GET, "/admin/logs", None).await.0,
+        StatusCode::OK
+    );
     let superuser = Browser::new(server);
     superuser.login("superuser").await;
-    assert_eq!(superuser.call(Method::GET, "/admin/logs", None).await.0, StatusCode::OK);
+    assert_eq!(
+        superuser.call(Method::GET, "/admin/logs", None).await.0,
+        StatusCode::OK
+    );
 
     // Role change takes effect on the target's very next request.
     let (status, body) = admin
-        .call(Method::POST, "/admin/users/player/role", Some(json!({"role": "admin"})))
+        .call(
+            Method::POST,
+            "/admin/users/player/role",
+            Some(json!({"role": "admin"})),
+        )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "admins lack change_roles: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "admins lack change_roles: {body}"
+    );
     let (status, _) = superuser
-        .call(Method::POST, "/admin/users/player/role", Some(json!({"role": "admin"})))
+        .call(
+            Method::POST,
+            "/admin/users/player/role",
+            Some(json!({"role": "admin"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(player.call(Method::GET, "/admin/logs", None).await.0, StatusCode::OK);
+    assert_eq!(
+        player.call(Method::GET, "/admin/logs", None).await.0,
+        StatusCode::OK
+    );
     let (status, body) = superuser
-        .call(Method::POST, "/admin/users/ghost/role", Some(json!({"role": "admin"})))
+        .call(
+            Method::POST,
+            "/admin/users/ghost/role",
+            Some(json!({"role": "admin"})),
+        )
         .await;
-    assert_eq!((status, body["detail"].as_str()), (StatusCode::NOT_FOUND, Some("User not found")));
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (StatusCode::NOT_FOUND, Some("User not found"))
+    );
     superuser
-        .call(Method::POST, "/admin/users/player/role", Some(json!({"role": "player"})))
+        .call(
+            Method::POST,
+            "/admin/users/player/role",
+            Some(json!({"role": "player"})),
+        )
         .await;
-    assert_eq!(player.call(Method::GET, "/admin/logs", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        player.call(Method::GET, "/admin/logs", None).await.0,
+        StatusCode::FORBIDDEN
+    );
 
     // Session management: listing, own-only revocation, sign out everywhere else.
     let (status, sessions) = player.call(Method::GET, "/sessions", None).await;
     assert_eq!(status, StatusCode::OK);
     let sessions = sessions.as_array().unwrap().clone();
-    assert_eq!(sessions.len(), 2, "the first login and the browser's: {sessions:?}");
+    assert_eq!(
+        sessions.len(),
+        2,
+        "the first login and the browser's: {sessions:?}"
+    );
     let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
     assert_eq!(current.len(), 1);
     let other = sessions.iter().find(|s| s["current"] == false).unwrap();
@@ -280,35 +364,70 @@ async fn http_contract(server: &Server) {
     let admin_session = admin.call(Method::GET, "/me", None).await.1["session_id"].clone();
     let path = format!("/sessions/{}", admin_session.as_str().unwrap());
     let (status, body) = player.call(Method::DELETE, &path, None).await;
-    assert_eq!((status, body["detail"].as_str()), (StatusCode::NOT_FOUND, Some("Session not found")));
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Session not found"))
+    );
     assert_eq!(admin.call(Method::GET, "/me", None).await.0, StatusCode::OK);
-    let (status, _) = player.call(Method::DELETE, "/sessions/not-a-uuid", None).await;
+    let (status, _) = player
+        .call(Method::DELETE, "/sessions/not-a-uuid", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let other_path = format!("/sessions/{}", other["id"].as_str().unwrap());
-    assert_eq!(player.call(Method::DELETE, &other_path, None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(get_bearer(server, "/me", &token).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        player.call(Method::DELETE, &other_path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get_bearer(server, "/me", &token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let second = Browser::new(server);
     second.login("player").await;
     let (status, body) = player.call(Method::DELETE, "/sessions", None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"revoked": 1})));
-    assert_eq!(second.call(Method::GET, "/me", None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(player.call(Method::GET, "/me", None).await.0, StatusCode::OK);
+    assert_eq!(
+        second.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        player.call(Method::GET, "/me", None).await.0,
+        StatusCode::OK
+    );
 
     // Kick (kick_users): the kicked session is gone at once.
     let victim = Browser::new(server);
     let victim_login = victim.login("builder").await;
     let (status, body) = player
-        .call(Method::POST, "/admin/sessions/kick", Some(json!({"session_id": victim_login["session_id"]})))
+        .call(
+            Method::POST,
+            "/admin/sessions/kick",
+            Some(json!({"session_id": victim_login["session_id"]})),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body["detail"], "Insufficient permissions. Required: kick_users");
+    assert_eq!(
+        body["detail"],
+        "Insufficient permissions. Required: kick_users"
+    );
     let (status, body) = admin
-        .call(Method::POST, "/admin/sessions/kick", Some(json!({"session_id": victim_login["session_id"]})))
+        .call(
+            Method::POST,
+            "/admin/sessions/kick",
+            Some(json!({"session_id": victim_login["session_id"]})),
+        )
         .await;
     assert_eq!((status, body), (StatusCode::OK, json!({"removed": true})));
-    assert_eq!(victim.call(Method::GET, "/me", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        victim.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let (_, body) = admin
-        .call(Method::POST, "/admin/sessions/kick", Some(json!({"session_id": victim_login["session_id"]})))
+        .call(
+            Method::POST,
+            "/admin/sessions/kick",
+            Some(json!({"session_id": victim_login["session_id"]})),
+        )
         .await;
     assert_eq!(body, json!({"removed": false}));
 
@@ -326,11 +445,20 @@ async fn http_contract(server: &Server) {
         .await
         .unwrap();
     assert_eq!(raw.status(), StatusCode::OK);
-    assert_eq!(raw.headers()["set-cookie"], "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
+    assert_eq!(
+        raw.headers()["set-cookie"],
+        "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+    );
     let body: Value = raw.json().await.unwrap();
     assert_eq!(body, json!({"message": "Goodbye, admin!"}));
-    assert_eq!(admin.call(Method::GET, "/me", None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(get_bearer(server, "/me", &stolen).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        admin.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_bearer(server, "/me", &stolen).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -367,6 +495,10 @@ async fn postgres_store_serves_the_contract_and_survives_restarts() {
     assert_eq!(me["username"], "builder");
     let (status, characters) = get_bearer(&server, "/characters", &token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(characters.as_array().unwrap().len(), 1, "seeding twice duplicated data");
+    assert_eq!(
+        characters.as_array().unwrap().len(),
+        1,
+        "seeding twice duplicated data"
+    );
     server.stop().await;
 }
