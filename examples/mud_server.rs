@@ -34,9 +34,31 @@ use tower_session_auth::{
     StoreError,
 };
 
-/// (username, role, active, characters as (name, world)).
-const DEMO_USERS: &[(&str, &str, bool, &[(&str, &str)])] = &[
-    (
+#[derive(Clone, Copy)]
+struct DemoUser {
+    username: &'static str,
+    role: &'static str,
+    active: bool,
+    /// (name, world)
+    characters: &'static [(&'static str, &'static str)],
+}
+
+const fn demo(
+    username: &'static str,
+    role: &'static str,
+    active: bool,
+    characters: &'static [(&'static str, &'static str)],
+) -> DemoUser {
+    DemoUser {
+        username,
+        role,
+        active,
+        characters,
+    }
+}
+
+const DEMO_USERS: &[DemoUser] = &[
+    demo(
         "player",
         "player",
         true,
@@ -45,20 +67,20 @@ const DEMO_USERS: &[(&str, &str, bool, &[(&str, &str)])] = &[
             ("player_alt", "daily_undertaking"),
         ],
     ),
-    (
+    demo(
         "builder",
         "worldbuilder",
         true,
         &[("builder_char", "pipeworks_web")],
     ),
-    ("admin", "admin", true, &[("admin_char", "pipeworks_web")]),
-    (
+    demo("admin", "admin", true, &[("admin_char", "pipeworks_web")]),
+    demo(
         "superuser",
         "superuser",
         true,
         &[("superuser_char", "pipeworks_web")],
     ),
-    ("banned", "player", false, &[]),
+    demo("banned", "player", false, &[]),
 ];
 const DEMO_WORLDS: &[(&str, &str)] = &[
     ("pipeworks_web", "Pipeworks"),
@@ -178,7 +200,13 @@ fn app(manager: SessionManager, directory: Directory) -> Router {
         .route("/sessions/{id}", delete(revoke_session))
         .route("/health", get(health))
         .with_state(state)
-        .layer(SessionLayer::new(manager))
+        .layer(
+            SessionLayer::new(manager).client_ip(|extensions, _headers| {
+                extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0.ip())
+            }),
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,7 +262,6 @@ struct LoginRequest {
 async fn login(
     State(state): State<AppState>,
     session: Session,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> ApiResult<Json<Value>> {
@@ -259,7 +286,8 @@ async fn login(
             "Account is deactivated",
         ));
     }
-    let client = ClientInfo::from_headers(&headers).with_ip(peer.ip());
+    let mut client = ClientInfo::from_headers(&headers);
+    client.ip = session.client_ip();
     let login = session.login(user.id, client).await?;
     let characters = state.directory.characters(user.id).await?;
     Ok(Json(json!({
@@ -519,7 +547,13 @@ impl Directory {
     fn memory(store: MemoryStore) -> Self {
         let mut passwords = HashMap::new();
         let mut character_id = 0;
-        for (index, &(username, role, active, characters)) in DEMO_USERS.iter().enumerate() {
+        for (index, demo) in DEMO_USERS.iter().enumerate() {
+            let DemoUser {
+                username,
+                role,
+                active,
+                characters,
+            } = *demo;
             let user_id = index as i64 + 1;
             store.upsert_user(user_id, username, Some(role), active);
             passwords.insert(
@@ -553,7 +587,13 @@ impl Directory {
             )
             .await?;
         }
-        for &(username, role, active, characters) in DEMO_USERS {
+        for demo in DEMO_USERS {
+            let DemoUser {
+                username,
+                role,
+                active,
+                characters,
+            } = *demo;
             let exists = tx
                 .query_opt("SELECT 1 FROM users WHERE username = $1", &[&username])
                 .await?

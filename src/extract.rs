@@ -63,6 +63,10 @@ pub enum AuthRejection {
     /// 403: the role is below the minimum.
     #[error("Insufficient privileges. Minimum role required: {0}")]
     MissingRole(&'static str),
+    /// 403: a cookie-authenticated unsafe request failed the opt-in CSRF check
+    /// ([`CsrfConfig`](crate::CsrfConfig)).
+    #[error("Cross-site request rejected")]
+    CrossSiteRequest,
     /// 500: the store failed (database down, pool timeout).
     #[error("Session store unavailable")]
     StoreUnavailable,
@@ -79,7 +83,9 @@ impl AuthRejection {
             Self::NoCharacterSelected | Self::CharacterNotFound | Self::CharacterWorldNotFound => {
                 StatusCode::CONFLICT
             }
-            Self::MissingPermission(_) | Self::MissingRole(_) => StatusCode::FORBIDDEN,
+            Self::MissingPermission(_) | Self::MissingRole(_) | Self::CrossSiteRequest => {
+                StatusCode::FORBIDDEN
+            }
             Self::StoreUnavailable | Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -23,12 +23,13 @@
 //! ```
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -52,16 +53,43 @@ pub enum TokenSource {
     Cookie,
 }
 
+/// How the layer learns a request's client address: from the request's extensions (where the
+/// server put the peer address) or headers (behind a trusted proxy).
+pub type ClientIpFn = fn(&http::Extensions, &HeaderMap) -> Option<IpAddr>;
+
 /// Applies [`SessionService`] to a service. Holds a [`SessionManager`].
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
     manager: SessionManager,
+    client_ip: Option<ClientIpFn>,
 }
 
 impl SessionLayer {
     /// A layer that resolves sessions through `manager`.
     pub fn new(manager: SessionManager) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            client_ip: None,
+        }
+    }
+
+    /// Tells the layer where the client address is, for the per-address count of rejected
+    /// tokens in the audit log ([`SessionManager::rejected_tokens_by_ip`]) and for
+    /// [`Session::client_ip`]. With axum:
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use tower_session_auth::{MemoryStore, SessionConfig, SessionLayer, SessionManager};
+    ///
+    /// let manager = SessionManager::new(MemoryStore::new(), SessionConfig::default());
+    /// let layer = SessionLayer::new(manager).client_ip(|extensions, _headers| {
+    ///     extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+    /// });
+    /// ```
+    pub fn client_ip(mut self, client_ip: ClientIpFn) -> Self {
+        self.client_ip = Some(client_ip);
+        self
     }
 }
 
@@ -72,6 +100,7 @@ impl<S> Layer<S> for SessionLayer {
         SessionService {
             inner,
             manager: self.manager.clone(),
+            client_ip: self.client_ip,
         }
     }
 }
@@ -87,6 +116,7 @@ impl<S> Layer<S> for SessionLayer {
 pub struct SessionService<S> {
     inner: S,
     manager: SessionManager,
+    client_ip: Option<ClientIpFn>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
@@ -102,7 +132,15 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let session = Session::from_headers(&self.manager, request.headers());
+        let client_ip = self
+            .client_ip
+            .and_then(|client_ip| client_ip(request.extensions(), request.headers()));
+        let session = Session::new(
+            &self.manager,
+            request.method(),
+            request.headers(),
+            client_ip,
+        );
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
             inner: self.inner.call(request),
@@ -167,6 +205,9 @@ struct State {
     source: Option<TokenSource>,
     /// `None` when no token was presented or the presented one was malformed.
     token: Option<SessionToken>,
+    client_ip: Option<IpAddr>,
+    /// A cookie-authenticated unsafe request failed the opt-in CSRF check.
+    cross_site: bool,
     resolved: OnceCell<Resolved>,
     cookie: Mutex<Option<HeaderValue>>,
 }
@@ -187,18 +228,33 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A handle for a request with these headers: finds and strictly parses the token.
-    pub fn from_headers(manager: &SessionManager, headers: &HeaderMap) -> Self {
+    /// A handle for a request: finds and strictly parses the token ([`find_token`]) and
+    /// applies the opt-in CSRF check ([`CsrfConfig`](crate::CsrfConfig)). No store access.
+    pub fn new(
+        manager: &SessionManager,
+        method: &Method,
+        headers: &HeaderMap,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
         let (source, token) = match find_token(manager, headers) {
             Some((source, token)) => (Some(source), token),
             None => (None, None),
         };
-        if let (Some(source), None) = (source, &token) {
-            tracing::info!(
+        if source.is_some() && token.is_none() {
+            manager.record_rejected_token(client_ip, "malformed");
+        }
+        let cross_site = source == Some(TokenSource::Cookie)
+            && !is_safe(method)
+            && manager
+                .config()
+                .csrf
+                .as_ref()
+                .is_some_and(|csrf| !csrf.allows(headers));
+        if cross_site {
+            tracing::warn!(
                 target: AUDIT_TARGET,
-                event = "token_rejected",
-                reason = "malformed",
-                source = ?source,
+                event = "cross_site_request_rejected",
+                ip = client_ip.map(tracing::field::display),
             );
         }
         Self {
@@ -206,10 +262,17 @@ impl Session {
                 manager: manager.clone(),
                 source,
                 token,
+                client_ip,
+                cross_site,
                 resolved: OnceCell::new(),
                 cookie: Mutex::new(None),
             }),
         }
+    }
+
+    /// The client address, if the layer was told how to find it ([`SessionLayer::client_ip`]).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.state.client_ip
     }
 
     /// The manager behind this session.
@@ -225,6 +288,9 @@ impl Session {
     /// Resolves the session once per request (later calls reuse the outcome): `Ok(None)` when
     /// there is no live session for the token, `Err` when the store failed.
     pub async fn resolve(&self) -> Result<Option<&SessionView>, AuthRejection> {
+        if self.state.cross_site {
+            return Err(AuthRejection::CrossSiteRequest);
+        }
         let resolved = self
             .state
             .resolved
@@ -232,9 +298,14 @@ impl Session {
                 let Some(token) = &self.state.token else {
                     return Resolved::Anonymous;
                 };
-                match self.state.manager.validate(token).await {
+                let manager = &self.state.manager;
+                match manager.validate(token).await {
                     Ok(Validation::Valid(view)) => Resolved::Live(view),
-                    Ok(Validation::Unknown | Validation::Expired) => Resolved::Anonymous,
+                    Ok(Validation::Unknown) => {
+                        manager.record_rejected_token(self.state.client_ip, "unknown");
+                        Resolved::Anonymous
+                    }
+                    Ok(Validation::Expired) => Resolved::Anonymous,
                     Err(error) => {
                         tracing::error!(%error, "session store unavailable");
                         Resolved::StoreFailed
@@ -292,6 +363,13 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// The token discovery the layer runs on each request, exposed for custom middleware, tests

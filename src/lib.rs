@@ -64,11 +64,11 @@ mod store;
 mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CookieConfig, SessionConfig};
+pub use config::{CookieConfig, CsrfConfig, SessionConfig};
 pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
 pub use layer::{
-    MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService, TokenSource,
-    find_token,
+    ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
+    TokenSource, find_token,
 };
 pub use lifecycle::{AUDIT_TARGET, Login, SessionManager};
 pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};

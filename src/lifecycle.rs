@@ -4,7 +4,9 @@
 //! [`Session`](crate::Session) handle wraps the same operations and also sets or clears the
 //! cookie on the response.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cookie::Cookie;
@@ -65,7 +67,11 @@ struct Inner {
     cookie_name: String,
     policy: Arc<dyn AccessPolicy>,
     clock: Arc<dyn Clock>,
+    rejections: Arc<Mutex<HashMap<IpAddr, u64>>>,
 }
+
+/// Distinct client addresses tracked by the rejected-token counter before it starts over.
+const MAX_TRACKED_IPS: usize = 10_000;
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +92,7 @@ impl SessionManager {
                 cookie_name,
                 policy: Arc::new(MudPolicy),
                 clock: Arc::new(SystemClock),
+                rejections: Arc::default(),
             }),
         }
     }
@@ -158,7 +165,7 @@ impl SessionManager {
             event = "login",
             session_id = %session.id,
             user_id,
-            ip = ?session.ip,
+            ip = session.ip.map(tracing::field::display),
             client_type = %session.client_type,
         );
         Ok(Login { token, session })
@@ -179,21 +186,55 @@ impl SessionManager {
         };
         let hash = token.hash();
         let validation = self.inner.store.validate(&hash, now, touch).await?;
-        match &validation {
-            Validation::Unknown => tracing::info!(
-                target: AUDIT_TARGET,
-                event = "token_rejected",
-                reason = "unknown",
-                token_hash = %hash.prefix(),
-            ),
-            Validation::Expired => tracing::info!(
+        if validation == Validation::Expired {
+            tracing::info!(
                 target: AUDIT_TARGET,
                 event = "session_expired",
                 token_hash = %hash.prefix(),
-            ),
-            Validation::Valid(_) => {}
+            );
         }
         Ok(validation)
+    }
+
+    /// Records a rejected token (malformed, or unknown to the store) from `ip`, and emits the
+    /// audit event `token_rejected` with the running count for that address, so that an
+    /// operator can alert on addresses that guess tokens. The layer calls this; so can custom
+    /// middleware.
+    pub fn record_rejected_token(&self, ip: Option<IpAddr>, reason: &'static str) {
+        let count = ip.map(|ip| {
+            let mut counts = self
+                .inner
+                .rejections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if counts.len() >= MAX_TRACKED_IPS && !counts.contains_key(&ip) {
+                counts.clear();
+            }
+            let count = counts.entry(ip).or_default();
+            *count += 1;
+            *count
+        });
+        tracing::warn!(
+            target: AUDIT_TARGET,
+            event = "token_rejected",
+            reason,
+            ip = ip.map(tracing::field::display),
+            rejected_from_ip = count,
+        );
+    }
+
+    /// Rejected-token counts per client address, highest first (see
+    /// [`record_rejected_token`](Self::record_rejected_token)). The counter keeps at most
+    /// 10 000 addresses and starts over when more appear.
+    pub fn rejected_tokens_by_ip(&self) -> Vec<(IpAddr, u64)> {
+        let counts = self
+            .inner
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<(IpAddr, u64)> = counts.iter().map(|(ip, n)| (*ip, *n)).collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        list
     }
 
     /// Read-only lookup by token: no activity update, nothing deleted, `None` on any failure

@@ -298,6 +298,11 @@ pub mod app {
     };
 
     pub fn router(manager: SessionManager) -> Router {
+        routes().layer(SessionLayer::new(manager))
+    }
+
+    /// The routes without the layer, to put a custom-configured layer in front.
+    pub fn routes() -> Router {
         Router::new()
             .route("/plain", get(|| async { "ok" }))
             .route("/me", get(|user: AuthUser| async move { Json(json!({"username": user.username, "role": user.role, "session_id": user.session_id})) }))
@@ -316,7 +321,6 @@ pub mod app {
             .route("/logout", post(|session: Session, _user: AuthUser| async move {
                 Json(json!({"removed": session.logout().await.unwrap()}))
             }))
-            .layer(SessionLayer::new(manager))
     }
 
     /// A finished response: status, headers, and the body as JSON (or a JSON string).

@@ -1,0 +1,364 @@
+//! Security properties on a real PostgreSQL store:
+//! - no token ever appears in tracing output, `Debug` output or error messages, through login,
+//!   validation, rotation (a new login replacing the cookie session), rejection and logout;
+//! - audit events for login, logout, revoke, expiry and rejected tokens, with a per-address
+//!   count of rejected tokens;
+//! - login always issues a fresh token and never adopts a client-supplied one;
+//! - revoke-all and deactivation end every session of the user at once;
+//! - the opt-in CSRF check for cookie-authenticated unsafe requests.
+
+mod common;
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::Backend;
+use common::app::{bearer, get_with, routes, send};
+use tower_session_auth::{
+    ClientInfo, CsrfConfig, ManualClock, SessionConfig, SessionLayer, SessionManager, SessionToken,
+    StoreError,
+};
+
+/// Collects everything a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// The test client's address, as a server would put it into the request's extensions.
+const CLIENT: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 9)), 5555);
+
+fn app_for(manager: &SessionManager) -> axum::Router {
+    routes().layer(
+        SessionLayer::new(manager.clone())
+            .client_ip(|extensions, _| extensions.get::<SocketAddr>().map(|addr| addr.ip())),
+    )
+}
+
+fn from_client(mut request: Request<Body>) -> Request<Body> {
+    request.extensions_mut().insert(CLIENT);
+    request
+}
+
+fn post(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::post(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    from_client(builder.body(Body::empty()).unwrap())
+}
+
+// The tracing subscriber is per thread here, so everything runs on the test's one thread.
+#[tokio::test(flavor = "current_thread")]
+async fn tokens_never_reach_logs_debug_output_or_errors() {
+    let backend = Backend::pg().await;
+    let config = SessionConfig::default().idle_timeout(Some(Duration::from_secs(600)));
+    let clock = Arc::new(ManualClock::default());
+    let manager = backend.manager(config, clock.clone());
+    let app = app_for(&manager);
+    let (captured, _guard) = capture();
+    let mut tokens = Vec::new();
+
+    // Login, validation by cookie and header, rotation by a second login, logout.
+    let reply = send(&app, post("/login/1", &[("user-agent", "test")])).await;
+    let first = reply.body["token"].as_str().unwrap().to_owned();
+    let cookie = format!("id={first}");
+    assert_eq!(
+        send(&app, from_client(get_with("/me", ("cookie", &cookie))))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, from_client(bearer("/game", &first)))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    let reply = send(&app, post("/login/1", &[("cookie", &cookie)])).await;
+    let second = reply.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send(&app, from_client(bearer("/me", &first))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let reply = send(
+        &app,
+        post("/logout", &[("cookie", &format!("id={second}"))]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    tokens.extend([first, second]);
+
+    // Rejections: unknown, malformed, expired.
+    let unknown = SessionToken::generate();
+    send(&app, from_client(bearer("/me", unknown.expose()))).await;
+    let malformed = format!("{}!", &unknown.expose()[..42]);
+    send(&app, from_client(bearer("/me", &malformed))).await;
+    let login = manager.login(2, ClientInfo::default()).await.unwrap();
+    clock.advance(Duration::from_secs(601));
+    let reply = send(&app, from_client(bearer("/me", login.token.expose()))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // Debug output of everything that holds or held a token.
+    let debug = format!(
+        "{login:?} {:?} {:?} {:?}",
+        login.token,
+        login.token.hash(),
+        tower_session_auth::Session::new(
+            &manager,
+            &http::Method::GET,
+            &{
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    "authorization",
+                    format!("Bearer {}", unknown.expose()).parse().unwrap(),
+                );
+                headers
+            },
+            None,
+        ),
+    );
+    let error = StoreError::Other("boom".into()).to_string();
+    tokens.extend([
+        unknown.expose().to_owned(),
+        malformed,
+        login.token.expose().to_owned(),
+    ]);
+
+    let logs = captured.text();
+    for event in [
+        "\"login\"",
+        "\"logout\"",
+        "\"session_expired\"",
+        "\"token_rejected\"",
+    ] {
+        assert!(logs.contains(event), "no {event} audit event in:\n{logs}");
+    }
+    for token in &tokens {
+        assert!(
+            !logs.contains(token.as_str()),
+            "a token leaked into the logs:\n{logs}"
+        );
+        assert!(
+            !debug.contains(token.as_str()),
+            "a token leaked into Debug: {debug}"
+        );
+        assert!(!error.contains(token.as_str()));
+    }
+    assert!(debug.contains("<redacted>"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rejected_tokens_are_counted_per_client_address() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = app_for(&manager);
+    let (captured, _guard) = capture();
+    for token in ["short", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA!"] {
+        let reply = send(&app, from_client(bearer("/me", token))).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let unknown = SessionToken::generate();
+    send(&app, from_client(bearer("/me", unknown.expose()))).await;
+    // A request without a token is not a rejected token.
+    send(
+        &app,
+        from_client(Request::get("/me").body(Body::empty()).unwrap()),
+    )
+    .await;
+    assert_eq!(manager.rejected_tokens_by_ip(), vec![(CLIENT.ip(), 3)]);
+    let logs = captured.text();
+    assert!(logs.contains("ip=198.51.100.9"), "{logs}");
+    assert!(logs.contains("rejected_from_ip=3"), "{logs}");
+    assert!(logs.contains("reason=\"unknown\""), "{logs}");
+    assert!(logs.contains("reason=\"malformed\""), "{logs}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn revocations_are_audited() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let (captured, _guard) = capture();
+    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    manager.login(1, ClientInfo::default()).await.unwrap();
+    assert!(manager.remove(login.session.id).await.unwrap());
+    assert_eq!(manager.revoke_all(1).await.unwrap(), 1);
+    let logs = captured.text();
+    assert!(
+        logs.contains(&format!("event=\"revoke\" session_id={}", login.session.id)),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("event=\"revoke_all\" user_id=1 count=1"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn login_never_adopts_a_client_supplied_token() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = app_for(&manager);
+    let planted = SessionToken::generate();
+    let reply = send(
+        &app,
+        post(
+            "/login/1",
+            &[("cookie", &format!("id={}", planted.expose()))],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let issued = reply.body["token"].as_str().unwrap();
+    assert_ne!(issued, planted.expose());
+    assert!(reply.set_cookies()[0].starts_with(&format!("id={issued};")));
+    assert_eq!(
+        send(&app, bearer("/me", planted.expose())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, bearer("/me", issued)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn revoke_all_and_deactivation_end_every_session_at_once() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = app_for(&manager);
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(manager.login(1, ClientInfo::default()).await.unwrap().token);
+    }
+    for token in &tokens {
+        assert_eq!(
+            send(&app, bearer("/me", token.expose())).await.status,
+            StatusCode::OK
+        );
+    }
+    backend.set_active(1, false).await;
+    for token in &tokens {
+        let reply = send(&app, bearer("/me", token.expose())).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.detail(), "Invalid session user");
+    }
+    backend.set_active(1, true).await;
+    assert_eq!(manager.revoke_all(1).await.unwrap(), 3);
+    for token in &tokens {
+        let reply = send(&app, bearer("/me", token.expose())).await;
+        assert_eq!(reply.detail(), "Invalid or expired session");
+    }
+}
+
+#[tokio::test]
+async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
+    let backend = Backend::pg().await;
+    let config = SessionConfig::default().csrf(Some(CsrfConfig::default()));
+    let manager = backend.manager(config, Arc::new(ManualClock::default()));
+    let app = app_for(&manager);
+    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let cookie = format!("id={}", token.expose());
+    let host = ("host", "game.example");
+
+    for headers in [
+        vec![("cookie", cookie.as_str()), host],
+        vec![
+            ("cookie", cookie.as_str()),
+            host,
+            ("origin", "https://evil.example"),
+        ],
+        vec![("cookie", cookie.as_str()), host, ("origin", "null")],
+    ] {
+        let reply = send(&app, post("/logout", &headers)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{headers:?}");
+        assert_eq!(reply.detail(), "Cross-site request rejected");
+        assert!(reply.set_cookies().is_empty());
+    }
+    // Safe methods by cookie, and header-authenticated requests, are not subject to it.
+    let reply = send(&app, from_client(get_with("/me", ("cookie", &cookie)))).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the rejected requests changed nothing"
+    );
+    // Same-origin Origin, or the custom header, pass.
+    let same_origin = [
+        ("cookie", cookie.as_str()),
+        host,
+        ("origin", "https://game.example"),
+    ];
+    let reply = send(&app, post("/logout", &same_origin)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let cookie = format!("id={}", token.expose());
+    let scripted = [("cookie", cookie.as_str()), ("x-requested-with", "fetch")];
+    assert_eq!(
+        send(&app, post("/logout", &scripted)).await.status,
+        StatusCode::OK
+    );
+
+    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let by_header = [("authorization", format!("Bearer {}", token.expose()))];
+    let by_header: Vec<(&str, &str)> = by_header.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(
+        send(&app, post("/logout", &by_header)).await.status,
+        StatusCode::OK
+    );
+
+    // An explicit allow-list replaces the same-host rule.
+    let config = SessionConfig::default().csrf(Some(
+        CsrfConfig::default()
+            .header(None)
+            .allowed_origin("https://app.example"),
+    ));
+    let manager = backend.manager(config, Arc::new(ManualClock::default()));
+    let strict = app_for(&manager);
+    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let cookie = format!("id={}", token.expose());
+    let scripted = [("cookie", cookie.as_str()), ("x-requested-with", "fetch")];
+    assert_eq!(
+        send(&strict, post("/logout", &scripted)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let allowed = [
+        ("cookie", cookie.as_str()),
+        ("origin", "https://app.example"),
+    ];
+    assert_eq!(
+        send(&strict, post("/logout", &allowed)).await.status,
+        StatusCode::OK
+    );
+}
