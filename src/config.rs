@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub cookie: CookieConfig,
     /// Opt-in cross-site request check for cookie-authenticated unsafe requests.
     pub csrf: Option<CsrfConfig>,
+    /// Remember-me refresh series (used only by logins that ask for it).
+    pub refresh: RefreshConfig,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +55,7 @@ impl Default for SessionConfig {
             token_header: None,
             cookie: CookieConfig::default(),
             csrf: None,
+            refresh: RefreshConfig::default(),
         }
     }
 }
@@ -100,9 +103,83 @@ impl SessionConfig {
         self
     }
 
+    /// Replaces the remember-me settings.
+    pub fn refresh(mut self, refresh: RefreshConfig) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
     /// Turns the cross-site request check on (`Some`) or off (`None`, the default).
     pub fn csrf(mut self, csrf: Option<CsrfConfig>) -> Self {
         self.csrf = csrf;
+        self
+    }
+}
+
+/// Remember-me: a long-lived refresh series that trades its rotating secret for new sessions.
+///
+/// A login with `remember = true` also returns a [`RefreshToken`](crate::RefreshToken) and
+/// sets it in its own cookie (`HttpOnly`, `Secure` as the session cookie, `SameSite=Strict`,
+/// `Path` limited to the refresh route, `Max-Age` the series' remaining lifetime). Each refresh
+/// rotates the secret; presenting a superseded secret after [`grace`](Self::grace) revokes the
+/// series and every session it created. Sessions made by a refresh keep the original login
+/// time as `authenticated_at`, so handlers can ask for a fresh login before sensitive changes.
+#[derive(Clone, Debug)]
+pub struct RefreshConfig {
+    /// The series ends when unused for this long (default 30 days); `None` disables it.
+    pub idle_timeout: Option<Duration>,
+    /// The series ends this long after the login (default 90 days); `None` disables it.
+    pub absolute_lifetime: Option<Duration>,
+    /// For this long after a rotation, the just-superseded secret is still accepted (once
+    /// more per rotation), so two tabs or a retried request do not raise a false alarm
+    /// (default 5 s).
+    pub grace: Duration,
+    /// Name of the refresh cookie (default `refresh`).
+    pub cookie_name: String,
+    /// Path of the refresh cookie: the refresh route (default `/refresh`).
+    pub cookie_path: String,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(30 * 24 * 60 * 60)),
+            absolute_lifetime: Some(Duration::from_secs(90 * 24 * 60 * 60)),
+            grace: Duration::from_secs(5),
+            cookie_name: "refresh".to_owned(),
+            cookie_path: "/refresh".to_owned(),
+        }
+    }
+}
+
+impl RefreshConfig {
+    /// Sets the idle lifetime of a series.
+    pub fn idle_timeout(mut self, ttl: Option<Duration>) -> Self {
+        self.idle_timeout = ttl;
+        self
+    }
+
+    /// Sets the absolute lifetime of a series.
+    pub fn absolute_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.absolute_lifetime = lifetime;
+        self
+    }
+
+    /// Sets the reuse grace window.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets the refresh cookie's name.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Sets the refresh cookie's path.
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie_path = path.into();
         self
     }
 }

@@ -142,8 +142,11 @@ pub struct AuthUser {
     pub session_id: SessionId,
     /// The selected character, if any.
     pub character_id: Option<i64>,
-    /// When the user logged in (the session's creation time).
+    /// When the user last proved their credentials: the login time, kept across
+    /// remember-me refreshes. Ask for a fresh login before sensitive changes when it is old.
     pub authenticated_at: OffsetDateTime,
+    /// Whether a remember-me refresh (rather than a login) created this session.
+    pub refreshed: bool,
     /// The client type recorded at login.
     pub client_type: String,
 }
@@ -162,7 +165,8 @@ impl AuthUser {
             role: role.clone(),
             session_id: session.id,
             character_id: session.character_id,
-            authenticated_at: session.created_at,
+            authenticated_at: session.authenticated_at,
+            refreshed: session.refreshed,
             client_type: session.client_type.clone(),
         })
     }

@@ -35,9 +35,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::extract::AuthRejection;
-use crate::lifecycle::{AUDIT_TARGET, Login, SessionManager};
+use crate::lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 use crate::store::{ClientInfo, SessionView, StoreError, Validation};
-use crate::token::SessionToken;
+use crate::token::{RefreshToken, SessionToken};
 
 /// Cookie header values longer than this (in total) are treated as carrying no token.
 pub const MAX_COOKIE_HEADER: usize = 4096;
@@ -168,9 +168,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        if let Some(cookie) = this.session.take_cookie() {
+        let cookies = this.session.take_cookies();
+        if !cookies.is_empty() {
             let headers = response.headers_mut();
-            headers.append(SET_COOKIE, cookie);
+            for cookie in cookies {
+                headers.append(SET_COOKIE, cookie);
+            }
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         Poll::Ready(Ok(response))
@@ -209,7 +212,7 @@ struct State {
     /// A cookie-authenticated unsafe request failed the opt-in CSRF check.
     cross_site: bool,
     resolved: OnceCell<Resolved>,
-    cookie: Mutex<Option<HeaderValue>>,
+    cookies: Mutex<Vec<HeaderValue>>,
 }
 
 enum Resolved {
@@ -265,7 +268,7 @@ impl Session {
                 client_ip,
                 cross_site,
                 resolved: OnceCell::new(),
-                cookie: Mutex::new(None),
+                cookies: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -324,44 +327,108 @@ impl Session {
     /// sets the session cookie on the response. A session that this request presented by
     /// cookie is removed first: the new cookie replaces it in the browser anyway.
     pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
+        self.login_with(user_id, client, false).await
+    }
+
+    /// Like [`login`](Self::login); with `remember` also starts a remember-me series and,
+    /// for cookie clients, sets the refresh cookie.
+    pub async fn login_with(
+        &self,
+        user_id: i64,
+        client: ClientInfo,
+        remember: bool,
+    ) -> Result<Login, StoreError> {
         let manager = &self.state.manager;
-        let by_header = matches!(
-            self.state.source,
-            Some(TokenSource::Bearer | TokenSource::Header)
-        );
         if let (Some(TokenSource::Cookie), Some(old)) = (self.state.source, &self.state.token) {
             manager.remove_by_token(old).await?;
         }
-        let login = manager.login(user_id, client).await?;
-        if !by_header {
-            self.set_cookie(manager.session_cookie(&login.token, &login.session));
+        let login = manager.login_with(user_id, client, remember).await?;
+        if !self.by_header() {
+            self.set_login_cookies(&login);
         }
         Ok(login)
     }
 
-    /// Ends this request's session. When the token came from the cookie, the response carries
-    /// a removal cookie. Returns whether a session was removed.
+    /// Trades a remember-me token for a new session: the token from the request body if the
+    /// client sent one, else the refresh cookie in `headers`. When it came by cookie, the
+    /// response sets the new session and refresh cookies, or clears the refresh cookie if the
+    /// refresh failed. A malformed token is [`Refresh::Invalid`] without a store call.
+    pub async fn refresh(
+        &self,
+        body_token: Option<&str>,
+        headers: &HeaderMap,
+        client: ClientInfo,
+    ) -> Result<Refresh, StoreError> {
+        let manager = &self.state.manager;
+        let (presented, by_cookie) = match body_token {
+            Some(text) => (RefreshToken::parse(text), false),
+            None => {
+                let name = &manager.config().refresh.cookie_name;
+                match cookie_value(headers, name) {
+                    Some(value) => (value.and_then(RefreshToken::parse_bytes), true),
+                    None => (None, false),
+                }
+            }
+        };
+        let outcome = match presented {
+            Some(presented) => manager.refresh(&presented, client).await?,
+            None => {
+                manager.record_rejected_token(self.state.client_ip, "malformed_refresh");
+                Refresh::Invalid
+            }
+        };
+        if by_cookie {
+            match &outcome {
+                Refresh::Refreshed(login) => self.set_login_cookies(login),
+                Refresh::Invalid | Refresh::ReuseDetected => {
+                    self.push_cookie(manager.refresh_removal_cookie())
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Ends this request's session (and its remember-me series, if any). When the token came
+    /// from the cookie, the response clears the session and refresh cookies. Returns whether a
+    /// session was removed.
     pub async fn logout(&self) -> Result<bool, StoreError> {
         let Some(token) = &self.state.token else {
             return Ok(false);
         };
-        let removed = self.state.manager.remove_by_token(token).await?;
+        let manager = &self.state.manager;
+        let removed = manager.remove_by_token(token).await?;
         if self.state.source == Some(TokenSource::Cookie) {
-            self.set_cookie(self.state.manager.removal_cookie());
+            self.push_cookie(manager.removal_cookie());
+            self.push_cookie(manager.refresh_removal_cookie());
         }
         Ok(removed)
     }
 
-    fn set_cookie(&self, value: HeaderValue) {
-        *self.state.cookie.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    fn by_header(&self) -> bool {
+        matches!(
+            self.state.source,
+            Some(TokenSource::Bearer | TokenSource::Header)
+        )
     }
 
-    fn take_cookie(&self) -> Option<HeaderValue> {
+    fn set_login_cookies(&self, login: &Login) {
+        let manager = &self.state.manager;
+        self.push_cookie(manager.session_cookie(&login.token, &login.session));
+        if let Some(refresh) = &login.refresh {
+            self.push_cookie(manager.refresh_cookie(refresh, login.session.authenticated_at));
+        }
+    }
+
+    fn push_cookie(&self, value: HeaderValue) {
         self.state
-            .cookie
+            .cookies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .push(value);
+    }
+
+    fn take_cookies(&self) -> Vec<HeaderValue> {
+        std::mem::take(&mut *self.state.cookies.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -421,6 +488,12 @@ pub fn find_token(
 /// The session cookie's token: `None` if there is no such cookie (or the header is oversized),
 /// `Some(None)` if it is malformed or the name appears more than once.
 fn cookie_token(headers: &HeaderMap, name: &str) -> Option<Option<SessionToken>> {
+    cookie_value(headers, name).map(|value| value.and_then(SessionToken::parse_bytes))
+}
+
+/// A cookie's raw value: `None` if there is no such cookie (or the headers are oversized),
+/// `Some(None)` if the name appears more than once (ambiguous, so rejected).
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<Option<&'h [u8]>> {
     let values = headers.get_all(COOKIE);
     let total: usize = values.iter().map(|value| value.len() + 2).sum();
     if total > MAX_COOKIE_HEADER + 2 {
@@ -442,11 +515,7 @@ fn cookie_token(headers: &HeaderMap, name: &str) -> Option<Option<SessionToken>>
         }
     }
     let value = found?;
-    Some(if duplicate {
-        None
-    } else {
-        SessionToken::parse_bytes(value)
-    })
+    Some((!duplicate).then_some(value))
 }
 
 #[cfg(test)]

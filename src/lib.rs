@@ -64,19 +64,20 @@ mod store;
 mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CookieConfig, CsrfConfig, SessionConfig};
+pub use config::{CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
 pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
     TokenSource, find_token,
 };
-pub use lifecycle::{AUDIT_TARGET, Login, SessionManager};
+pub use lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
 pub use store::{
-    AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSession, PgStore,
-    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
+    AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSeries, NewSession,
+    PgStore, RefreshOutcome, RefreshRequest, SessionRecord, SessionStore, SessionView, StoreError,
+    Touch, UserRecord, Validation,
 };
-pub use token::{SessionId, SessionToken, TOKEN_LEN, TokenHash};
+pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
 
 /// Re-exported for [`CookieConfig::same_site`].
 pub use cookie::SameSite;

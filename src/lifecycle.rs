@@ -18,21 +18,36 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::SessionConfig;
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::{
-    CharacterSelection, ClientInfo, NewSession, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, Validation, span,
+    CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest,
+    SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, span,
 };
-use crate::token::{SessionId, SessionToken};
+use crate::token::{RefreshToken, SessionId, SessionToken};
 
 /// tracing target of the audit events (login, logout, revoke, expiry, rejected tokens).
 pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
 
-/// A successful login: the new token (hand it to the client once) and the stored session.
+/// A successful login or refresh: the new token (hand it to the client once), the stored
+/// session, and with "remember me" the refresh token.
 #[derive(Debug)]
 pub struct Login {
     /// The fresh bearer token. Its `Debug` is redacted.
     pub token: SessionToken,
     /// The stored session.
     pub session: SessionRecord,
+    /// The remember-me credential, when asked for at login, and rotated by each refresh.
+    pub refresh: Option<RefreshToken>,
+}
+
+/// Outcome of [`SessionManager::refresh`].
+#[derive(Debug)]
+pub enum Refresh {
+    /// A new session and a rotated refresh token.
+    Refreshed(Box<Login>),
+    /// Unknown, expired or revoked series (or malformed token, or inactive user).
+    Invalid,
+    /// A superseded secret was presented after the grace window: the series and every
+    /// session it created have been revoked.
+    ReuseDetected,
 }
 
 /// Sessions' lifecycle: the store, the configuration, the access policy and the clock.
@@ -143,8 +158,113 @@ impl SessionManager {
     /// The caller has authenticated the user (password, SSO, …) and checked that the account
     /// is active; the session records `client` for listings and audits.
     pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
-        let config = &self.inner.config;
+        self.login_with(user_id, client, false).await
+    }
+
+    /// Like [`login`](Self::login); with `remember` also starts a remember-me series and
+    /// returns its [`RefreshToken`] in [`Login::refresh`].
+    pub async fn login_with(
+        &self,
+        user_id: i64,
+        client: ClientInfo,
+        remember: bool,
+    ) -> Result<Login, StoreError> {
         let now = self.now();
+        let (token, mut new) = self.new_session(user_id, client, now);
+        let refresh = remember.then(RefreshToken::generate);
+        let refresh_config = &self.inner.config.refresh;
+        new.remember = refresh.as_ref().map(|refresh| NewSeries {
+            id: refresh.series(),
+            secret_hash: refresh.secret_hash(),
+            expires_at: refresh_config.idle_timeout.map(|ttl| now + span(ttl)),
+            absolute_expires_at: refresh_config
+                .absolute_lifetime
+                .map(|life| now + span(life)),
+        });
+        let session = self
+            .inner
+            .store
+            .create(new, self.inner.config.max_sessions_per_user)
+            .await?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "login",
+            session_id = %session.id,
+            user_id,
+            ip = session.ip.map(tracing::field::display),
+            client_type = %session.client_type,
+            remember,
+        );
+        Ok(Login {
+            token,
+            session,
+            refresh,
+        })
+    }
+
+    /// Trades a remember-me token for a new session and a rotated refresh token.
+    ///
+    /// Presenting a superseded secret after the grace window revokes the whole series and
+    /// every session it created ([`Refresh::ReuseDetected`]). The new session keeps the
+    /// original login time as `authenticated_at` and is marked `refreshed`.
+    pub async fn refresh(
+        &self,
+        presented: &RefreshToken,
+        client: ClientInfo,
+    ) -> Result<Refresh, StoreError> {
+        let config = &self.inner.config.refresh;
+        let now = self.now();
+        // The series' user is filled in by the store.
+        let (token, session) = self.new_session(0, client, now);
+        let rotated = RefreshToken::rotate(presented.series());
+        let request = RefreshRequest {
+            series: presented.series(),
+            secret_hash: presented.secret_hash(),
+            new_secret_hash: rotated.secret_hash(),
+            now,
+            grace_since: now - span(config.grace),
+            series_expires_at: config.idle_timeout.map(|ttl| now + span(ttl)),
+            session,
+            max_per_user: self.inner.config.max_sessions_per_user,
+        };
+        let series = presented.series().simple();
+        Ok(match self.inner.store.refresh(request).await? {
+            RefreshOutcome::Refreshed(session) => {
+                tracing::info!(
+                    target: AUDIT_TARGET,
+                    event = "refresh",
+                    session_id = %session.id,
+                    user_id = session.user_id,
+                    %series,
+                );
+                Refresh::Refreshed(Box::new(Login {
+                    token,
+                    session: *session,
+                    refresh: Some(rotated),
+                }))
+            }
+            RefreshOutcome::Invalid => {
+                tracing::info!(target: AUDIT_TARGET, event = "refresh_rejected", %series);
+                Refresh::Invalid
+            }
+            RefreshOutcome::ReuseDetected => {
+                tracing::warn!(
+                    target: AUDIT_TARGET,
+                    event = "refresh_reuse_detected",
+                    %series,
+                );
+                Refresh::ReuseDetected
+            }
+        })
+    }
+
+    fn new_session(
+        &self,
+        user_id: i64,
+        client: ClientInfo,
+        now: OffsetDateTime,
+    ) -> (SessionToken, NewSession) {
+        let config = &self.inner.config;
         let token = SessionToken::generate();
         let new = NewSession {
             id: SessionId::new(),
@@ -154,21 +274,9 @@ impl SessionManager {
             created_at: now,
             expires_at: config.idle_timeout.map(|ttl| now + span(ttl)),
             absolute_expires_at: config.absolute_lifetime.map(|life| now + span(life)),
+            remember: None,
         };
-        let session = self
-            .inner
-            .store
-            .create(new, config.max_sessions_per_user)
-            .await?;
-        tracing::info!(
-            target: AUDIT_TARGET,
-            event = "login",
-            session_id = %session.id,
-            user_id,
-            ip = session.ip.map(tracing::field::display),
-            client_type = %session.client_type,
-        );
-        Ok(Login { token, session })
+        (token, new)
     }
 
     /// Validates a token: one store round trip that deletes an expired session, applies the
@@ -395,6 +503,48 @@ impl SessionManager {
         let mut cookie = self.cookie_base("");
         cookie.set_max_age(time::Duration::ZERO);
         cookie_header(&cookie)
+    }
+
+    /// The `Set-Cookie` value of a refresh token: `HttpOnly`, `Secure` as the session cookie,
+    /// `SameSite=Strict`, `Path` the refresh route, `Max-Age` the series' remaining lifetime
+    /// (counted from `authenticated_at`, the series' start).
+    pub fn refresh_cookie(
+        &self,
+        token: &RefreshToken,
+        authenticated_at: OffsetDateTime,
+    ) -> HeaderValue {
+        let config = &self.inner.config.refresh;
+        let now = self.now();
+        let idle = config.idle_timeout.map(|ttl| now + span(ttl));
+        let absolute = config
+            .absolute_lifetime
+            .map(|life| authenticated_at + span(life));
+        let until = [idle, absolute]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + time::Duration::days(400));
+        let value = token.expose();
+        let mut cookie = self.refresh_cookie_base(&value);
+        cookie.set_max_age((until - now).max(time::Duration::ZERO));
+        cookie_header(&cookie)
+    }
+
+    /// The `Set-Cookie` value that removes the refresh cookie.
+    pub fn refresh_removal_cookie(&self) -> HeaderValue {
+        let mut cookie = self.refresh_cookie_base("");
+        cookie.set_max_age(time::Duration::ZERO);
+        cookie_header(&cookie)
+    }
+
+    fn refresh_cookie_base<'c>(&'c self, value: &'c str) -> Cookie<'c> {
+        let config = &self.inner.config;
+        Cookie::build((config.refresh.cookie_name.as_str(), value))
+            .http_only(true)
+            .secure(config.cookie.secure)
+            .same_site(cookie::SameSite::Strict)
+            .path(config.refresh.cookie_path.as_str())
+            .build()
     }
 
     fn cookie_base<'c>(&'c self, value: &'c str) -> Cookie<'c> {

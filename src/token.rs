@@ -149,6 +149,89 @@ impl std::str::FromStr for SessionId {
     }
 }
 
+/// A remember-me credential: the id of a refresh series and its current secret, sent as
+/// `<series id as 32 hex digits>.<secret as 43 base64url characters>`.
+///
+/// Only the secret's SHA-256 is stored. Each use rotates the secret; presenting a superseded
+/// one (outside a short grace window) revokes the whole series. `Debug` is redacted and there
+/// is no `Display`.
+///
+/// ```
+/// use tower_session_auth::RefreshToken;
+///
+/// let token = RefreshToken::generate();
+/// assert_eq!(token.expose().len(), 76);
+/// assert_eq!(RefreshToken::parse(&token.expose()).unwrap().series(), token.series());
+/// assert!(RefreshToken::parse("nope").is_none());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    series: Uuid,
+    secret: SessionToken,
+}
+
+impl RefreshToken {
+    /// Length of the encoded form.
+    pub const LEN: usize = 32 + 1 + TOKEN_LEN;
+
+    /// A new series with a fresh secret.
+    pub fn generate() -> Self {
+        Self::rotate(Uuid::new_v4())
+    }
+
+    /// A fresh secret for an existing series.
+    pub(crate) fn rotate(series: Uuid) -> Self {
+        Self {
+            series,
+            secret: SessionToken::generate(),
+        }
+    }
+
+    /// Parses the encoded form strictly; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// Like [`RefreshToken::parse`], for raw bytes.
+    pub fn parse_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN || bytes[32] != b'.' {
+            return None;
+        }
+        let series = &bytes[..32];
+        if !series
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        {
+            return None;
+        }
+        Some(Self {
+            series: Uuid::try_parse_ascii(series).ok()?,
+            secret: SessionToken::parse_bytes(&bytes[33..])?,
+        })
+    }
+
+    /// The series id (not secret by itself).
+    pub fn series(&self) -> Uuid {
+        self.series
+    }
+
+    /// SHA-256 of the secret: what the store keeps.
+    pub fn secret_hash(&self) -> TokenHash {
+        self.secret.hash()
+    }
+
+    /// The encoded credential, for the response body or the refresh cookie. Never log it.
+    pub fn expose(&self) -> String {
+        format!("{}.{}", self.series.simple(), self.secret.expose())
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RefreshToken({}.<redacted>)", self.series.simple())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +258,17 @@ mod tests {
         assert!(SessionToken::parse("' OR 1=1 --aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none());
         // The last of 43 characters has 2 unused bits; setting them is non-canonical.
         assert!(SessionToken::parse(&format!("{}B", &text[..42])).is_none());
+    }
+
+    #[test]
+    fn refresh_tokens_parse_strictly() {
+        let token = RefreshToken::generate();
+        let text = token.expose();
+        assert_eq!(RefreshToken::parse(&text), Some(token.clone()));
+        assert!(RefreshToken::parse(&text.to_uppercase()).is_none());
+        assert!(RefreshToken::parse(&text.replace('.', "-")).is_none());
+        assert!(RefreshToken::parse(&text[..75]).is_none());
+        assert!(!format!("{token:?}").contains(&text[33..]));
     }
 
     #[test]

@@ -99,8 +99,11 @@ async fn logout_by_cookie_sends_a_removal_cookie() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["removed"], true);
     assert_eq!(
-        cookie_of(&reply),
-        "id=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"
+        reply.set_cookies(),
+        [
+            "id=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0",
+            "refresh=; HttpOnly; SameSite=Strict; Secure; Path=/refresh; Max-Age=0"
+        ]
     );
     assert_eq!(reply.headers["cache-control"], "no-store");
     // Replaying the old token fails, by cookie and by header.

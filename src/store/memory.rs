@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use uuid::Uuid;
+
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation, is_expired,
+    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, SecretMatch,
+    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
+    is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -35,6 +38,7 @@ pub struct MemoryStore {
 struct State {
     sessions: HashMap<SessionId, Entry>,
     by_token: HashMap<TokenHash, SessionId>,
+    series: HashMap<Uuid, Series>,
     users: HashMap<i64, UserRecord>,
     characters: HashMap<i64, (i64, CharacterRecord)>,
 }
@@ -42,28 +46,115 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     token_hash: TokenHash,
+    series_id: Option<Uuid>,
     record: SessionRecord,
 }
 
+#[derive(Debug)]
+struct Series {
+    user_id: i64,
+    secret_hash: TokenHash,
+    previous_hash: Option<TokenHash>,
+    rotated_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+    absolute_expires_at: Option<OffsetDateTime>,
+}
+
+impl Series {
+    fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+            || self.absolute_expires_at.is_some_and(|at| at <= now)
+    }
+}
+
 impl State {
-    fn delete(&mut self, id: SessionId) -> bool {
-        match self.sessions.remove(&id) {
+    /// Deletes one session, leaving its series alone.
+    fn delete(&mut self, id: SessionId) -> Option<Entry> {
+        let entry = self.sessions.remove(&id)?;
+        self.by_token.remove(&entry.token_hash);
+        Some(entry)
+    }
+
+    /// Deletes one session and, if it belongs to a series, the series and its sessions.
+    fn revoke(&mut self, id: SessionId) -> bool {
+        match self.delete(id) {
             Some(entry) => {
-                self.by_token.remove(&entry.token_hash);
+                if let Some(series) = entry.series_id {
+                    self.end_series(series);
+                }
                 true
             }
             None => false,
         }
     }
 
-    fn delete_where(&mut self, mut doomed: impl FnMut(&SessionRecord) -> bool) -> u64 {
+    fn end_series(&mut self, series: Uuid) {
+        self.series.remove(&series);
+        self.delete_where(|entry| entry.series_id == Some(series));
+    }
+
+    fn delete_where(&mut self, mut doomed: impl FnMut(&Entry) -> bool) -> u64 {
         let ids: Vec<SessionId> = self
             .sessions
             .values()
-            .filter(|entry| doomed(&entry.record))
+            .filter(|entry| doomed(entry))
             .map(|entry| entry.record.id)
             .collect();
-        ids.iter().filter(|id| self.delete(**id)).count() as u64
+        ids.iter().filter(|id| self.delete(**id).is_some()).count() as u64
+    }
+
+    /// Inserts a session; with `max_per_user` removes the user's oldest beyond the limit.
+    fn insert(
+        &mut self,
+        new: NewSession,
+        authenticated_at: OffsetDateTime,
+        refreshed: bool,
+        series_id: Option<Uuid>,
+        max_per_user: Option<u32>,
+    ) -> Result<SessionRecord, StoreError> {
+        if self.by_token.contains_key(&new.token_hash) {
+            return Err(StoreError::Other("duplicate token hash".to_owned()));
+        }
+        if let Some(max) = max_per_user {
+            let mut older: Vec<(OffsetDateTime, SessionId)> = self
+                .sessions
+                .values()
+                .filter(|entry| entry.record.user_id == new.user_id)
+                .map(|entry| (entry.record.created_at, entry.record.id))
+                .collect();
+            older.sort_by(|a, b| b.cmp(a));
+            let keep_older = max.max(1) as usize - 1;
+            for (_, id) in older.into_iter().skip(keep_older) {
+                self.delete(id);
+            }
+        }
+        let record = SessionRecord {
+            id: new.id,
+            user_id: new.user_id,
+            character_id: None,
+            world_id: None,
+            client_type: new.client.client_type,
+            ip: new.client.ip,
+            user_agent: new.client.user_agent,
+            created_at: new.created_at,
+            last_activity: new.created_at,
+            expires_at: new.expires_at,
+            absolute_expires_at: new.absolute_expires_at,
+            authenticated_at,
+            refreshed,
+            remembered: series_id.is_some(),
+        };
+        self.by_token.insert(new.token_hash, new.id);
+        self.sessions.insert(
+            new.id,
+            Entry {
+                token_hash: new.token_hash,
+                series_id,
+                record: record.clone(),
+            },
+        );
+        Ok(record)
     }
 
     /// The selected character, if it exists and belongs to the session's user.
@@ -201,47 +292,28 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn create(
         &self,
-        new: NewSession,
+        mut new: NewSession,
         max_per_user: Option<u32>,
     ) -> Result<SessionRecord, StoreError> {
-        let record = SessionRecord {
-            id: new.id,
-            user_id: new.user_id,
-            character_id: None,
-            world_id: None,
-            client_type: new.client.client_type,
-            ip: new.client.ip,
-            user_agent: new.client.user_agent,
-            created_at: new.created_at,
-            last_activity: new.created_at,
-            expires_at: new.expires_at,
-            absolute_expires_at: new.absolute_expires_at,
-        };
         let mut state = self.lock();
-        if state.by_token.contains_key(&new.token_hash) {
-            return Err(StoreError::Other("duplicate token hash".to_owned()));
+        let remember = new.remember.take();
+        let series_id = remember.as_ref().map(|series| series.id);
+        let (user_id, created_at) = (new.user_id, new.created_at);
+        let record = state.insert(new, created_at, false, series_id, max_per_user)?;
+        if let Some(series) = remember {
+            state.series.insert(
+                series.id,
+                Series {
+                    user_id,
+                    secret_hash: series.secret_hash,
+                    previous_hash: None,
+                    rotated_at: None,
+                    created_at,
+                    expires_at: series.expires_at,
+                    absolute_expires_at: series.absolute_expires_at,
+                },
+            );
         }
-        if let Some(max) = max_per_user {
-            let mut older: Vec<(OffsetDateTime, SessionId)> = state
-                .sessions
-                .values()
-                .filter(|entry| entry.record.user_id == new.user_id)
-                .map(|entry| (entry.record.created_at, entry.record.id))
-                .collect();
-            older.sort_by(|a, b| b.cmp(a));
-            let keep_older = max.max(1) as usize - 1;
-            for (_, id) in older.into_iter().skip(keep_older) {
-                state.delete(id);
-            }
-        }
-        state.by_token.insert(new.token_hash, new.id);
-        state.sessions.insert(
-            new.id,
-            Entry {
-                token_hash: new.token_hash,
-                record: record.clone(),
-            },
-        );
         Ok(record)
     }
 
@@ -320,13 +392,13 @@ impl SessionStore for MemoryStore {
             .sessions
             .get(&id)
             .is_some_and(|entry| owner.is_none_or(|user| entry.record.user_id == user));
-        Ok(owned && state.delete(id))
+        Ok(owned && state.revoke(id))
     }
 
     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
         let mut state = self.lock();
         match state.by_token.get(token_hash).copied() {
-            Some(id) => Ok(state.delete(id)),
+            Some(id) => Ok(state.revoke(id)),
             None => Ok(false),
         }
     }
@@ -336,9 +408,15 @@ impl SessionStore for MemoryStore {
         user_id: i64,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
-        Ok(self
-            .lock()
-            .delete_where(|record| record.user_id == user_id && Some(record.id) != keep))
+        let mut state = self.lock();
+        let kept_series = keep
+            .and_then(|id| state.sessions.get(&id))
+            .and_then(|entry| entry.series_id);
+        state
+            .series
+            .retain(|id, series| series.user_id != user_id || Some(*id) == kept_series);
+        Ok(state
+            .delete_where(|entry| entry.record.user_id == user_id && Some(entry.record.id) != keep))
     }
 
     async fn list_for_user(
@@ -379,10 +457,68 @@ impl SessionStore for MemoryStore {
         let count = state.sessions.len() as u64;
         state.sessions.clear();
         state.by_token.clear();
+        state.series.clear();
         Ok(count)
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        Ok(self.lock().delete_where(|record| is_expired(record, now)))
+        let mut state = self.lock();
+        state.series.retain(|_, series| !series.is_expired(now));
+        Ok(state.delete_where(|entry| is_expired(&entry.record, now)))
+    }
+
+    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
+        let mut state = self.lock();
+        let Some(series) = state.series.get(&request.series) else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let user_ok = state
+            .users
+            .get(&series.user_id)
+            .is_some_and(|user| user.is_active);
+        if series.is_expired(request.now) || !user_ok {
+            state.end_series(request.series);
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let decision = match_secret(
+            &request.secret_hash,
+            series.secret_hash.as_bytes(),
+            series
+                .previous_hash
+                .as_ref()
+                .map(|hash| hash.as_bytes().as_slice()),
+            series.rotated_at,
+            request.grace_since,
+        );
+        let series = state
+            .series
+            .get_mut(&request.series)
+            .expect("looked up above");
+        match decision {
+            SecretMatch::Reuse => {
+                state.end_series(request.series);
+                return Ok(RefreshOutcome::ReuseDetected);
+            }
+            SecretMatch::Current => {
+                series.previous_hash = Some(series.secret_hash);
+                series.rotated_at = Some(request.now);
+            }
+            SecretMatch::Grace => {}
+        }
+        series.secret_hash = request.new_secret_hash;
+        series.expires_at = request.series_expires_at;
+        let (user_id, authenticated_at) = (series.user_id, series.created_at);
+        let session = NewSession {
+            user_id,
+            ..request.session
+        };
+        let record = state.insert(
+            session,
+            authenticated_at,
+            true,
+            Some(request.series),
+            request.max_per_user,
+        )?;
+        Ok(RefreshOutcome::Refreshed(Box::new(record)))
     }
 }

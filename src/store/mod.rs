@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use uuid::Uuid;
+
 use crate::token::{SessionId, TokenHash};
 
 mod memory;
@@ -125,6 +127,55 @@ pub struct NewSession {
     pub expires_at: Option<OffsetDateTime>,
     /// Absolute expiry (`None`: never).
     pub absolute_expires_at: Option<OffsetDateTime>,
+    /// A remember-me series to start with this session (login with "remember me").
+    pub remember: Option<NewSeries>,
+}
+
+/// A remember-me series started at login. Its user and start time are the session's.
+#[derive(Clone, Debug)]
+pub struct NewSeries {
+    /// Series id (the public half of the refresh token).
+    pub id: Uuid,
+    /// Hash of the first secret.
+    pub secret_hash: TokenHash,
+    /// Idle expiry of the series.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Absolute expiry of the series.
+    pub absolute_expires_at: Option<OffsetDateTime>,
+}
+
+/// A refresh: trade the presented secret of a series for a new session and a new secret.
+#[derive(Clone, Debug)]
+pub struct RefreshRequest {
+    /// The series named by the refresh token.
+    pub series: Uuid,
+    /// Hash of the presented secret.
+    pub secret_hash: TokenHash,
+    /// Hash of the secret that replaces it.
+    pub new_secret_hash: TokenHash,
+    /// Now.
+    pub now: OffsetDateTime,
+    /// A superseded secret rotated after this instant is still accepted (the grace window).
+    pub grace_since: OffsetDateTime,
+    /// The series' new idle expiry.
+    pub series_expires_at: Option<OffsetDateTime>,
+    /// The session to create. Its `user_id` is ignored (the series' user is used) and its
+    /// `remember` must be `None`.
+    pub session: NewSession,
+    /// The per-user session limit, as at login.
+    pub max_per_user: Option<u32>,
+}
+
+/// Outcome of [`SessionStore::refresh`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// A new session was created and the secret rotated.
+    Refreshed(Box<SessionRecord>),
+    /// No such series, or it expired, or its user is gone or inactive (it is deleted then).
+    Invalid,
+    /// A superseded secret was presented after the grace window: the series and all its
+    /// sessions were revoked.
+    ReuseDetected,
 }
 
 /// A stored session, as listings show it. It holds no token and no token hash.
@@ -156,6 +207,13 @@ pub struct SessionRecord {
     /// Absolute expiry (`None`: never).
     #[serde(with = "time::serde::rfc3339::option")]
     pub absolute_expires_at: Option<OffsetDateTime>,
+    /// When the user last proved their credentials: the login time, kept by refreshes.
+    #[serde(with = "time::serde::rfc3339")]
+    pub authenticated_at: OffsetDateTime,
+    /// Whether a remember-me refresh created this session (rather than a login).
+    pub refreshed: bool,
+    /// Whether the session belongs to a remember-me series.
+    pub remembered: bool,
 }
 
 /// The user columns read in the validating statement.
@@ -261,13 +319,15 @@ pub trait SessionStore: Send + Sync + 'static {
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError>;
 
-    /// Removes a session by id; with `owner = Some(u)` only if it belongs to user `u`.
+    /// Removes a session by id; with `owner = Some(u)` only if it belongs to user `u`. If the
+    /// session belongs to a remember-me series, the series and its other sessions end too.
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError>;
 
-    /// Removes the session with this token hash.
+    /// Removes the session with this token hash, and its remember-me series as `remove` does.
     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError>;
 
-    /// Removes all sessions of a user except `keep`; returns how many were removed.
+    /// Removes all sessions of a user except `keep`, and all the user's remember-me series
+    /// except `keep`'s; returns how many sessions were removed.
     async fn remove_for_user(
         &self,
         user_id: i64,
@@ -288,11 +348,49 @@ pub trait SessionStore: Send + Sync + 'static {
         active_since: Option<OffsetDateTime>,
     ) -> Result<u64, StoreError>;
 
-    /// Deletes every session; returns how many.
+    /// Deletes every session and remember-me series; returns how many sessions.
     async fn clear_all(&self) -> Result<u64, StoreError>;
 
-    /// Deletes expired sessions; returns how many.
+    /// Deletes expired sessions and series; returns how many sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Exchanges a remember-me secret for a new session, atomically: rotates the secret,
+    /// honours the grace window, and revokes the series on reuse. Stores without remember-me
+    /// support keep this default, which fails.
+    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
+        let _ = request;
+        Err(StoreError::Other(
+            "remember-me is not supported by this store".to_owned(),
+        ))
+    }
+}
+
+/// Decides a refresh from the series' stored secrets; shared by both stores.
+pub(crate) enum SecretMatch {
+    /// The current secret: rotate.
+    Current,
+    /// The secret superseded by the last rotation, within the grace window.
+    Grace,
+    /// Anything else: reuse of an old secret.
+    Reuse,
+}
+
+pub(crate) fn match_secret(
+    presented: &TokenHash,
+    current: &[u8],
+    previous: Option<&[u8]>,
+    rotated_at: Option<OffsetDateTime>,
+    grace_since: OffsetDateTime,
+) -> SecretMatch {
+    if presented.as_bytes() == current {
+        SecretMatch::Current
+    } else if previous == Some(presented.as_bytes().as_slice())
+        && rotated_at.is_some_and(|at| at > grace_since)
+    {
+        SecretMatch::Grace
+    } else {
+        SecretMatch::Reuse
+    }
 }
 
 pub(crate) fn is_expired(record: &SessionRecord, now: OffsetDateTime) -> bool {

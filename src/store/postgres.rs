@@ -8,9 +8,12 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use uuid::Uuid;
+
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation,
+    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, SecretMatch,
+    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
+    match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -96,7 +99,11 @@ impl AppSchema {
 
 /// The session columns every statement returns, in the order [`record_from_row`] reads them.
 const SESSION_COLUMNS: &str = "id, user_id, character_id, world_id, client_type, ip, user_agent, \
-     created_at, last_activity, expires_at, absolute_expires_at";
+     created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, refreshed, \
+     series_id IS NOT NULL AS remembered";
+
+/// How many columns [`SESSION_COLUMNS`] has; user and character columns follow.
+const SESSION_COLUMN_COUNT: usize = 14;
 
 /// A condition true for sessions that are still live at `$N`.
 fn live(alias: &str, now_param: &str) -> String {
@@ -113,6 +120,7 @@ struct Statements {
     select_character: String,
     list_for_user: String,
     count_active: String,
+    refresh_lock: String,
 }
 
 impl Statements {
@@ -162,7 +170,7 @@ impl Statements {
                     s.client_type, s.ip, s.user_agent, s.created_at, \
                     COALESCE(w.last_activity, s.last_activity), \
                     CASE WHEN w.last_activity IS NULL THEN s.expires_at ELSE w.expires_at END, \
-                    s.absolute_expires_at, \
+                    s.absolute_expires_at, s.authenticated_at, s.refreshed, s.remembered, \
                     u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
                     c.name, c.world_id, c.name IS NOT NULL, s.expired \
              FROM s LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
@@ -171,7 +179,8 @@ impl Statements {
         let lookup = format!(
             "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
                     s.user_agent, s.created_at, s.last_activity, s.expires_at, \
-                    s.absolute_expires_at, \
+                    s.absolute_expires_at, s.authenticated_at, s.refreshed, \
+                    s.series_id IS NOT NULL, \
                     u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
                     ch.{character_name}, ch.{character_world_id}, ch.{character_id} IS NOT NULL, false \
              FROM sessions s \
@@ -201,12 +210,22 @@ impl Statements {
              AND ($2::timestamptz IS NULL OR last_activity >= $2)",
             live("s", "$1")
         );
+        // The series row is locked for the rest of the refresh transaction, so concurrent
+        // refreshes of one series are decided one after the other.
+        let refresh_lock = format!(
+            "SELECT r.user_id, r.secret_hash, r.previous_hash, r.rotated_at, r.created_at, \
+                    (r.expires_at <= $2 OR r.absolute_expires_at <= $2) IS TRUE, \
+                    u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
+             FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
+             WHERE r.id = $1 FOR UPDATE OF r"
+        );
         Self {
             validate,
             lookup,
             select_character,
             list_for_user,
             count_active,
+            refresh_lock,
         }
     }
 }
@@ -375,19 +394,23 @@ fn record_from_row(row: &Row) -> SessionRecord {
         last_activity: row.get(8),
         expires_at: row.get(9),
         absolute_expires_at: row.get(10),
+        authenticated_at: row.get(11),
+        refreshed: row.get(12),
+        remembered: row.get(13),
     }
 }
 
 /// Reads a row of the validate / lookup statements (session columns, then user and character).
 fn view_from_row(row: &Row) -> SessionView {
-    let user = row.get::<_, bool>(14).then(|| UserRecord {
-        username: row.get(11),
-        role: row.get(12),
-        is_active: row.get(13),
+    let at = SESSION_COLUMN_COUNT;
+    let user = row.get::<_, bool>(at + 3).then(|| UserRecord {
+        username: row.get(at),
+        role: row.get(at + 1),
+        is_active: row.get(at + 2),
     });
-    let character = row.get::<_, bool>(17).then(|| CharacterRecord {
-        name: row.get(15),
-        world_id: row.get(16),
+    let character = row.get::<_, bool>(at + 6).then(|| CharacterRecord {
+        name: row.get(at + 4),
+        world_id: row.get(at + 5),
     });
     SessionView {
         session: record_from_row(row),
@@ -403,47 +426,36 @@ impl SessionStore for PgStore {
         new: NewSession,
         max_per_user: Option<u32>,
     ) -> Result<SessionRecord, StoreError> {
-        let params: [&(dyn ToSql + Sync); 10] = [
-            &new.id.0,
-            &new.token_hash.0.as_slice(),
-            &new.user_id,
-            &new.client.client_type,
-            &new.client.ip,
-            &new.client.user_agent,
-            &new.created_at,
-            &new.created_at,
-            &new.expires_at,
-            &new.absolute_expires_at,
-        ];
-        let Some(max) = max_per_user else {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(INSERT).await?;
-            return Ok(record_from_row(
-                &client.query_one(&statement, &params).await?,
-            ));
-        };
-        // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
-        // holds even when they race.
+        let series_id = new.remember.as_ref().map(|series| series.id);
         let mut client = self.pool.get().await?;
+        if max_per_user.is_none() && series_id.is_none() {
+            // The common case needs no transaction: one INSERT.
+            return insert_session(&client, &new, new.created_at, false, series_id, None).await;
+        }
         let tx = client.transaction().await?;
-        let lock = tx
-            .prepare_cached(
-                "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.user:' || $1::int8::text, 0))",
+        let record =
+            insert_session(&tx, &new, new.created_at, false, series_id, max_per_user).await?;
+        if let Some(series) = &new.remember {
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO refresh_series (id, user_id, secret_hash, created_at, \
+                         last_used_at, expires_at, absolute_expires_at) \
+                     VALUES ($1, $2, $3, $4, $4, $5, $6)",
+                )
+                .await?;
+            tx.execute(
+                &insert,
+                &[
+                    &series.id,
+                    &new.user_id,
+                    &series.secret_hash.0.as_slice(),
+                    &new.created_at,
+                    &series.expires_at,
+                    &series.absolute_expires_at,
+                ],
             )
             .await?;
-        tx.execute(&lock, &[&new.user_id]).await?;
-        let statement = tx.prepare_cached(INSERT).await?;
-        let record = record_from_row(&tx.query_one(&statement, &params).await?);
-        let prune = tx
-            .prepare_cached(
-                "DELETE FROM sessions WHERE id IN ( \
-                    SELECT id FROM sessions WHERE user_id = $1 \
-                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3)",
-            )
-            .await?;
-        let keep = i64::from(max.max(1));
-        tx.execute(&prune, &[&new.user_id, &new.id.0, &keep])
-            .await?;
+        }
         tx.commit().await?;
         Ok(record)
     }
@@ -467,7 +479,7 @@ impl SessionStore for PgStore {
             .await?;
         Ok(match row {
             None => Validation::Unknown,
-            Some(row) if row.get::<_, bool>(18) => Validation::Expired,
+            Some(row) if row.get::<_, bool>(SESSION_COLUMN_COUNT + 7) => Validation::Expired,
             Some(row) => Validation::Valid(Box::new(view_from_row(&row))),
         })
     }
@@ -506,23 +518,25 @@ impl SessionStore for PgStore {
     }
 
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
-        let removed = self
-            .execute(
-                "DELETE FROM sessions WHERE id = $1 AND ($2::int8 IS NULL OR user_id = $2)",
-                &[&id.0, &owner],
-            )
-            .await?;
-        Ok(removed > 0)
+        let sql = format!(
+            "WITH gone AS ( \
+                DELETE FROM sessions WHERE id = $1 AND ($2::int8 IS NULL OR user_id = $2) \
+                RETURNING id, series_id) {END_SERIES_OF_GONE}"
+        );
+        let row = self.query_one_opt(&sql, &[&id.0, &owner]).await?;
+        Ok(row.is_some_and(|row| row.get::<_, i64>(0) > 0))
     }
 
     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
-        let removed = self
-            .execute(
-                "DELETE FROM sessions WHERE token_hash = $1",
-                &[&token_hash.0.as_slice()],
-            )
+        let sql = format!(
+            "WITH gone AS ( \
+                DELETE FROM sessions WHERE token_hash = $1 RETURNING id, series_id) \
+             {END_SERIES_OF_GONE}"
+        );
+        let row = self
+            .query_one_opt(&sql, &[&token_hash.0.as_slice()])
             .await?;
-        Ok(removed > 0)
+        Ok(row.is_some_and(|row| row.get::<_, i64>(0) > 0))
     }
 
     async fn remove_for_user(
@@ -530,11 +544,20 @@ impl SessionStore for PgStore {
         user_id: i64,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
-        self.execute(
-            "DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
-            &[&user_id, &keep.map(|id| id.0)],
-        )
-        .await
+        let row = self
+            .query_one_opt(
+                "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
+                 gone AS ( \
+                    DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2) \
+                    RETURNING 1), \
+                 series AS ( \
+                    DELETE FROM refresh_series WHERE user_id = $1 \
+                    AND id IS DISTINCT FROM (SELECT series_id FROM kept)) \
+                 SELECT count(*) FROM gone",
+                &[&user_id, &keep.map(|id| id.0)],
+            )
+            .await?;
+        Ok(row.map_or(0, |row| row.get::<_, i64>(0).try_into().unwrap_or(0)))
     }
 
     async fn list_for_user(
@@ -561,20 +584,176 @@ impl SessionStore for PgStore {
     }
 
     async fn clear_all(&self) -> Result<u64, StoreError> {
-        self.execute("DELETE FROM sessions", &[]).await
+        self.execute(
+            "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
+            &[],
+        )
+        .await
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.execute(
-            "DELETE FROM sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1",
+            "WITH series AS ( \
+                DELETE FROM refresh_series WHERE expires_at <= $1 OR absolute_expires_at <= $1) \
+             DELETE FROM sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1",
             &[&now],
         )
         .await
     }
+
+    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let lock = tx.prepare_cached(&self.sql.refresh_lock).await?;
+        let Some(series) = tx
+            .query_opt(&lock, &[&request.series, &request.now])
+            .await?
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let user_id: i64 = series.get(0);
+        let (expired, user_ok): (bool, bool) = (series.get(5), series.get(6));
+        if expired || !user_ok {
+            end_series(&tx, request.series).await?;
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let current: &[u8] = series.get(1);
+        let previous: Option<&[u8]> = series.get(2);
+        let rotation = match match_secret(
+            &request.secret_hash,
+            current,
+            previous,
+            series.get(3),
+            request.grace_since,
+        ) {
+            SecretMatch::Reuse => {
+                end_series(&tx, request.series).await?;
+                tx.commit().await?;
+                return Ok(RefreshOutcome::ReuseDetected);
+            }
+            // The current secret becomes the previous one; within the grace window the
+            // previous one stays, so the rotation that superseded it remains the reference.
+            SecretMatch::Current => {
+                "UPDATE refresh_series SET previous_hash = secret_hash, secret_hash = $2, \
+                     rotated_at = $3, last_used_at = $3, expires_at = $4 WHERE id = $1"
+            }
+            SecretMatch::Grace => {
+                "UPDATE refresh_series SET secret_hash = $2, last_used_at = $3, expires_at = $4 \
+                 WHERE id = $1"
+            }
+        };
+        let rotate = tx.prepare_cached(rotation).await?;
+        tx.execute(
+            &rotate,
+            &[
+                &request.series,
+                &request.new_secret_hash.0.as_slice(),
+                &request.now,
+                &request.series_expires_at,
+            ],
+        )
+        .await?;
+        let session = NewSession {
+            user_id,
+            ..request.session
+        };
+        let authenticated_at: OffsetDateTime = series.get(4);
+        let record = insert_session(
+            &tx,
+            &session,
+            authenticated_at,
+            true,
+            Some(request.series),
+            request.max_per_user,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RefreshOutcome::Refreshed(Box::new(record)))
+    }
 }
 
-const INSERT: &str = "INSERT INTO sessions (id, token_hash, user_id, client_type, ip, user_agent, created_at, \
-         last_activity, expires_at, absolute_expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+/// Ends the remember-me series of the sessions a `gone` CTE deleted, with the series' other
+/// sessions, and counts what `gone` deleted.
+const END_SERIES_OF_GONE: &str = ", series AS ( \
+        DELETE FROM refresh_series WHERE id IN (SELECT series_id FROM gone)), \
+     siblings AS ( \
+        DELETE FROM sessions WHERE series_id IN (SELECT series_id FROM gone) \
+        AND id NOT IN (SELECT id FROM gone)) \
+     SELECT count(*) FROM gone";
+
+async fn end_series(client: &impl GenericClient, series: Uuid) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached(
+            "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
+             DELETE FROM refresh_series WHERE id = $1",
+        )
+        .await?;
+    client.execute(&statement, &[&series]).await?;
+    Ok(())
+}
+
+/// Inserts a session; with `max_per_user` (inside a transaction) serialises on the user and
+/// removes the user's oldest sessions beyond the limit.
+async fn insert_session(
+    client: &impl GenericClient,
+    new: &NewSession,
+    authenticated_at: OffsetDateTime,
+    refreshed: bool,
+    series_id: Option<Uuid>,
+    max_per_user: Option<u32>,
+) -> Result<SessionRecord, StoreError> {
+    if max_per_user.is_some() {
+        // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
+        // holds even when they race.
+        let lock = client
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock( \
+                     hashtextextended('tower_session_auth.user:' || $1::int8::text, 0))",
+            )
+            .await?;
+        client.execute(&lock, &[&new.user_id]).await?;
+    }
+    let insert = client.prepare_cached(INSERT).await?;
+    let row = client
+        .query_one(
+            &insert,
+            &[
+                &new.id.0,
+                &new.token_hash.0.as_slice(),
+                &new.user_id,
+                &new.client.client_type,
+                &new.client.ip,
+                &new.client.user_agent,
+                &new.created_at,
+                &new.expires_at,
+                &new.absolute_expires_at,
+                &authenticated_at,
+                &refreshed,
+                &series_id,
+            ],
+        )
+        .await?;
+    if let Some(max) = max_per_user {
+        let prune = client
+            .prepare_cached(
+                "DELETE FROM sessions WHERE id IN ( \
+                    SELECT id FROM sessions WHERE user_id = $1 \
+                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3)",
+            )
+            .await?;
+        let keep = i64::from(max.max(1));
+        client
+            .execute(&prune, &[&new.user_id, &new.id.0, &keep])
+            .await?;
+    }
+    Ok(record_from_row(&row))
+}
+
+const INSERT: &str = "INSERT INTO sessions (id, token_hash, user_id, client_type, ip, user_agent, \
+         created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
+         refreshed, series_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
      RETURNING id, user_id, character_id, world_id, client_type, ip, user_agent, \
-         created_at, last_activity, expires_at, absolute_expires_at";
+         created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
+         refreshed, series_id IS NOT NULL";
