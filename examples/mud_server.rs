@@ -11,7 +11,12 @@
 //! (false here, since the example serves plain HTTP), `MAX_SESSIONS_PER_USER` (unlimited).
 //!
 //! Demo users `player`, `builder`, `admin`, `superuser` (password `<name>-pass`), and the
-//! deactivated `banned` (`banned-pass`).
+//! deactivated `banned` (`banned-pass`). `REFRESH_GRACE_SECS` (default 5) sets the
+//! remember-me reuse grace window. Open <http://127.0.0.1:3000/account/sessions> in a browser
+//! for the session-management page.
+
+#[path = "mud_server/account_page.rs"]
+mod account_page;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,8 +36,8 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, GameUser, MemoryStore,
-    PgStore, RequirePermission, Session, SessionConfig, SessionId, SessionLayer, SessionManager,
-    StoreError,
+    PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig, SessionId,
+    SessionLayer, SessionManager, StoreError,
 };
 
 #[derive(Clone, Copy)]
@@ -147,7 +153,10 @@ fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>
         .sliding(var("SESSION_SLIDING", true)?)
         .touch_interval(Duration::from_secs(var("SESSION_TOUCH_INTERVAL_SECS", 60)?))
         .max_sessions_per_user((max > 0).then_some(max))
-        .cookie(CookieConfig::default().secure(var("SESSION_COOKIE_SECURE", false)?)))
+        .cookie(CookieConfig::default().secure(var("SESSION_COOKIE_SECURE", false)?))
+        .refresh(
+            RefreshConfig::default().grace(Duration::from_secs(var("REFRESH_GRACE_SECS", 5)?)),
+        ))
 }
 
 async fn shutdown_signal() {
@@ -184,6 +193,7 @@ fn app(manager: SessionManager, directory: Directory) -> Router {
     };
     Router::new()
         .route("/login", post(login))
+        .route("/refresh", post(refresh))
         .route("/logout", post(logout))
         .route("/me", get(me))
         .route("/ping", post(ping))
@@ -199,6 +209,17 @@ fn app(manager: SessionManager, directory: Directory) -> Router {
         )
         .route("/sessions/{id}", delete(revoke_session))
         .route("/health", get(health))
+        .route(
+            "/account/login",
+            get(account_page::login_page).post(account_page::login),
+        )
+        .route("/account/logout", post(account_page::logout))
+        .route("/account/sessions", get(account_page::page))
+        .route(
+            "/account/sessions/revoke-others",
+            post(account_page::revoke_others),
+        )
+        .route("/account/sessions/{id}/revoke", post(account_page::revoke))
         .with_state(state)
         .layer(
             SessionLayer::new(manager).client_ip(|extensions, _headers| {
@@ -257,6 +278,31 @@ type ApiResult<T> = Result<T, ApiError>;
 struct LoginRequest {
     username: String,
     password: String,
+    #[serde(default)]
+    remember: bool,
+}
+
+/// Checks a username and password; the error is the `detail` to answer with.
+async fn check_credentials(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<UserRow, &'static str> {
+    let user = state
+        .directory
+        .find_user(username)
+        .await
+        .map_err(|_| "Session store unavailable")?;
+    // Verify against a dummy hash for unknown users, so timing does not reveal which exist.
+    let hash = user
+        .as_ref()
+        .map_or(dummy_hash(), |user| user.password_hash.as_str());
+    let password_ok = verify_password(password, hash).await;
+    match user {
+        Some(user) if password_ok && user.is_active => Ok(user),
+        Some(_) if password_ok => Err("Account is deactivated"),
+        _ => Err("Invalid username or password"),
+    }
 }
 
 async fn login(
@@ -265,38 +311,63 @@ async fn login(
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
 ) -> ApiResult<Json<Value>> {
-    let user = state.directory.find_user(&body.username).await?;
-    // Verify against a dummy hash for unknown users, so timing does not reveal which exist.
-    let hash = user
-        .as_ref()
-        .map_or(dummy_hash(), |user| user.password_hash.as_str());
-    let password_ok = verify_password(&body.password, hash).await;
-    let user = match user {
-        Some(user) if password_ok => user,
-        _ => {
-            return Err(ApiError::Detail(
-                StatusCode::UNAUTHORIZED,
-                "Invalid username or password",
-            ));
-        }
-    };
-    if !user.is_active {
-        return Err(ApiError::Detail(
-            StatusCode::UNAUTHORIZED,
-            "Account is deactivated",
-        ));
-    }
+    let user = check_credentials(&state, &body.username, &body.password)
+        .await
+        .map_err(|detail| match detail {
+            "Session store unavailable" => ApiError::Auth(AuthRejection::StoreUnavailable),
+            detail => ApiError::Detail(StatusCode::UNAUTHORIZED, detail),
+        })?;
     let mut client = ClientInfo::from_headers(&headers);
     client.ip = session.client_ip();
-    let login = session.login(user.id, client).await?;
+    let login = session.login_with(user.id, client, body.remember).await?;
     let characters = state.directory.characters(user.id).await?;
-    Ok(Json(json!({
+    let mut reply = json!({
         "token": login.token.expose(),
         "session_id": login.session.id,
         "username": user.username,
         "role": user.role,
         "characters": characters,
-    })))
+    });
+    if let Some(refresh) = &login.refresh {
+        reply["refresh_token"] = json!(refresh.expose());
+    }
+    Ok(Json(reply))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+/// Trades a remember-me token (from the body, or else the refresh cookie) for a new session.
+async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+    let body_token = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<RefreshBody>(&body)
+            .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "Invalid JSON body"))?
+            .refresh_token
+    };
+    let mut client = ClientInfo::from_headers(&headers);
+    client.ip = session.client_ip();
+    match session
+        .refresh(body_token.as_deref(), &headers, client)
+        .await?
+    {
+        Refresh::Refreshed(login) => Ok(Json(json!({
+            "token": login.token.expose(),
+            "session_id": login.session.id,
+            "refresh_token": login.refresh.as_ref().map(|refresh| refresh.expose()),
+        }))),
+        Refresh::Invalid => Err(ApiError::Detail(
+            StatusCode::UNAUTHORIZED,
+            "Invalid or expired refresh token",
+        )),
+        Refresh::ReuseDetected => Err(ApiError::Detail(
+            StatusCode::UNAUTHORIZED,
+            "Refresh token reuse detected",
+        )),
+    }
 }
 
 async fn logout(user: AuthUser, session: Session) -> ApiResult<Json<Value>> {

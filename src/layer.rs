@@ -28,8 +28,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -271,6 +274,29 @@ impl Session {
                 cookies: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// A CSRF token for this session's HTML forms (the synchronizer-token pattern, without
+    /// server-side state): base64url of SHA-256 over a fixed label and the session token.
+    /// It reveals nothing about the token, and a cross-site page cannot compute it. `None`
+    /// when the request carried no well-formed token.
+    pub fn csrf_token(&self) -> Option<String> {
+        let token = self.state.token.as_ref()?;
+        let digest = Sha256::new()
+            .chain_update(b"tower-session-auth csrf v1\0")
+            .chain_update(token.expose().as_bytes())
+            .finalize();
+        Some(URL_SAFE_NO_PAD.encode(digest))
+    }
+
+    /// Whether `presented` is this session's [`csrf_token`](Self::csrf_token), compared in
+    /// constant time.
+    pub fn verify_csrf_token(&self, presented: &str) -> bool {
+        let Some(expected) = self.csrf_token() else {
+            return false;
+        };
+        let (a, b) = (expected.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
     }
 
     /// The client address, if the layer was told how to find it ([`SessionLayer::client_ip`]).

@@ -43,6 +43,8 @@ impl Server {
         command
             .env("BIND_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
+            // Reuse is detected at once, so the tests need not wait out a grace window.
+            .env("REFRESH_GRACE_SECS", "0")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -461,10 +463,122 @@ async fn http_contract(server: &Server) {
     );
 }
 
+/// Remember me (SPEC §8): refresh by body and by cookie, rotation, reuse detection, logout.
+async fn remember_me_contract(server: &Server) {
+    // Login with remember: a refresh token in the body and in its own narrow cookie.
+    let raw = Client::new()
+        .post(format!("{}/login", server.base))
+        .json(&json!({"username": "builder", "password": "builder-pass", "remember": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    let cookies: Vec<String> = raw
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let body: Value = raw.json().await.unwrap();
+    let r0 = body["refresh_token"].as_str().unwrap().to_owned();
+    let first_token = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(
+        cookies[1].starts_with(&format!(
+            "refresh={r0}; HttpOnly; SameSite=Strict; Path=/refresh; Max-Age="
+        )),
+        "{}",
+        cookies[1]
+    );
+
+    // A plain login returns no refresh token.
+    let plain = anonymous(server).login("builder").await;
+    assert!(plain.get("refresh_token").is_none());
+
+    // Refresh by body: a new session and a rotated token.
+    let api = anonymous(server);
+    let (status, body) = api
+        .call(Method::POST, "/refresh", Some(json!({"refresh_token": r0})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r1 = body["refresh_token"].as_str().unwrap().to_owned();
+    let refreshed_token = body["token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r0);
+    assert!(body["session_id"].is_string());
+    let (status, me) = get_bearer(server, "/me", &refreshed_token).await;
+    assert_eq!(
+        (status, me["username"].as_str()),
+        (StatusCode::OK, Some("builder"))
+    );
+
+    // The superseded token again (grace window 0 here): the family is revoked.
+    let (status, body) = api
+        .call(Method::POST, "/refresh", Some(json!({"refresh_token": r0})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["detail"], "Refresh token reuse detected");
+    assert_eq!(
+        get_bearer(server, "/me", &refreshed_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_bearer(server, "/me", &first_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = api
+        .call(Method::POST, "/refresh", Some(json!({"refresh_token": r1})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["detail"], "Invalid or expired refresh token");
+    for garbage in [json!({"refresh_token": "garbage"}), json!({})] {
+        let (status, body) = api.call(Method::POST, "/refresh", Some(garbage)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["detail"], "Invalid or expired refresh token");
+    }
+
+    // A browser refreshes with its cookie alone, and logout ends the series.
+    let browser = Browser::new(server);
+    let (status, _) = browser
+        .call(
+            Method::POST,
+            "/login",
+            Some(json!({"username": "player", "password": "player-pass", "remember": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = browser.call(Method::POST, "/refresh", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cookie_refreshed = body["refresh_token"].as_str().unwrap().to_owned();
+    let (status, me) = browser.call(Method::GET, "/me", None).await;
+    assert_eq!(
+        (status, me["session_id"].clone()),
+        (StatusCode::OK, body["session_id"].clone())
+    );
+    assert_eq!(
+        browser.call(Method::POST, "/logout", None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/refresh",
+            Some(json!({"refresh_token": cookie_refreshed})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid or expired refresh token")
+        )
+    );
+}
+
 #[tokio::test]
 async fn memory_store_serves_the_contract() {
     let server = Server::start(None).await;
     http_contract(&server).await;
+    remember_me_contract(&server).await;
     server.stop().await;
 }
 
@@ -483,6 +597,7 @@ async fn postgres_store_serves_the_contract_and_survives_restarts() {
     let url = schema_url().await;
     let server = Server::start(Some(&url)).await;
     http_contract(&server).await;
+    remember_me_contract(&server).await;
     let browser = Browser::new(&server);
     let login = browser.login("builder").await;
     let token = login["token"].as_str().unwrap().to_owned();
