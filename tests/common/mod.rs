@@ -389,3 +389,100 @@ pub mod app {
         (token, id, reply)
     }
 }
+
+pub mod example {
+    //! The `mud_server` example as a child process on an ephemeral port.
+    use std::path::PathBuf;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    fn example_binary() -> PathBuf {
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir");
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("mud_server{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.exists(),
+            "{} is missing: run the suite with scripts/test (or cargo build --example mud_server)",
+            binary.display()
+        );
+        binary
+    }
+
+    /// A running example server, killed on drop.
+    pub struct Server {
+        child: Child,
+        pub base: String,
+    }
+
+    impl Server {
+        pub async fn start(database_url: Option<&str>) -> Self {
+            let mut command = Command::new(example_binary());
+            command
+                .env("BIND_ADDR", "127.0.0.1:0")
+                .env("RUST_LOG", "warn")
+                // Reuse is detected at once, so the tests need not wait out a grace window.
+                .env("REFRESH_GRACE_SECS", "0")
+                .env_remove("DATABASE_URL")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true);
+            if let Some(url) = database_url {
+                command.env("DATABASE_URL", url);
+            }
+            let mut child = command.spawn().expect("start mud_server");
+            let stdout = child.stdout.take().unwrap();
+            let mut lines = BufReader::new(stdout).lines();
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("mud_server did not start within 60 s")
+                .unwrap()
+                .expect("mud_server exited before listening");
+            let addr = line
+                .strip_prefix("listening on http://")
+                .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+            assert!(
+                !addr.ends_with(":0"),
+                "the printed address must show the real port"
+            );
+            Self {
+                base: format!("http://{addr}"),
+                child,
+            }
+        }
+
+        pub async fn stop(mut self) {
+            #[cfg(unix)]
+            {
+                // Graceful shutdown on SIGTERM.
+                let pid = self.child.id().unwrap().to_string();
+                std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap();
+                let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                    .await
+                    .expect("server did not stop on SIGTERM")
+                    .unwrap();
+                assert!(status.success(), "server exited with {status}");
+            }
+        }
+    }
+
+    /// A database URL whose connections use a fresh schema of this test's own.
+    pub async fn schema_url() -> String {
+        let db = super::TestDb::new().await;
+        // TestDb made the schema; the example creates its own tables in it, so drop the fixtures.
+        db.execute("DROP TABLE characters, users", &[]).await;
+        let url = super::database_url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-csearch_path%3D{}", db.schema)
+    }
+}

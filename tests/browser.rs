@@ -1,0 +1,226 @@
+//! The session-management page (`GET /account/sessions`) in a real, headless Chromium, driven
+//! over WebDriver (Debian's `chromium` and `chromium-driver`, which scripts/test installs),
+//! against the example server on PostgreSQL: sign in through the login form, see this device
+//! and another one, revoke the other and check its token is rejected, sign out everywhere
+//! else, and refuse a form post without the CSRF token. Screenshots are kept under
+//! `target/tmp/browser/`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::example::{Server, schema_url};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const ANDROID_UA: &str =
+    "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Mobile Safari/537.36";
+
+fn binary(env: &str, default: &str, package: &str) -> PathBuf {
+    let path = PathBuf::from(std::env::var(env).unwrap_or_else(|_| default.to_owned()));
+    assert!(
+        path.exists(),
+        "{} is missing: install Debian's {package} (scripts/test does) or set {env}",
+        path.display()
+    );
+    path
+}
+
+/// A chromedriver process on a free port, killed on drop.
+struct Driver {
+    _child: Child,
+    url: String,
+}
+
+async fn start_chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary("CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver"))
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromedriver");
+    for _ in 0..150 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Driver {
+                _child: child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not listen on port {port}");
+}
+
+async fn open_browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let chromium = binary("CHROMIUM", "/usr/bin/chromium", "chromium");
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("browserName".into(), json!("chrome"));
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1100,760",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("WebDriver session")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Logs in over the JSON API, as another device would; returns the token.
+async fn login_elsewhere(server: &Server, user_agent: &str) -> String {
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{}/login", server.base))
+        .header("user-agent", user_agent)
+        .header("x-client-type", "mobile")
+        .json(&json!({"username": "player", "password": "player-pass"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["token"].as_str().unwrap().to_owned()
+}
+
+async fn me_status(server: &Server, token: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .get(format!("{}/me", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The text of each row of the sessions table.
+async fn rows(browser: &Client) -> Vec<String> {
+    let mut texts = Vec::new();
+    for row in browser.find_all(Locator::Css("tbody tr")).await.unwrap() {
+        texts.push(row.text().await.unwrap());
+    }
+    texts
+}
+
+#[tokio::test]
+async fn session_management_page_in_a_real_browser() {
+    let server = Server::start(Some(&schema_url().await)).await;
+    let other_device = login_elsewhere(&server, ANDROID_UA).await;
+    assert_eq!(me_status(&server, &other_device).await, reqwest::StatusCode::OK);
+
+    let driver = start_chromedriver().await;
+    let profile = tempdir();
+    let browser = open_browser(&driver, &profile).await;
+    let outcome = drive(&server, &browser, &other_device).await;
+    let _ = browser.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    outcome.unwrap();
+    server.stop().await;
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chromium-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn drive(
+    server: &Server,
+    browser: &Client,
+    other_device: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    let page = format!("{}/account/sessions", server.base);
+
+    // Not signed in: the page sends the browser to the login form.
+    browser.goto(&page).await?;
+    assert_eq!(browser.current_url().await?.path(), "/account/login");
+    browser
+        .find(Locator::Css("input[name=username]"))
+        .await?
+        .send_keys("player")
+        .await?;
+    browser
+        .find(Locator::Css("input[name=password]"))
+        .await?
+        .send_keys("player-pass")
+        .await?;
+    browser.find(Locator::Id("sign-in")).await?.click().await?;
+    assert_eq!(browser.current_url().await?.path(), "/account/sessions");
+
+    // Both devices are listed; this one is marked.
+    let listed = rows(browser).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let current = browser.find(Locator::Css("tr.current")).await?.text().await?;
+    assert!(current.contains("This device"), "{current}");
+    assert!(current.contains("Chrome on Linux"), "{current}");
+    assert!(current.contains("127.0.0.1") && current.contains("web"), "{current}");
+    let other = browser
+        .find(Locator::Css("tbody tr:not(.current)"))
+        .await?
+        .text()
+        .await?;
+    assert!(other.contains("Chrome on Android") && other.contains("mobile"), "{other}");
+    std::fs::write(artifacts().join("account-sessions.png"), browser.screenshot().await?).unwrap();
+
+    // Revoke the other device: it disappears, and its token is rejected.
+    browser.find(Locator::Css("button.revoke")).await?.click().await?;
+    assert_eq!(browser.current_url().await?.path(), "/account/sessions");
+    assert_eq!(rows(browser).await.len(), 1);
+    assert_eq!(me_status(server, other_device).await, reqwest::StatusCode::UNAUTHORIZED);
+
+    // Sign out everywhere else.
+    let third = login_elsewhere(server, "curl/8.5.0").await;
+    browser.goto(&page).await?;
+    assert_eq!(rows(browser).await.len(), 2);
+    browser.find(Locator::Id("revoke-others")).await?.click().await?;
+    assert_eq!(rows(browser).await.len(), 1);
+    assert_eq!(me_status(server, &third).await, reqwest::StatusCode::UNAUTHORIZED);
+    std::fs::write(
+        artifacts().join("account-sessions-after-revoke.png"),
+        browser.screenshot().await?,
+    )
+    .unwrap();
+
+    // A form post without this session's CSRF token is refused and changes nothing.
+    let cookie = browser.get_named_cookie("id").await?;
+    let fourth = login_elsewhere(server, "curl/8.5.0").await;
+    let forged = reqwest::Client::new()
+        .post(format!("{}/account/sessions/revoke-others", server.base))
+        .header("cookie", format!("id={}", cookie.value()))
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(me_status(server, &fourth).await, reqwest::StatusCode::OK);
+
+    // The page's own sign-out button ends the browser's session.
+    browser.goto(&page).await?;
+    browser.find(Locator::Id("logout")).await?.click().await?;
+    assert_eq!(browser.current_url().await?.path(), "/account/login");
+    browser.goto(&page).await?;
+    assert_eq!(browser.current_url().await?.path(), "/account/login");
+    Ok(())
+}
