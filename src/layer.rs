@@ -470,9 +470,10 @@ fn is_safe(method: &Method) -> bool {
 ///
 /// Looks at `Authorization: Bearer`, then the configured extra header, then the cookie, and
 /// stops at the first that is present. Returns its source and the strictly parsed token
-/// (`None` when malformed, or when the cookie name appears more than once), or `None` when no
-/// source is present. Cookie headers over [`MAX_COOKIE_HEADER`] bytes count as absent. An
-/// `Authorization` header with another scheme (e.g. `Basic`) is ignored.
+/// (`None` when malformed, or ambiguous: a second `Authorization` header beside a Bearer one,
+/// a repeated token header, or a cookie name that appears twice), or `None` when no source is
+/// present. Cookie headers over [`MAX_COOKIE_HEADER`] bytes count as absent (and are logged).
+/// `Authorization` headers with another scheme only (e.g. `Basic`) are ignored.
 ///
 /// ```
 /// use tower_session_auth::{MemoryStore, SessionConfig, SessionManager, TokenSource, find_token};
@@ -488,23 +489,36 @@ pub fn find_token(
     manager: &SessionManager,
     headers: &HeaderMap,
 ) -> Option<(TokenSource, Option<SessionToken>)> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
+    let mut bearer = None;
+    let mut count = 0;
+    for value in headers.get_all(AUTHORIZATION) {
+        count += 1;
         let bytes = value.as_bytes();
-        let scheme_end = bytes.iter().position(|b| *b == b' ').unwrap_or(bytes.len());
+        let scheme_end = bytes
+            .iter()
+            .position(|b| *b == b' ' || *b == b'\t')
+            .unwrap_or(bytes.len());
         if bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
             let rest = &bytes[scheme_end..];
             let credentials = rest.trim_ascii_start();
-            let token = (rest.len() > credentials.len())
-                .then(|| SessionToken::parse_bytes(credentials))
-                .flatten();
-            return Some((TokenSource::Bearer, token));
+            bearer = Some(
+                (rest.len() > credentials.len())
+                    .then(|| SessionToken::parse_bytes(credentials))
+                    .flatten(),
+            );
         }
     }
+    if let Some(token) = bearer {
+        // Several Authorization headers next to a Bearer one are ambiguous: reject.
+        return Some((TokenSource::Bearer, token.filter(|_| count == 1)));
+    }
     if let Some(name) = &manager.config().token_header {
-        if let Some(value) = headers.get(name) {
+        let mut values = headers.get_all(name).iter();
+        if let Some(value) = values.next() {
+            let token = SessionToken::parse_bytes(value.as_bytes());
             return Some((
                 TokenSource::Header,
-                SessionToken::parse_bytes(value.as_bytes()),
+                token.filter(|_| values.next().is_none()),
             ));
         }
     }
@@ -523,6 +537,12 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<Option<&'h [u8
     let values = headers.get_all(COOKIE);
     let total: usize = values.iter().map(|value| value.len() + 2).sum();
     if total > MAX_COOKIE_HEADER + 2 {
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "cookie_header_ignored",
+            reason = "oversized",
+            bytes = total - 2,
+        );
         return None;
     }
     let mut found: Option<&[u8]> = None;
@@ -605,7 +625,13 @@ mod tests {
     #[test]
     fn malformed_or_ambiguous_tokens_are_presented_but_rejected() {
         let t = SessionToken::generate().expose().to_owned();
-        for bearer in ["Bearer", "Bearer ", "bearer x", &format!("Bearer {t}x")] {
+        for bearer in [
+            "Bearer",
+            "Bearer ",
+            "bearer x",
+            &format!("Bearer {t}x"),
+            "Bearer\tgarbage",
+        ] {
             assert_eq!(
                 find(&[("authorization", bearer.as_bytes())]),
                 Some((TokenSource::Bearer, None)),
@@ -625,6 +651,40 @@ mod tests {
         assert_eq!(
             find(&[("cookie", b"id=\xff\xfe")]),
             Some((TokenSource::Cookie, None))
+        );
+    }
+
+    #[test]
+    fn repeated_token_headers_are_ambiguous() {
+        let [a, b] = [(); 2].map(|_| SessionToken::generate().expose().to_owned());
+        let (bearer_a, bearer_b) = (format!("Bearer {a}"), format!("Bearer {b}"));
+        let cookie = format!("id={b}");
+        assert_eq!(
+            find(&[
+                ("authorization", bearer_a.as_bytes()),
+                ("authorization", bearer_b.as_bytes())
+            ]),
+            Some((TokenSource::Bearer, None))
+        );
+        assert_eq!(
+            find(&[
+                ("authorization", b"Basic dXNlcjpwYXNz"),
+                ("authorization", bearer_a.as_bytes()),
+                ("cookie", cookie.as_bytes())
+            ]),
+            Some((TokenSource::Bearer, None))
+        );
+        assert_eq!(
+            find(&[
+                ("x-session-token", a.as_bytes()),
+                ("x-session-token", b.as_bytes())
+            ]),
+            Some((TokenSource::Header, None))
+        );
+        let tabbed = format!("Bearer\t{a}");
+        assert_eq!(
+            find(&[("authorization", tabbed.as_bytes())]),
+            Some((TokenSource::Bearer, Some(a.clone())))
         );
     }
 

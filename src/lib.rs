@@ -54,6 +54,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cache")]
+mod cache;
 mod clock;
 mod config;
 mod extract;
@@ -63,6 +65,8 @@ pub mod permission;
 mod store;
 mod token;
 
+#[cfg(feature = "cache")]
+pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
 pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};

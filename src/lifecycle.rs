@@ -23,6 +23,23 @@ use crate::store::{
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 
+#[cfg(feature = "cache")]
+type CacheHandle = crate::cache::SessionCache;
+/// Stand-in so that invalidation calls compile without the `cache` feature.
+#[cfg(not(feature = "cache"))]
+type CacheHandle = NoCache;
+
+#[cfg(not(feature = "cache"))]
+struct NoCache;
+
+#[cfg(not(feature = "cache"))]
+#[allow(dead_code)]
+impl NoCache {
+    fn invalidate_session(&self, _: SessionId) {}
+    fn invalidate_all(&self) {}
+    fn invalidate_all_of_token(&self, _: &crate::TokenHash) {}
+}
+
 /// tracing target of the audit events (login, logout, revoke, expiry, rejected tokens).
 pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
 
@@ -83,6 +100,8 @@ struct Inner {
     policy: Arc<dyn AccessPolicy>,
     clock: Arc<dyn Clock>,
     rejections: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    #[cfg(feature = "cache")]
+    cache: Option<crate::cache::SessionCache>,
 }
 
 /// Distinct client addresses tracked by the rejected-token counter before it starts over.
@@ -108,6 +127,8 @@ impl SessionManager {
                 policy: Arc::new(MudPolicy),
                 clock: Arc::new(SystemClock),
                 rejections: Arc::default(),
+                #[cfg(feature = "cache")]
+                cache: None,
             }),
         }
     }
@@ -122,6 +143,40 @@ impl SessionManager {
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         Arc::make_mut(&mut self.inner).clock = Arc::new(clock);
         self
+    }
+
+    /// Serves validations from `cache` when it can (feature `cache`; see
+    /// [`SessionCache`](crate::SessionCache) for the staleness bound).
+    #[cfg(feature = "cache")]
+    pub fn with_cache(mut self, cache: crate::cache::SessionCache) -> Self {
+        Arc::make_mut(&mut self.inner).cache = Some(cache);
+        self
+    }
+
+    /// The validation cache, if one is set.
+    #[cfg(feature = "cache")]
+    pub fn cache(&self) -> Option<&crate::cache::SessionCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Drops cached validations of a user, for a change that no trigger reports (feature
+    /// `cache`; without a cache there is nothing to drop).
+    pub fn invalidate_user(&self, user_id: i64) {
+        let _ = user_id;
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate_user(user_id);
+        }
+    }
+
+    /// Runs `invalidate` on the cache, if there is one.
+    fn with_cached(&self, invalidate: impl FnOnce(&CacheHandle)) {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.inner.cache {
+            invalidate(cache);
+        }
+        #[cfg(not(feature = "cache"))]
+        let _ = invalidate;
     }
 
     /// The configuration.
@@ -248,6 +303,7 @@ impl SessionManager {
                 Refresh::Invalid
             }
             RefreshOutcome::ReuseDetected => {
+                self.with_cached(|cache| cache.invalidate_all());
                 tracing::warn!(
                     target: AUDIT_TARGET,
                     event = "refresh_reuse_detected",
@@ -293,7 +349,31 @@ impl SessionManager {
                 .map(|ttl| now + span(ttl)),
         };
         let hash = token.hash();
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.inner.cache {
+            use crate::cache::Cached;
+            match cache.get(&hash, now, touch.due_before) {
+                Some(Cached::Unknown) => return Ok(Validation::Unknown),
+                Some(Cached::Live(view)) => {
+                    return Ok(Validation::Valid(Box::new((*view).clone())));
+                }
+                None => {}
+            }
+            let validation = self.inner.store.validate(&hash, now, touch).await?;
+            cache.insert(
+                hash,
+                match &validation {
+                    Validation::Valid(view) => Cached::Live(Arc::new((**view).clone())),
+                    Validation::Unknown | Validation::Expired => Cached::Unknown,
+                },
+            );
+            return Ok(self.audit_expiry(validation, &hash));
+        }
         let validation = self.inner.store.validate(&hash, now, touch).await?;
+        Ok(self.audit_expiry(validation, &hash))
+    }
+
+    fn audit_expiry(&self, validation: Validation, hash: &crate::TokenHash) -> Validation {
         if validation == Validation::Expired {
             tracing::info!(
                 target: AUDIT_TARGET,
@@ -301,7 +381,7 @@ impl SessionManager {
                 token_hash = %hash.prefix(),
             );
         }
-        Ok(validation)
+        validation
     }
 
     /// Records a rejected token (malformed, or unknown to the store) from `ip`, and emits the
@@ -377,15 +457,19 @@ impl SessionManager {
         user_id: i64,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
-        self.inner
+        let selection = self
+            .inner
             .store
             .select_character(session_id, user_id, character_id)
-            .await
+            .await?;
+        self.with_cached(|cache| cache.invalidate_session(session_id));
+        Ok(selection)
     }
 
     /// Removes a session by id (an administrator's kick). Returns whether it existed.
     pub async fn remove(&self, id: SessionId) -> Result<bool, StoreError> {
         let removed = self.inner.store.remove(id, None).await?;
+        self.with_cached(|cache| cache.invalidate_session(id));
         if removed {
             tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id);
         }
@@ -395,6 +479,7 @@ impl SessionManager {
     /// Removes a session by id only if it belongs to `user_id` (self-service revocation).
     pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, StoreError> {
         let removed = self.inner.store.remove(id, Some(user_id)).await?;
+        self.with_cached(|cache| cache.invalidate_session(id));
         if removed {
             tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, user_id);
         }
@@ -405,6 +490,8 @@ impl SessionManager {
     pub async fn remove_by_token(&self, token: &SessionToken) -> Result<bool, StoreError> {
         let hash = token.hash();
         let removed = self.inner.store.remove_by_token(&hash).await?;
+        // The series' other sessions may be cached too.
+        self.with_cached(|cache| cache.invalidate_all_of_token(&hash));
         if removed {
             tracing::info!(
                 target: AUDIT_TARGET,
@@ -429,6 +516,7 @@ impl SessionManager {
     /// Removes all of a user's sessions (password change, deactivation, compromise).
     pub async fn revoke_all(&self, user_id: i64) -> Result<u64, StoreError> {
         let count = self.inner.store.remove_for_user(user_id, None).await?;
+        self.invalidate_user(user_id);
         tracing::info!(target: AUDIT_TARGET, event = "revoke_all", user_id, count);
         Ok(count)
     }
@@ -449,6 +537,7 @@ impl SessionManager {
     /// Deletes every session. Returns how many were removed.
     pub async fn clear_all(&self) -> Result<u64, StoreError> {
         let count = self.inner.store.clear_all().await?;
+        self.with_cached(|cache| cache.invalidate_all());
         tracing::warn!(target: AUDIT_TARGET, event = "clear_all", count);
         Ok(count)
     }

@@ -255,6 +255,58 @@ impl Statements {
 pub struct PgStore {
     pool: Pool,
     sql: Arc<Statements>,
+    #[cfg(feature = "cache")]
+    app: Arc<AppSchema>,
+}
+
+/// The `LISTEN/NOTIFY` channel of cache invalidations.
+#[cfg(feature = "cache")]
+const CHANNEL: &str = "tower_session_auth";
+
+/// One listener connection's life: connect, `LISTEN`, flush and serve, apply notifications
+/// until the connection ends.
+#[cfg(feature = "cache")]
+async fn listen(
+    config: &tokio_postgres::Config,
+    cache: &crate::cache::SessionCache,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                    if sender.send(Ok(note.payload().to_owned())).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    let _ = sender.send(Err(error));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
+    if let Err(error) = listening {
+        driver.abort();
+        return Err(error);
+    }
+    cache.invalidate_all();
+    cache.set_serving(true);
+    tracing::info!("session cache listener connected");
+    let outcome = loop {
+        match payloads.recv().await {
+            Some(Ok(payload)) => cache.apply_notification(&payload),
+            Some(Err(error)) => break Err(error),
+            None => break Ok(()),
+        }
+    };
+    drop(client);
+    driver.abort();
+    outcome
 }
 
 impl std::fmt::Debug for PgStore {
@@ -280,6 +332,8 @@ impl PgStore {
         Self {
             pool,
             sql: Arc::new(Statements::new(&app)),
+            #[cfg(feature = "cache")]
+            app: Arc::new(app),
         }
     }
 
@@ -352,6 +406,85 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(count)
+    }
+
+    /// Installs the triggers that feed cross-instance cache invalidation (feature `cache`):
+    /// they `NOTIFY tower_session_auth` when a session is deleted or rebound to another
+    /// character, when a user's role, active flag or name changes or the user is deleted, and
+    /// when a character changes world or owner or is deleted. Idempotent; run it at start-up.
+    /// Touches and other hot-path writes fire nothing.
+    #[cfg(feature = "cache")]
+    pub async fn install_invalidation_triggers(&self) -> Result<(), StoreError> {
+        let AppSchema {
+            users_table,
+            user_id,
+            username,
+            role,
+            is_active,
+            characters_table,
+            character_user_id,
+            character_name,
+            character_world_id,
+            ..
+        } = &*self.app;
+        let notify = |function: &str, payload: &str| {
+            format!(
+                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN PERFORM pg_notify('{CHANNEL}', {payload}); RETURN NULL; END $$;"
+            )
+        };
+        let sql = [
+            notify("tower_session_auth_session_changed", "'session:' || OLD.id"),
+            "CREATE OR REPLACE TRIGGER tower_session_auth_session_changed \
+             AFTER DELETE OR UPDATE OF character_id, user_id ON sessions \
+             FOR EACH ROW EXECUTE FUNCTION tower_session_auth_session_changed();"
+                .to_owned(),
+            notify(
+                "tower_session_auth_user_changed",
+                &format!("'user:' || OLD.{user_id}"),
+            ),
+            format!(
+                "CREATE OR REPLACE TRIGGER tower_session_auth_user_changed \
+                 AFTER DELETE OR UPDATE OF {role}, {is_active}, {username} ON {users_table} \
+                 FOR EACH ROW EXECUTE FUNCTION tower_session_auth_user_changed();"
+            ),
+            notify(
+                "tower_session_auth_character_changed",
+                &format!("'user:' || OLD.{character_user_id}"),
+            ),
+            format!(
+                "CREATE OR REPLACE TRIGGER tower_session_auth_character_changed \
+                 AFTER DELETE OR UPDATE OF {character_world_id}, {character_user_id}, \
+                 {character_name} ON {characters_table} \
+                 FOR EACH ROW EXECUTE FUNCTION tower_session_auth_character_changed();"
+            ),
+        ]
+        .concat();
+        self.pool.get().await?.batch_execute(&sql).await?;
+        Ok(())
+    }
+
+    /// Spawns the task that keeps `cache` in step with other instances (feature `cache`): on a
+    /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
+    /// triggers' notifications and drops the entries they name. The cache serves nothing
+    /// until the listener is connected and is flushed on every (re)connection, since missed
+    /// notifications are not replayed; after a failure the task reconnects every second.
+    #[cfg(feature = "cache")]
+    pub fn spawn_invalidation_listener(
+        &self,
+        config: tokio_postgres::Config,
+        cache: crate::cache::SessionCache,
+    ) -> tokio::task::JoinHandle<()> {
+        cache.set_serving(false);
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = listen(&config, &cache).await {
+                    tracing::warn!(%error, "session cache listener disconnected; reconnecting");
+                }
+                cache.set_serving(false);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
     }
 
     async fn query_one_opt(

@@ -1,0 +1,292 @@
+//! Many app instances on one PostgreSQL. Without a cache, every instance validates against the
+//! database, so a change made through one is seen by the others on their next request. With
+//! the opt-in cache (feature `cache`), other instances learn through `LISTEN/NOTIFY` within the
+//! documented staleness bound, the cache is bypassed while its listener is down, and the
+//! debounced touch still reaches the database.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::app::{bearer, router, send};
+use common::{Backend, TestDb, pool_for_schema};
+use tower_session_auth::{ClientInfo, ManualClock, PgStore, SessionConfig, SessionManager};
+
+/// Another instance: its own pool and manager on the same schema.
+fn instance(db: &TestDb, config: SessionConfig) -> (PgStore, SessionManager) {
+    let pool = pool_for_schema(
+        &common::database_url(),
+        &db.schema,
+        4,
+        Duration::from_secs(5),
+    );
+    let store = PgStore::new(pool);
+    (store.clone(), SessionManager::new(store, config))
+}
+
+fn pg(backend: &Backend) -> &TestDb {
+    match backend {
+        Backend::Pg(db) => db,
+        Backend::Memory(_) => unreachable!(),
+    }
+}
+
+async fn role_of(app: &axum::Router, token: &str) -> (StatusCode, String) {
+    let reply = send(app, bearer("/me", token)).await;
+    let role = reply.body["role"].as_str().unwrap_or_default().to_owned();
+    (reply.status, role)
+}
+
+#[tokio::test]
+async fn without_a_cache_every_change_is_seen_on_the_next_request() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let (_, a) = instance(db, SessionConfig::default());
+    let (_, b) = instance(db, SessionConfig::default());
+    let (app_a, app_b) = (router(a.clone()), router(b.clone()));
+
+    // A login on A works on B.
+    let login = a.login(1, ClientInfo::default()).await.unwrap();
+    let token = login.token.expose();
+    assert_eq!(
+        role_of(&app_b, token).await,
+        (StatusCode::OK, "player".into())
+    );
+
+    // Role change and deactivation (by the application, in the users table).
+    backend.set_role(1, Some("admin")).await;
+    assert_eq!(
+        role_of(&app_a, token).await,
+        (StatusCode::OK, "admin".into())
+    );
+    backend.set_active(1, false).await;
+    assert_eq!(role_of(&app_a, token).await.0, StatusCode::UNAUTHORIZED);
+    backend.set_active(1, true).await;
+
+    // Logout and revocation on B.
+    assert!(b.remove_by_token(&login.token).await.unwrap());
+    assert_eq!(role_of(&app_a, token).await.0, StatusCode::UNAUTHORIZED);
+    let other = a.login(1, ClientInfo::default()).await.unwrap();
+    assert_eq!(
+        role_of(&app_a, other.token.expose()).await.0,
+        StatusCode::OK
+    );
+    b.revoke_all(1).await.unwrap();
+    assert_eq!(
+        role_of(&app_a, other.token.expose()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[cfg(feature = "cache")]
+mod cached {
+    use super::*;
+    use tower_session_auth::{CacheConfig, SessionCache};
+
+    /// How long another instance may take to see a notified change in these tests: far below
+    /// the cache TTL they use, so passing proves the notification, not the TTL, did it.
+    const NOTIFIED_WITHIN: Duration = Duration::from_secs(5);
+    const LONG_TTL: Duration = Duration::from_secs(300);
+
+    struct Cached {
+        manager: SessionManager,
+        app: axum::Router,
+        cache: SessionCache,
+        listener: tokio::task::JoinHandle<()>,
+        application_name: String,
+    }
+
+    impl Drop for Cached {
+        fn drop(&mut self) {
+            self.listener.abort();
+        }
+    }
+
+    async fn cached_instance(db: &TestDb, config: SessionConfig, ttl: Duration) -> Cached {
+        let (store, manager) = instance(db, config);
+        store.install_invalidation_triggers().await.unwrap();
+        let cache = SessionCache::new(CacheConfig::default().ttl(ttl));
+        let application_name = format!("listener_{}", db.schema);
+        let mut listen: tokio_postgres::Config = common::database_url().parse().unwrap();
+        listen.application_name(&application_name);
+        let listener = store.spawn_invalidation_listener(listen, cache.clone());
+        wait_until(|| cache.is_serving()).await;
+        let manager = manager.with_cache(cache.clone());
+        Cached {
+            app: router(manager.clone()),
+            manager,
+            cache,
+            listener,
+            application_name,
+        }
+    }
+
+    async fn wait_until(mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < NOTIFIED_WITHIN,
+                "condition not met in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls A until `expected` comes back; fails after the bound.
+    async fn seen_within_bound(app: &axum::Router, token: &str, expected: (StatusCode, &str)) {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, role) = role_of(app, token).await;
+            if status == expected.0 && role == expected.1 {
+                return;
+            }
+            assert!(
+                start.elapsed() < NOTIFIED_WITHIN,
+                "still {status} {role:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A change the triggers do not report, to see what the cache serves.
+    async fn silent_role_change(db: &TestDb, role: &str) {
+        let client = db.client().await;
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE users DISABLE TRIGGER tower_session_auth_user_changed; \
+                 UPDATE users SET role = '{role}' WHERE id = 1; \
+                 ALTER TABLE users ENABLE TRIGGER tower_session_auth_user_changed;"
+            ))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_cache_serves_reads_and_notifications_invalidate_it_across_instances() {
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
+        let (_, b) = instance(db, SessionConfig::default());
+        let app_b = router(b.clone());
+        let login = b.login(1, ClientInfo::default()).await.unwrap();
+        let token = login.token.expose();
+        assert_eq!(
+            role_of(&a.app, token).await,
+            (StatusCode::OK, "player".into())
+        );
+
+        // A serves from its cache: a change no trigger reports stays invisible on A ...
+        silent_role_change(db, "worldbuilder").await;
+        assert_eq!(
+            role_of(&a.app, token).await,
+            (StatusCode::OK, "player".into())
+        );
+        assert_eq!(
+            role_of(&app_b, token).await,
+            (StatusCode::OK, "worldbuilder".into())
+        );
+
+        // ... while reported changes reach it: role change, deactivation, logout.
+        backend.set_role(1, Some("admin")).await;
+        seen_within_bound(&a.app, token, (StatusCode::OK, "admin")).await;
+        backend.set_active(1, false).await;
+        seen_within_bound(&a.app, token, (StatusCode::UNAUTHORIZED, "")).await;
+        backend.set_active(1, true).await;
+        seen_within_bound(&a.app, token, (StatusCode::OK, "admin")).await;
+        assert!(b.remove_by_token(&login.token).await.unwrap());
+        seen_within_bound(&a.app, token, (StatusCode::UNAUTHORIZED, "")).await;
+
+        // Revoke-all on B, for a session A had cached.
+        let other = b.login(1, ClientInfo::default()).await.unwrap();
+        assert_eq!(
+            role_of(&a.app, other.token.expose()).await.0,
+            StatusCode::OK
+        );
+        b.revoke_all(1).await.unwrap();
+        seen_within_bound(&a.app, other.token.expose(), (StatusCode::UNAUTHORIZED, "")).await;
+
+        // Unknown tokens are cached too, and a logout on A itself is effective at once.
+        let own = a.manager.login(1, ClientInfo::default()).await.unwrap();
+        assert_eq!(role_of(&a.app, own.token.expose()).await.0, StatusCode::OK);
+        a.manager.remove_by_token(&own.token).await.unwrap();
+        assert_eq!(
+            role_of(&a.app, own.token.expose()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreported_change_is_stale_for_at_most_the_ttl() {
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let ttl = Duration::from_millis(500);
+        let a = cached_instance(db, SessionConfig::default(), ttl).await;
+        let login = a.manager.login(1, ClientInfo::default()).await.unwrap();
+        let token = login.token.expose();
+        assert_eq!(
+            role_of(&a.app, token).await,
+            (StatusCode::OK, "player".into())
+        );
+        silent_role_change(db, "admin").await;
+        let changed = std::time::Instant::now();
+        seen_within_bound(&a.app, token, (StatusCode::OK, "admin")).await;
+        // The documented bound is the TTL; allow scheduling slack on a loaded machine.
+        assert!(changed.elapsed() < ttl + Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn the_touch_still_reaches_the_database() {
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let clock = Arc::new(ManualClock::default());
+        let (store, manager) = instance(db, SessionConfig::default());
+        store.install_invalidation_triggers().await.unwrap();
+        let cache = SessionCache::new(CacheConfig::default().ttl(LONG_TTL));
+        let manager = manager.with_clock(clock.clone()).with_cache(cache);
+        let app = router(manager.clone());
+        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let token = login.token.expose();
+        assert_eq!(role_of(&app, token).await.0, StatusCode::OK);
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(role_of(&app, token).await.0, StatusCode::OK);
+        let stored = manager.list_for_user(1).await.unwrap()[0].last_activity;
+        assert_eq!(stored, manager.now(), "the due touch was not written");
+        // Past the session's expiry, the cached entry is never served.
+        clock.advance(Duration::from_secs(9 * 3600));
+        assert_eq!(role_of(&app, token).await.0, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_lost_listener_pauses_the_cache_and_reconnects() {
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
+        let login = a.manager.login(1, ClientInfo::default()).await.unwrap();
+        let token = login.token.expose();
+        assert_eq!(
+            role_of(&a.app, token).await,
+            (StatusCode::OK, "player".into())
+        );
+
+        db.client()
+            .await
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&a.application_name],
+            )
+            .await
+            .unwrap();
+        // Missed notifications are not replayed: the cache stops serving, then comes back
+        // flushed, so a change made meanwhile is seen.
+        silent_role_change(db, "admin").await;
+        seen_within_bound(&a.app, token, (StatusCode::OK, "admin")).await;
+        wait_until(|| a.cache.is_serving()).await;
+        assert_eq!(
+            role_of(&a.app, token).await,
+            (StatusCode::OK, "admin".into())
+        );
+    }
+}
