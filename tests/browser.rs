@@ -16,8 +16,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const ANDROID_UA: &str =
-    "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Mobile Safari/537.36";
+const ANDROID_UA: &str = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Mobile Safari/537.36";
 
 fn binary(env: &str, default: &str, package: &str) -> PathBuf {
     let path = PathBuf::from(std::env::var(env).unwrap_or_else(|_| default.to_owned()));
@@ -41,15 +40,22 @@ async fn start_chromedriver() -> Driver {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(binary("CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver"))
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start chromedriver");
+    let child = Command::new(binary(
+        "CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        "chromium-driver",
+    ))
+    .arg(format!("--port={port}"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start chromedriver");
     for _ in 0..150 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Driver {
                 _child: child,
                 url: format!("http://127.0.0.1:{port}"),
@@ -128,7 +134,10 @@ async fn rows(browser: &Client) -> Vec<String> {
 async fn session_management_page_in_a_real_browser() {
     let server = Server::start(Some(&schema_url().await)).await;
     let other_device = login_elsewhere(&server, ANDROID_UA).await;
-    assert_eq!(me_status(&server, &other_device).await, reqwest::StatusCode::OK);
+    assert_eq!(
+        me_status(&server, &other_device).await,
+        reqwest::StatusCode::OK
+    );
 
     let driver = start_chromedriver().await;
     let profile = tempdir();
@@ -172,31 +181,59 @@ async fn drive(
     // Both devices are listed; this one is marked.
     let listed = rows(browser).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
-    let current = browser.find(Locator::Css("tr.current")).await?.text().await?;
+    let current = browser
+        .find(Locator::Css("tr.current"))
+        .await?
+        .text()
+        .await?;
     assert!(current.contains("This device"), "{current}");
     assert!(current.contains("Chrome on Linux"), "{current}");
-    assert!(current.contains("127.0.0.1") && current.contains("web"), "{current}");
+    assert!(
+        current.contains("127.0.0.1") && current.contains("web"),
+        "{current}"
+    );
     let other = browser
         .find(Locator::Css("tbody tr:not(.current)"))
         .await?
         .text()
         .await?;
-    assert!(other.contains("Chrome on Android") && other.contains("mobile"), "{other}");
-    std::fs::write(artifacts().join("account-sessions.png"), browser.screenshot().await?).unwrap();
+    assert!(
+        other.contains("Chrome on Android") && other.contains("mobile"),
+        "{other}"
+    );
+    std::fs::write(
+        artifacts().join("account-sessions.png"),
+        browser.screenshot().await?,
+    )
+    .unwrap();
 
     // Revoke the other device: it disappears, and its token is rejected.
-    browser.find(Locator::Css("button.revoke")).await?.click().await?;
+    browser
+        .find(Locator::Css("button.revoke"))
+        .await?
+        .click()
+        .await?;
     assert_eq!(browser.current_url().await?.path(), "/account/sessions");
     assert_eq!(rows(browser).await.len(), 1);
-    assert_eq!(me_status(server, other_device).await, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        me_status(server, other_device).await,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
 
     // Sign out everywhere else.
     let third = login_elsewhere(server, "curl/8.5.0").await;
     browser.goto(&page).await?;
     assert_eq!(rows(browser).await.len(), 2);
-    browser.find(Locator::Id("revoke-others")).await?.click().await?;
+    browser
+        .find(Locator::Id("revoke-others"))
+        .await?
+        .click()
+        .await?;
     assert_eq!(rows(browser).await.len(), 1);
-    assert_eq!(me_status(server, &third).await, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        me_status(server, &third).await,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
     std::fs::write(
         artifacts().join("account-sessions-after-revoke.png"),
         browser.screenshot().await?,
