@@ -140,6 +140,9 @@ impl Statements {
         // One round trip: find by hash; delete if expired; debounced touch, sliding expiry and
         // world resync in one UPDATE that re-checks `t.last_activity` (so concurrent requests
         // write once) and can never re-create a row deleted meanwhile; join user + character.
+        // The UPDATE may see a row that a concurrent character selection changed after this
+        // statement's snapshot: it then leaves the world alone (the new selection set it), and
+        // the returned row stays the snapshot's, consistent with its character.
         let validate = format!(
             "WITH s AS ( \
                 SELECT {SESSION_COLUMNS}, \
@@ -157,16 +160,19 @@ impl Statements {
                     last_activity = CASE WHEN t.last_activity <= $3 THEN $2 ELSE t.last_activity END, \
                     expires_at = CASE WHEN t.last_activity <= $3 THEN COALESCE($4, t.expires_at) \
                                       ELSE t.expires_at END, \
-                    world_id = COALESCE((SELECT world_id FROM c), t.world_id) \
+                    world_id = CASE WHEN t.character_id IS NOT DISTINCT FROM s.character_id \
+                                    THEN COALESCE((SELECT world_id FROM c), t.world_id) \
+                                    ELSE t.world_id END \
                 FROM s \
                 WHERE t.id = s.id AND NOT s.expired AND ( \
                     t.last_activity <= $3 \
                     OR (SELECT world_id FROM c) IS DISTINCT FROM t.world_id \
-                       AND (SELECT world_id FROM c) IS NOT NULL) \
-                RETURNING t.last_activity, t.expires_at, t.world_id \
+                       AND (SELECT world_id FROM c) IS NOT NULL \
+                       AND t.character_id IS NOT DISTINCT FROM s.character_id) \
+                RETURNING t.last_activity, t.expires_at \
              ) \
              SELECT s.id, s.user_id, s.character_id, \
-                    CASE WHEN w.last_activity IS NULL THEN s.world_id ELSE w.world_id END, \
+                    COALESCE(c.world_id, s.world_id), \
                     s.client_type, s.ip, s.user_agent, s.created_at, \
                     COALESCE(w.last_activity, s.last_activity), \
                     CASE WHEN w.last_activity IS NULL THEN s.expires_at ELSE w.expires_at END, \
