@@ -51,6 +51,34 @@
 //! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
 //!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store`. When the
 //!   token came from a header, the layer never sets a cookie.
+//! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for cookie-authenticated
+//!   unsafe requests, and per-session form tokens ([`Session::csrf_token`]).
+//!
+//! # How a request flows
+//!
+//! The [`SessionService`] parses the token strictly and inserts a [`Session`] handle; it does
+//! not query. The first extractor that needs the user runs the single validating statement
+//! ([`SessionStore::validate`]) and caches the outcome in the handle, so several extractors on
+//! one handler still cost one round trip, and routes that extract nothing never reach the
+//! database. A handler logs in or out through the [`Session`] handle, and the response future
+//! writes the cookie.
+//!
+//! # Beyond the original module
+//!
+//! - Session management: [`SessionManager::list_for_user`], [`SessionManager::revoke`],
+//!   [`SessionManager::revoke_others`], [`SessionManager::revoke_all`], with IP, User-Agent
+//!   and client type recorded at login.
+//! - Remember me: [`SessionManager::login_with`] starts a refresh series,
+//!   [`SessionManager::refresh`] rotates it, and reuse of a superseded secret revokes the
+//!   series and its sessions ([`RefreshConfig`]).
+//! - Audit events through `tracing` (target [`AUDIT_TARGET`]), with a per-address count of
+//!   rejected tokens ([`SessionManager::rejected_tokens_by_ip`]).
+//!
+//! # Cargo features
+//!
+//! - `cache` (off by default): `SessionCache`, an opt-in cache of validated sessions for
+//!   services with many instances, invalidated across instances by PostgreSQL
+//!   `LISTEN/NOTIFY`, with a documented staleness bound.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -3,8 +3,8 @@
 //! A permission is a zero-sized marker type implementing [`Permission`]; the extractor
 //! [`RequirePermission<P>`](crate::RequirePermission) checks it against the [`AccessPolicy`]
 //! configured on the [`SessionManager`](crate::SessionManager). The 13 permissions and 4 roles
-//! of the original server are predefined; [`permission!`](crate::permission) and
-//! [`role!`](crate::role) define more.
+//! of the original server are predefined; [`permission!`](macro@crate::permission) and
+//! [`role!`](macro@crate::role) define more.
 //!
 //! ```
 //! use tower_session_auth::{AccessPolicy, MudPolicy, Permission, permissions::ViewLogs};
