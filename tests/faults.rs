@@ -38,8 +38,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use common::app::{Reply, bearer, get_with, router, send};
-use common::{Backend, TestDb, database_url};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use common::{Backend, TestDb, database_url, pool_on, warm};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -100,50 +99,6 @@ fn database_config() -> tokio_postgres::Config {
     database_url()
         .parse()
         .expect("DATABASE_URL is not a valid URL")
-}
-
-/// How long opening one connection may take. Generous: with SCRAM authentication in an
-/// unoptimised build, several connections opened at once on a loaded machine take seconds.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A pool on `config` whose connections use `schema` as their search_path, recycled with
-/// `RecyclingMethod::Fast` as `PgStore` documents; the shared fixture's pool, with a longer
-/// time to connect.
-fn pool_on(
-    mut config: tokio_postgres::Config,
-    schema: &str,
-    max_size: usize,
-    wait: Duration,
-) -> Pool {
-    config.options(format!("-c search_path={schema}"));
-    config.connect_timeout(CREATE_TIMEOUT);
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(wait))
-        .create_timeout(Some(CREATE_TIMEOUT))
-        .build()
-        .expect("pool")
-}
-
-/// Opens every connection of `pool` one after the other, so that a test's load does not start
-/// with a burst of connection set-ups.
-async fn warm(pool: &Pool) {
-    let mut held = Vec::new();
-    for _ in 0..pool.status().max_size {
-        held.push(
-            within(PATIENCE, "opening a connection", pool.get())
-                .await
-                .unwrap(),
-        );
-    }
 }
 
 /// A TCP proxy in front of PostgreSQL with one switch: when the link is down it closes every

@@ -35,8 +35,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::app::{Reply, bearer, get_with, router, send};
-use common::{Backend, database_url};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use common::{Backend, database_url, pool_for_schema, warm};
 use tokio::sync::{Barrier, Semaphore};
 use tower_session_auth::{
     CharacterRecord, CharacterSelection, ClientInfo, ManualClock, PgStore, SessionConfig,
@@ -61,28 +60,8 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 async fn racing_manager(backend: &Backend, config: SessionConfig) -> SessionManager {
     match backend {
         Backend::Pg(db) => {
-            let mut pg: tokio_postgres::Config = database_url().parse().expect("DATABASE_URL");
-            pg.options(format!("-c search_path={}", db.schema));
-            pg.connect_timeout(PATIENCE / 2);
-            let manager = Manager::from_config(
-                pg,
-                tokio_postgres::NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
-            let pool = Pool::builder(manager)
-                .max_size(8)
-                .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(PATIENCE / 2))
-                .create_timeout(Some(PATIENCE / 2))
-                .build()
-                .expect("pool");
-            let mut held = Vec::new();
-            for _ in 0..8 {
-                held.push(within("opening a connection", pool.get()).await.unwrap());
-            }
-            drop(held);
+            let pool = pool_for_schema(&database_url(), &db.schema, 8, PATIENCE / 2);
+            within("opening the pool's connections", warm(&pool)).await;
             SessionManager::new(PgStore::new(pool), config)
         }
         Backend::Memory(store) => SessionManager::new(store.clone(), config),

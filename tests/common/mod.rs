@@ -15,11 +15,26 @@ pub fn database_url() -> String {
     )
 }
 
+/// How long opening one connection may take: generous, since SCRAM authentication in an
+/// unoptimised build on a loaded machine can take seconds when many connections open at once.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A pool on `url` whose connections use `schema` as their search_path.
 pub fn pool_for_schema(url: &str, schema: &str, max_size: usize, wait: Duration) -> Pool {
-    let mut config: tokio_postgres::Config = url.parse().expect("DATABASE_URL is not a valid URL");
+    let config: tokio_postgres::Config = url.parse().expect("DATABASE_URL is not a valid URL");
+    pool_on(config, schema, max_size, wait)
+}
+
+/// A pool on `config` whose connections use `schema` as their search_path, recycled with
+/// `RecyclingMethod::Fast` as `PgStore` documents, waiting at most `wait` for a connection.
+pub fn pool_on(
+    mut config: tokio_postgres::Config,
+    schema: &str,
+    max_size: usize,
+    wait: Duration,
+) -> Pool {
     config.options(format!("-c search_path={schema}"));
-    config.connect_timeout(Duration::from_secs(5));
+    config.connect_timeout(CONNECT_TIMEOUT);
     let manager = Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -31,9 +46,18 @@ pub fn pool_for_schema(url: &str, schema: &str, max_size: usize, wait: Duration)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(wait))
-        .create_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .expect("pool")
+}
+
+/// Opens every connection of `pool` one after the other, so that a test's load does not start
+/// with a burst of connection set-ups.
+pub async fn warm(pool: &Pool) {
+    let mut held = Vec::new();
+    for _ in 0..pool.status().max_size {
+        held.push(pool.get().await.expect("opening a connection"));
+    }
 }
 
 /// A schema of this test's own, with the crate's migrations and the demo tables.
