@@ -137,50 +137,37 @@ impl Statements {
             character_name,
             character_world_id,
         } = app;
-        // One round trip: find by hash; delete if expired; debounced touch, sliding expiry and
-        // world resync in one UPDATE that re-checks `t.last_activity` (so concurrent requests
-        // write once) and can never re-create a row deleted meanwhile; join user + character.
-        // The UPDATE may see a row that a concurrent character selection changed after this
-        // statement's snapshot: it then leaves the world alone (the new selection set it), and
-        // the returned row stays the snapshot's, consistent with its character.
+        // One round trip, and in the common case a plain read: find by hash and join the user
+        // and the selected character (only if it still belongs to the user). The writes ride
+        // in the same statement as calls of the crate's two functions, made only when needed:
+        // deleting an expired session, and the debounced touch with sliding expiry and world
+        // resync. They run their own UPDATE / DELETE on the current row (not this statement's
+        // snapshot), so concurrent requests write once, a deleted row is never re-created, and
+        // a concurrent character switch keeps its world.
         let validate = format!(
-            "WITH s AS ( \
-                SELECT {SESSION_COLUMNS}, \
-                       (expires_at <= $2 OR absolute_expires_at <= $2) IS TRUE AS expired \
-                FROM sessions WHERE token_hash = $1 \
-             ), c AS ( \
-                SELECT ch.{character_name} AS name, ch.{character_world_id} AS world_id \
-                FROM {characters_table} ch JOIN s ON ch.{character_id} = s.character_id \
-                     AND ch.{character_user_id} = s.user_id \
-                WHERE NOT s.expired \
-             ), gone AS ( \
-                DELETE FROM sessions d USING s WHERE d.id = s.id AND s.expired RETURNING d.id \
-             ), touched AS ( \
-                UPDATE sessions t SET \
-                    last_activity = CASE WHEN t.last_activity <= $3 THEN $2 ELSE t.last_activity END, \
-                    expires_at = CASE WHEN t.last_activity <= $3 THEN COALESCE($4, t.expires_at) \
-                                      ELSE t.expires_at END, \
-                    world_id = CASE WHEN t.character_id IS NOT DISTINCT FROM s.character_id \
-                                    THEN COALESCE((SELECT world_id FROM c), t.world_id) \
-                                    ELSE t.world_id END \
-                FROM s \
-                WHERE t.id = s.id AND NOT s.expired AND ( \
-                    t.last_activity <= $3 \
-                    OR (SELECT world_id FROM c) IS DISTINCT FROM t.world_id \
-                       AND (SELECT world_id FROM c) IS NOT NULL \
-                       AND t.character_id IS NOT DISTINCT FROM s.character_id) \
-                RETURNING t.last_activity, t.expires_at \
-             ) \
-             SELECT s.id, s.user_id, s.character_id, \
-                    COALESCE(c.world_id, s.world_id), \
+            "SELECT s.id, s.user_id, s.character_id, COALESCE(ch.{character_world_id}, s.world_id), \
                     s.client_type, s.ip, s.user_agent, s.created_at, \
-                    COALESCE(w.last_activity, s.last_activity), \
-                    CASE WHEN w.last_activity IS NULL THEN s.expires_at ELSE w.expires_at END, \
-                    s.absolute_expires_at, s.authenticated_at, s.refreshed, s.remembered, \
+                    CASE WHEN f.due THEN $2 ELSE s.last_activity END, \
+                    CASE WHEN f.due THEN COALESCE($4, s.expires_at) ELSE s.expires_at END, \
+                    s.absolute_expires_at, s.authenticated_at, s.refreshed, \
+                    s.series_id IS NOT NULL, \
                     u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
-                    c.name, c.world_id, c.name IS NOT NULL, s.expired \
-             FROM s LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
-                    LEFT JOIN c ON true LEFT JOIN touched w ON true"
+                    ch.{character_name}, ch.{character_world_id}, ch.{character_id} IS NOT NULL, \
+                    f.expired, \
+                    CASE WHEN f.expired THEN tower_session_auth_expire(s.id, $2) \
+                         WHEN f.due OR ch.{character_world_id} IS DISTINCT FROM s.world_id \
+                              AND ch.{character_world_id} IS NOT NULL \
+                         THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, \
+                                                       ch.{character_world_id}) \
+                    END \
+             FROM sessions s \
+             CROSS JOIN LATERAL (SELECT \
+                 (s.expires_at <= $2 OR s.absolute_expires_at <= $2) IS TRUE AS expired, \
+                 s.last_activity <= $3 AS due) f \
+             LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
+             LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
+                  AND ch.{character_user_id} = s.user_id \
+             WHERE s.token_hash = $1"
         );
         let lookup = format!(
             "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
