@@ -122,12 +122,35 @@ async fn me_status(server: &Server, token: &str) -> reqwest::StatusCode {
 }
 
 /// The text of each row of the sessions table.
-async fn rows(browser: &Client) -> Vec<String> {
+async fn try_rows(browser: &Client) -> Result<Vec<String>, fantoccini::error::CmdError> {
     let mut texts = Vec::new();
-    for row in browser.find_all(Locator::Css("tbody tr")).await.unwrap() {
-        texts.push(row.text().await.unwrap());
+    for row in browser.find_all(Locator::Css("tbody tr")).await? {
+        texts.push(row.text().await?);
     }
-    texts
+    Ok(texts)
+}
+
+/// Waits (a form post navigates, and a click returns before the new page is in) until the
+/// page is `path` and, if given, lists `rows` sessions.
+async fn wait_for(browser: &Client, path: &str, rows: Option<usize>) {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let url = browser.current_url().await.map(|url| url.path().to_owned());
+        if url.as_ref().is_ok_and(|url| url == path) {
+            match rows {
+                None => return,
+                Some(expected) => match try_rows(browser).await {
+                    Ok(listed) if listed.len() == expected => return,
+                    Ok(listed) => last = format!("{listed:?}"),
+                    Err(error) => last = error.to_string(),
+                },
+            }
+        } else {
+            last = format!("{url:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected {path} with {rows:?} sessions; last saw {last}");
 }
 
 #[tokio::test]
@@ -164,7 +187,7 @@ async fn drive(
 
     // Not signed in: the page sends the browser to the login form.
     browser.goto(&page).await?;
-    assert_eq!(browser.current_url().await?.path(), "/account/login");
+    wait_for(browser, "/account/login", None).await;
     browser
         .find(Locator::Css("input[name=username]"))
         .await?
@@ -176,11 +199,9 @@ async fn drive(
         .send_keys("player-pass")
         .await?;
     browser.find(Locator::Id("sign-in")).await?.click().await?;
-    assert_eq!(browser.current_url().await?.path(), "/account/sessions");
 
     // Both devices are listed; this one is marked.
-    let listed = rows(browser).await;
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    wait_for(browser, "/account/sessions", Some(2)).await;
     let current = browser
         .find(Locator::Css("tr.current"))
         .await?
@@ -213,8 +234,7 @@ async fn drive(
         .await?
         .click()
         .await?;
-    assert_eq!(browser.current_url().await?.path(), "/account/sessions");
-    assert_eq!(rows(browser).await.len(), 1);
+    wait_for(browser, "/account/sessions", Some(1)).await;
     assert_eq!(
         me_status(server, other_device).await,
         reqwest::StatusCode::UNAUTHORIZED
@@ -223,13 +243,13 @@ async fn drive(
     // Sign out everywhere else.
     let third = login_elsewhere(server, "curl/8.5.0").await;
     browser.goto(&page).await?;
-    assert_eq!(rows(browser).await.len(), 2);
+    wait_for(browser, "/account/sessions", Some(2)).await;
     browser
         .find(Locator::Id("revoke-others"))
         .await?
         .click()
         .await?;
-    assert_eq!(rows(browser).await.len(), 1);
+    wait_for(browser, "/account/sessions", Some(1)).await;
     assert_eq!(
         me_status(server, &third).await,
         reqwest::StatusCode::UNAUTHORIZED
@@ -256,8 +276,8 @@ async fn drive(
     // The page's own sign-out button ends the browser's session.
     browser.goto(&page).await?;
     browser.find(Locator::Id("logout")).await?.click().await?;
-    assert_eq!(browser.current_url().await?.path(), "/account/login");
+    wait_for(browser, "/account/login", None).await;
     browser.goto(&page).await?;
-    assert_eq!(browser.current_url().await?.path(), "/account/login");
+    wait_for(browser, "/account/login", None).await;
     Ok(())
 }
