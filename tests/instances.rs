@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::app::{bearer, router, send};
 use common::{Backend, TestDb, pool_for_schema};
-use tower_session_auth::{ClientInfo, ManualClock, PgStore, SessionConfig, SessionManager};
+use tower_session_auth::{ClientInfo, PgStore, SessionConfig, SessionManager};
 
 /// Another instance: its own pool and manager on the same schema.
 fn instance(db: &TestDb, config: SessionConfig) -> (PgStore, SessionManager) {
@@ -82,7 +81,10 @@ async fn without_a_cache_every_change_is_seen_on_the_next_request() {
 
 #[cfg(feature = "cache")]
 mod cached {
+    use std::sync::Arc;
+
     use super::*;
+    use tower_session_auth::ManualClock;
     use tower_session_auth::{CacheConfig, SessionCache};
 
     /// How long another instance may take to see a notified change in these tests: far below
