@@ -4,37 +4,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::Backend;
-use common::app::{bearer, login, router, send};
+use common::app::{bearer, login, send};
+use common::{Backend, Harness, harness};
 use tower_session_auth::{
-    CharacterSelection, ClientInfo, ManualClock, SessionConfig, SessionId, SessionManager,
-    SessionToken, Validation,
+    CharacterSelection, ClientInfo, SessionConfig, SessionId, SessionToken, Validation,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-struct Harness {
-    backend: Backend,
-    clock: Arc<ManualClock>,
-    manager: SessionManager,
-    app: axum::Router,
-}
-
-fn harness(backend: Backend, config: SessionConfig) -> Harness {
-    let clock = Arc::new(ManualClock::default());
-    let manager = backend.manager(config, clock.clone());
-    let app = router(manager.clone());
-    Harness {
-        backend,
-        clock,
-        manager,
-        app,
-    }
-}
 
 async fn login_token(h: &Harness, user_id: i64) -> (SessionToken, SessionId) {
     let login = h

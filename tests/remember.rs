@@ -4,37 +4,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::Backend;
-use common::app::{bearer, router, send};
-use tower_session_auth::{
-    ClientInfo, Login, ManualClock, Refresh, RefreshConfig, RefreshToken, SessionConfig,
-    SessionManager,
-};
+use common::app::{bearer, send};
+use common::{Backend, Harness};
+use tower_session_auth::{ClientInfo, Login, Refresh, RefreshConfig, RefreshToken, SessionConfig};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-struct Harness {
-    backend: Backend,
-    clock: Arc<ManualClock>,
-    manager: SessionManager,
-    app: axum::Router,
-}
-
 fn harness(backend: Backend, refresh: RefreshConfig) -> Harness {
-    let clock = Arc::new(ManualClock::default());
-    let config = SessionConfig::default().refresh(refresh);
-    let manager = backend.manager(config, clock.clone());
-    let app = router(manager.clone());
-    Harness {
-        backend,
-        clock,
-        manager,
-        app,
-    }
+    common::harness(backend, SessionConfig::default().refresh(refresh))
 }
 
 async fn remembered_login(h: &Harness, user_id: i64) -> Login {

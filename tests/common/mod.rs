@@ -281,6 +281,26 @@ impl Backend {
     }
 }
 
+/// A store with the demo data, a manager on a hand-moved clock, and the test router.
+pub struct Harness {
+    pub backend: Backend,
+    pub clock: Arc<ManualClock>,
+    pub manager: SessionManager,
+    pub app: axum::Router,
+}
+
+pub fn harness(backend: Backend, config: SessionConfig) -> Harness {
+    let clock = Arc::new(ManualClock::default());
+    let manager = backend.manager(config, clock.clone());
+    let app = app::router(manager.clone());
+    Harness {
+        backend,
+        clock,
+        manager,
+        app,
+    }
+}
+
 /// Instantiates each listed `async fn(Backend)` test once per store.
 #[macro_export]
 macro_rules! both_stores {
