@@ -35,7 +35,7 @@ const TOKEN_BYTES: usize = 32;
 /// assert!(SessionToken::parse("not-a-token").is_none());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionToken(String);
+pub struct SessionToken([u8; TOKEN_LEN]);
 
 impl SessionToken {
     /// Draws a fresh token from the operating system's CSPRNG.
@@ -46,7 +46,12 @@ impl SessionToken {
     pub fn generate() -> Self {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes).expect("the operating system's CSPRNG is unavailable");
-        Self(URL_SAFE_NO_PAD.encode(bytes))
+        let mut text = [0u8; TOKEN_LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut text)
+            .expect("32 bytes encode to 43 characters");
+        debug_assert_eq!(written, TOKEN_LEN);
+        Self(text)
     }
 
     /// Parses a presented token strictly: exactly 43 characters of the base64url alphabet that
@@ -57,32 +62,25 @@ impl SessionToken {
 
     /// Like [`SessionToken::parse`], for raw header bytes (which need not be UTF-8).
     pub fn parse_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != TOKEN_LEN
-            || !bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        {
-            return None;
-        }
-        // The alphabet check leaves one ambiguity: the last character carries 2 unused bits.
-        // A non-canonical encoding is rejected so that each secret has exactly one spelling.
+        let text: [u8; TOKEN_LEN] = bytes.try_into().ok()?;
+        // The decoder accepts only the base64url alphabet, no padding, and the canonical
+        // spelling (the last character's 2 unused bits must be zero), so each secret has
+        // exactly one accepted form.
         let mut decoded = [0u8; TOKEN_BYTES + 1];
-        match URL_SAFE_NO_PAD.decode_slice(bytes, &mut decoded) {
-            Ok(TOKEN_BYTES) => {}
-            _ => return None,
+        match URL_SAFE_NO_PAD.decode_slice(text, &mut decoded) {
+            Ok(TOKEN_BYTES) => Some(Self(text)),
+            _ => None,
         }
-        let text = std::str::from_utf8(bytes).ok()?;
-        Some(Self(text.to_owned()))
     }
 
     /// The token text, for the login response body or the cookie value. Never log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a token is base64url text")
     }
 
     /// The SHA-256 hash under which the store keeps this session.
     pub fn hash(&self) -> TokenHash {
-        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+        TokenHash(Sha256::digest(self.0).into())
     }
 }
 
@@ -254,6 +252,7 @@ mod tests {
         assert!(SessionToken::parse(&format!("{text}A")).is_none());
         assert!(SessionToken::parse(&format!("{}=", &text[..42])).is_none());
         assert!(SessionToken::parse(&format!("{}+", &text[..42])).is_none());
+        assert!(SessionToken::parse(&format!("{}/", &text[..42])).is_none());
         assert!(SessionToken::parse(&format!("{}\0", &text[..42])).is_none());
         assert!(SessionToken::parse("' OR 1=1 --aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none());
         // The last of 43 characters has 2 unused bits; setting them is non-canonical.
