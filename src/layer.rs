@@ -220,7 +220,7 @@ struct State {
 
 enum Resolved {
     Anonymous,
-    Live(Box<SessionView>),
+    Live(Arc<SessionView>),
     StoreFailed,
 }
 

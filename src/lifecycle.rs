@@ -354,16 +354,14 @@ impl SessionManager {
             use crate::cache::Cached;
             match cache.get(&hash, now, touch.due_before) {
                 Some(Cached::Unknown) => return Ok(Validation::Unknown),
-                Some(Cached::Live(view)) => {
-                    return Ok(Validation::Valid(Box::new((*view).clone())));
-                }
+                Some(Cached::Live(view)) => return Ok(Validation::Valid(view)),
                 None => {}
             }
             let validation = self.inner.store.validate(&hash, now, touch).await?;
             cache.insert(
                 hash,
                 match &validation {
-                    Validation::Valid(view) => Cached::Live(Arc::new((**view).clone())),
+                    Validation::Valid(view) => Cached::Live(Arc::clone(view)),
                     Validation::Unknown | Validation::Expired => Cached::Unknown,
                 },
             );

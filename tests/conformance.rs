@@ -392,6 +392,45 @@ async fn session_world_is_resynced_to_the_characters(backend: Backend) {
     );
 }
 
+/// What `validate` returns is the session as stored after its own touch and world resync
+/// (the validation cache keeps it, and decides from its `last_activity` when to touch next).
+async fn validation_returns_the_session_as_stored(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(30 * MINUTE))
+        .touch_interval(MINUTE);
+    let h = harness(backend, config);
+    let (token, session_id) = login_token(&h, 1).await;
+    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    h.backend
+        .set_character_world(11, 1, "player_alt", Some("pipeworks_web"))
+        .await;
+    let mut touched_at = None;
+    for (step, touch_due) in [
+        (Duration::from_secs(90), true),
+        (Duration::from_secs(10), false),
+    ] {
+        h.clock.advance(step);
+        if touch_due {
+            touched_at = Some(h.manager.now());
+        }
+        let Validation::Valid(view) = h.manager.validate(&token).await.unwrap() else {
+            panic!("the session is live")
+        };
+        let stored = h.manager.list_for_user(1).await.unwrap().remove(0);
+        assert_eq!(view.session, stored);
+        assert_eq!(stored.world_id.as_deref(), Some("pipeworks_web"));
+        assert_eq!(Some(stored.last_activity), touched_at);
+        assert_eq!(
+            stored.expires_at,
+            Some(stored.last_activity + time::Duration::minutes(30))
+        );
+        let user = view.user.as_ref().expect("the user row");
+        assert_eq!((user.username.as_str(), user.is_active), ("player", true));
+        let character = view.character.as_ref().expect("the character row");
+        assert_eq!(character.name, "player_alt");
+    }
+}
+
 async fn clear_all_returns_the_count_removed(backend: Backend) {
     let h = harness(backend, SessionConfig::default());
     for user in [1, 1, 2, 3] {
@@ -593,6 +632,7 @@ async fn logout_removes_the_session(backend: Backend) {
 }
 
 both_stores!(
+    validation_returns_the_session_as_stored,
     username_and_role_lookups,
     valid_session_resolves_the_user,
     invalid_token_is_401,

@@ -347,7 +347,7 @@ impl SessionStore for MemoryStore {
             record.world_id = world;
         }
         let record = record.clone();
-        Ok(Validation::Valid(Box::new(state.view(&record))))
+        Ok(Validation::Valid(Arc::new(state.view(&record))))
     }
 
     async fn lookup(

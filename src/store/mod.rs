@@ -5,6 +5,7 @@
 //! [`SessionManager`](crate::SessionManager), whose clock can be replaced in tests.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -254,8 +255,9 @@ pub enum Validation {
     Unknown,
     /// The session had expired; it has been deleted.
     Expired,
-    /// The session is live (and was touched if the debounce allowed).
-    Valid(Box<SessionView>),
+    /// The session is live (and was touched if the debounce allowed). Shared, so that a
+    /// cached validation is handed out without copying.
+    Valid(Arc<SessionView>),
 }
 
 /// Expiry rules a validation applies, derived from the [`SessionConfig`](crate::SessionConfig).

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, SecretMatch,
     SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
-    match_secret,
+    is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -100,7 +100,7 @@ impl AppSchema {
 /// The session columns every statement returns, in the order [`record_from_row`] reads them.
 const SESSION_COLUMNS: &str = "id, user_id, character_id, world_id, client_type, ip, user_agent, \
      created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, refreshed, \
-     series_id IS NOT NULL AS remembered";
+     series_id";
 
 /// How many columns [`SESSION_COLUMNS`] has; user and character columns follow.
 const SESSION_COLUMN_COUNT: usize = 14;
@@ -138,32 +138,29 @@ impl Statements {
             character_world_id,
         } = app;
         // One round trip, and in the common case a plain read: find by hash and join the user
-        // and the selected character (only if it still belongs to the user). The writes ride
-        // in the same statement as calls of the crate's two functions, made only when needed:
-        // deleting an expired session, and the debounced touch with sliding expiry and world
-        // resync. They run their own UPDATE / DELETE on the current row (not this statement's
-        // snapshot), so concurrent requests write once, a deleted row is never re-created, and
-        // a concurrent character switch keeps its world.
+        // and the selected character (only if it still belongs to the user). The columns are
+        // returned as stored (PostgreSQL builds no expression per column; the caller derives
+        // expiry, the touched values and the synced world from them, see `validation`). The
+        // writes ride in the same statement as calls of the crate's two functions, made only
+        // when needed: deleting an expired session, and the debounced touch with sliding
+        // expiry and world resync. They run their own UPDATE / DELETE on the current row (not
+        // this statement's snapshot), so concurrent requests write once, a deleted row is
+        // never re-created, and a concurrent character switch keeps its world.
         let validate = format!(
-            "SELECT s.id, s.user_id, s.character_id, COALESCE(ch.{character_world_id}, s.world_id), \
-                    s.client_type, s.ip, s.user_agent, s.created_at, \
-                    CASE WHEN f.due THEN $2 ELSE s.last_activity END, \
-                    CASE WHEN f.due THEN COALESCE($4, s.expires_at) ELSE s.expires_at END, \
-                    s.absolute_expires_at, s.authenticated_at, s.refreshed, \
-                    s.series_id IS NOT NULL, \
-                    u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
-                    ch.{character_name}, ch.{character_world_id}, ch.{character_id} IS NOT NULL, \
-                    f.expired, \
-                    CASE WHEN f.expired THEN tower_session_auth_expire(s.id, $2) \
-                         WHEN f.due OR ch.{character_world_id} IS DISTINCT FROM s.world_id \
-                              AND ch.{character_world_id} IS NOT NULL \
+            "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
+                    s.user_agent, s.created_at, s.last_activity, s.expires_at, \
+                    s.absolute_expires_at, s.authenticated_at, s.refreshed, s.series_id, \
+                    u.{username}, u.{role}, u.{is_active}, u.{user_id}, \
+                    ch.{character_name}, ch.{character_world_id}, ch.{character_id}, \
+                    CASE WHEN s.expires_at <= $2 OR s.absolute_expires_at <= $2 \
+                         THEN tower_session_auth_expire(s.id, $2) \
+                         WHEN s.last_activity <= $3 \
+                              OR ch.{character_world_id} IS DISTINCT FROM s.world_id \
+                                 AND ch.{character_world_id} IS NOT NULL \
                          THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, \
                                                        ch.{character_world_id}) \
                     END \
              FROM sessions s \
-             CROSS JOIN LATERAL (SELECT \
-                 (s.expires_at <= $2 OR s.absolute_expires_at <= $2) IS TRUE AS expired, \
-                 s.last_activity <= $3 AS due) f \
              LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
              LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
                   AND ch.{character_user_id} = s.user_id \
@@ -172,10 +169,9 @@ impl Statements {
         let lookup = format!(
             "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
                     s.user_agent, s.created_at, s.last_activity, s.expires_at, \
-                    s.absolute_expires_at, s.authenticated_at, s.refreshed, \
-                    s.series_id IS NOT NULL, \
-                    u.{username}, u.{role}, COALESCE(u.{is_active}, false), u.{user_id} IS NOT NULL, \
-                    ch.{character_name}, ch.{character_world_id}, ch.{character_id} IS NOT NULL, false \
+                    s.absolute_expires_at, s.authenticated_at, s.refreshed, s.series_id, \
+                    u.{username}, u.{role}, u.{is_active}, u.{user_id}, \
+                    ch.{character_name}, ch.{character_world_id}, ch.{character_id} \
              FROM sessions s \
              LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
              LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
@@ -522,19 +518,20 @@ fn record_from_row(row: &Row) -> SessionRecord {
         absolute_expires_at: row.get(10),
         authenticated_at: row.get(11),
         refreshed: row.get(12),
-        remembered: row.get(13),
+        remembered: row.get::<_, Option<Uuid>>(13).is_some(),
     }
 }
 
 /// Reads a row of the validate / lookup statements (session columns, then user and character).
 fn view_from_row(row: &Row) -> SessionView {
     let at = SESSION_COLUMN_COUNT;
-    let user = row.get::<_, bool>(at + 3).then(|| UserRecord {
+    // The key columns tell a missing row of the left join from null columns of a present one.
+    let user = row.get::<_, Option<i64>>(at + 3).map(|_| UserRecord {
         username: row.get(at),
         role: row.get(at + 1),
-        is_active: row.get(at + 2),
+        is_active: row.get::<_, Option<bool>>(at + 2).unwrap_or(false),
     });
-    let character = row.get::<_, bool>(at + 6).then(|| CharacterRecord {
+    let character = row.get::<_, Option<i64>>(at + 6).map(|_| CharacterRecord {
         name: row.get(at + 4),
         world_id: row.get(at + 5),
     });
@@ -543,6 +540,24 @@ fn view_from_row(row: &Row) -> SessionView {
         user,
         character,
     }
+}
+
+/// The outcome of the validating statement, from the row as it was before the statement's own
+/// writes: expired (the statement deleted it), or live with the touch and the world resync
+/// applied as the statement applied them.
+fn validation(mut view: SessionView, now: OffsetDateTime, touch: Touch) -> Validation {
+    let session = &mut view.session;
+    if is_expired(session, now) {
+        return Validation::Expired;
+    }
+    if session.last_activity <= touch.due_before {
+        session.last_activity = now;
+        session.expires_at = touch.slide_to.or(session.expires_at);
+    }
+    if let Some(world) = view.character.as_ref().and_then(|c| c.world_id.as_ref()) {
+        session.world_id = Some(world.clone());
+    }
+    Validation::Valid(Arc::new(view))
 }
 
 #[async_trait]
@@ -605,8 +620,7 @@ impl SessionStore for PgStore {
             .await?;
         Ok(match row {
             None => Validation::Unknown,
-            Some(row) if row.get::<_, bool>(SESSION_COLUMN_COUNT + 7) => Validation::Expired,
-            Some(row) => Validation::Valid(Box::new(view_from_row(&row))),
+            Some(row) => validation(view_from_row(&row), now, touch),
         })
     }
 
@@ -882,4 +896,4 @@ const INSERT: &str = "INSERT INTO sessions (id, token_hash, user_id, client_type
      VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
      RETURNING id, user_id, character_id, world_id, client_type, ip, user_agent, \
          created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
-         refreshed, series_id IS NOT NULL";
+         refreshed, series_id";
