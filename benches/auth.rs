@@ -138,6 +138,8 @@ fn main() {
 /// Window lengths: `--quick` for a run under a minute, the default for steadier numbers.
 struct Settings {
     quick: bool,
+    /// `--cases a,b`: measure only these cases (for profiling one path); all by default.
+    only: Option<Vec<String>>,
     warmup: Duration,
     window: Duration,
 }
@@ -145,13 +147,21 @@ struct Settings {
 impl Settings {
     fn from_args() -> Self {
         let mut quick = false;
-        for arg in std::env::args().skip(1) {
+        let mut only = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--cases" => {
+                    let list = args.next().unwrap_or_default();
+                    only = Some(list.split(',').map(str::to_owned).collect());
+                }
                 // `cargo bench` passes this to every bench binary.
                 "--bench" => {}
                 other => {
-                    eprintln!("unknown argument {other:?}; usage: scripts/bench [--quick]");
+                    eprintln!(
+                        "unknown argument {other:?}; usage: scripts/bench [--quick] [--cases a,b]"
+                    );
                     std::process::exit(2);
                 }
             }
@@ -163,6 +173,7 @@ impl Settings {
         };
         Self {
             quick,
+            only,
             warmup,
             window,
         }
@@ -172,6 +183,13 @@ impl Settings {
     /// seconds of waiting for the statistics, so the quick mode counts at concurrency 8 only).
     fn counts_writes_at(&self, concurrency: usize) -> bool {
         !self.quick || concurrency == 8
+    }
+
+    /// Whether the case `name` is measured in this run.
+    fn includes(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|case| case == name))
     }
 }
 
@@ -1001,7 +1019,10 @@ impl Bench {
             true,
         ));
         print_header();
-        for case in &cases {
+        for case in cases
+            .iter()
+            .filter(|case| self.settings.includes(case.name))
+        {
             for concurrency in CONCURRENCY {
                 let writes = case.database && self.settings.counts_writes_at(concurrency);
                 let measured = self.measure(case, concurrency, writes).await;
@@ -1016,11 +1037,16 @@ impl Bench {
             undebounced_cookies,
             true,
         );
-        let measured = self.measure(&case, UNDEBOUNCED_CONCURRENCY, true).await;
-        print_row(&measured);
-        self.results.push(measured);
+        if self.settings.includes(case.name) {
+            let measured = self.measure(&case, UNDEBOUNCED_CONCURRENCY, true).await;
+            print_row(&measured);
+            self.results.push(measured);
+        }
         let login_paths: Vec<String> = auth_users.iter().map(|u| format!("/login/{u}")).collect();
         for (name, addr) in [("ours-login", ours), ("peer-login", peer)] {
+            if !self.settings.includes(name) {
+                continue;
+            }
             let case = Case {
                 name,
                 method: Method::POST,
