@@ -43,6 +43,9 @@
 //! `pg_stat_statements` and exports `BENCH_DATABASE_URL`. The results are printed and written
 //! to `target/bench-summary.json`. Numbers depend on the machine: nothing here asserts a speed.
 
+#[path = "auth/parts.rs"]
+mod parts;
+
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -73,6 +76,9 @@ use tower_session_auth::{CacheConfig, SessionCache};
 use tower_sessions_sqlx_store::PostgresStore;
 use tower_sessions_sqlx_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower_sessions_sqlx_store::sqlx::{self, PgPool};
+
+#[global_allocator]
+static ALLOCATOR: parts::CountingAllocator = parts::CountingAllocator;
 
 /// Seeded users; user `i` has character `10 * i`.
 const USERS: i64 = 1000;
@@ -916,23 +922,20 @@ impl Bench {
         };
         // The same store without the activity debounce: every validation writes.
         let undebounced = serve(ours_router(
-            SessionManager::new(store, config.clone().touch_interval(Duration::ZERO)),
+            SessionManager::new(store.clone(), config.clone().touch_interval(Duration::ZERO)),
             Some(self.db.pool.clone()),
         ))
         .await;
 
         let memory = MemoryStore::new();
+        let memory_manager = SessionManager::new(memory.clone(), config.clone());
         for id in 1..=USERS {
             let role = ROLES[(id % 4) as usize];
             memory.upsert_user(id, &format!("user{id}"), Some(role), true);
             let world = format!("world{}", id % 8);
             memory.upsert_character(10 * id, id, &format!("char{id}"), Some(&world));
         }
-        let ours_memory = serve(ours_router(
-            SessionManager::new(memory, config.clone()),
-            None,
-        ))
-        .await;
+        let ours_memory = serve(ours_router(memory_manager.clone(), None)).await;
 
         let peer_store = PostgresStore::new(self.db.sqlx.clone())
             .with_schema_name(&self.db.schema)
@@ -985,6 +988,12 @@ impl Bench {
             )
             .await
             .expect("age the sessions");
+        let ours_sessions: Vec<(i64, tower_session_auth::TokenHash)> = auth_users
+            .iter()
+            .zip(&ours_cookies)
+            .map(|(&user, cookie)| (user, parts::cookie_hash(cookie)))
+            .collect();
+        let (ours_cookie, memory_cookie) = (ours_cookies[0].clone(), memory_cookies[0].clone());
         let floor_cookies = auth_users
             .iter()
             .map(|user| HeaderValue::from_str(&format!("id={user}")).expect("cookie"))
@@ -1000,7 +1009,8 @@ impl Bench {
         };
         #[cfg(feature = "cache")]
         let cached_cookies = ours_cookies.clone();
-        #[allow(unused_mut)]
+        // Without the `cache` feature nothing is pushed.
+        #[cfg_attr(not(feature = "cache"), allow(unused_mut, clippy::useless_vec))]
         let mut cases = vec![
             get_case("ceiling", ceiling, "/me", ours_cookies.clone(), false),
             get_case("floor", floor, "/me", floor_cookies, true),
@@ -1060,7 +1070,45 @@ impl Bench {
             self.results.push(measured);
         }
 
-        let summary = self.summary(&machine, started, run_clock.elapsed());
+        let mut parts_summary = Value::Null;
+        if self.settings.includes("parts") {
+            let window = self.settings.window;
+            #[cfg_attr(not(feature = "cache"), allow(unused_mut))]
+            let mut routers = vec![
+                parts::router_cost("ceiling", ceiling_router(), &ours_cookie, window).await,
+                parts::router_cost(
+                    "ours-memory",
+                    ours_router(memory_manager, None),
+                    &memory_cookie,
+                    window,
+                )
+                .await,
+            ];
+            #[cfg(feature = "cache")]
+            routers.push(
+                parts::router_cost(
+                    "ours-cached",
+                    ours_router(
+                        SessionManager::new(store.clone(), config.clone())
+                            .with_cache(SessionCache::new(CacheConfig::default())),
+                        None,
+                    ),
+                    &ours_cookie,
+                    window,
+                )
+                .await,
+            );
+            let mut statements = Vec::new();
+            for statement in parts::Statement::ALL {
+                let rate =
+                    parts::statement_rate(statement, &self.db.pool, &store, &ours_sessions, window)
+                        .await;
+                statements.push((statement, rate));
+            }
+            parts_summary = parts::report(&routers, &statements);
+        }
+        let mut summary = self.summary(&machine, started, run_clock.elapsed());
+        summary["without_http"] = parts_summary;
         self.print_ratios();
         self.print_accounting();
         let path =
