@@ -29,9 +29,9 @@
 //! request: the change in `n_tup_ins + n_tup_upd + n_tup_del` of `pg_stat_user_tables` in the
 //! run's schema. Backends publish table statistics at most once a second, so before each of
 //! those readings the harness waits a second and runs a probe on every pooled connection,
-//! which makes each backend publish what it has pending. Our sessions are aged after login so
-//! that their last activity is spread over the past `touch_interval` (60 s by default): the
-//! activity writes counted are a steady state's.
+//! which makes each backend publish what it has pending. Before each of our database cases the
+//! sessions are aged so that their last activity is spread over the past `touch_interval` (60 s
+//! by default): the activity writes counted are a steady state's.
 //!
 //! CPU time per request is split by thread name between the servers' runtime and the load
 //! generator's, and the PostgreSQL backends of the pools (found by their application name, the
@@ -39,7 +39,11 @@
 //! Runs take an advisory lock so that two never share a database, and a window during which
 //! another program's connection was busy on it is flagged.
 //!
-//! Run it with `scripts/bench` (`--quick` for short windows), which brings up PostgreSQL with
+//! After the HTTP cases, the parts of a request are measured apart (`auth/parts.rs`): the
+//! routers called in-process, and the statements alone on the pool.
+//!
+//! Run it with `scripts/bench` (`--quick` for short windows; `--cases a,b` for some cases only,
+//! `parts` naming the measurements without HTTP), which brings up PostgreSQL with
 //! `pg_stat_statements` and exports `BENCH_DATABASE_URL`. The results are printed and written
 //! to `target/bench-summary.json`. Numbers depend on the machine: nothing here asserts a speed.
 
@@ -218,6 +222,23 @@ struct Counters {
 }
 
 impl Db {
+    /// A steady state for our sessions: last activity spread evenly over the past touch
+    /// interval, so that touches fall due during the measured windows as they would in a
+    /// service that has been running for a while.
+    async fn age_sessions(&self, touch_interval: Duration) {
+        self.pool
+            .get()
+            .await
+            .expect("pool connection")
+            .execute(
+                "UPDATE sessions SET created_at = created_at - $1 * interval '1 second', \
+                     last_activity = now() - random() * $1 * interval '1 second'",
+                &[&touch_interval.as_secs_f64()],
+            )
+            .await
+            .expect("age the sessions");
+    }
+
     async fn setup(url: &str) -> Self {
         let (admin, connection) = tokio_postgres::connect(url, NoTls)
             .await
@@ -975,19 +996,6 @@ impl Bench {
         for &user in &auth_users[..UNDEBOUNCED_CONCURRENCY] {
             undebounced_cookies.push(http_login(&self.clients, undebounced, user).await);
         }
-        // A steady state: last activity spread evenly over the past touch interval.
-        self.db
-            .pool
-            .get()
-            .await
-            .expect("pool connection")
-            .execute(
-                "UPDATE sessions SET created_at = created_at - $1 * interval '1 second', \
-                     last_activity = now() - random() * $1 * interval '1 second'",
-                &[&touch_interval.as_secs_f64()],
-            )
-            .await
-            .expect("age the sessions");
         let ours_sessions: Vec<(i64, tower_session_auth::TokenHash)> = auth_users
             .iter()
             .zip(&ours_cookies)
@@ -1033,6 +1041,9 @@ impl Bench {
             .iter()
             .filter(|case| self.settings.includes(case.name))
         {
+            if case.database && case.name.starts_with("ours") {
+                self.db.age_sessions(touch_interval).await;
+            }
             for concurrency in CONCURRENCY {
                 let writes = case.database && self.settings.counts_writes_at(concurrency);
                 let measured = self.measure(case, concurrency, writes).await;
