@@ -7,7 +7,9 @@
 //! `count_active` stay right; an entry past its session's expiry is never served.
 //!
 //! Invalidation: the instance that logs out, revokes or selects a character drops the entry at
-//! once; other instances learn through PostgreSQL `LISTEN/NOTIFY`
+//! once, and a validation that asked the store before that and returns after it is not cached
+//! (every invalidation bumps a generation, which an insertion checks under the shard's lock);
+//! other instances learn through PostgreSQL `LISTEN/NOTIFY`
 //! ([`PgStore::install_invalidation_triggers`](crate::PgStore::install_invalidation_triggers)
 //! and [`PgStore::spawn_invalidation_listener`](crate::PgStore::spawn_invalidation_listener)):
 //! triggers notify when a session is deleted or rebound and when a user's role, active flag or
@@ -37,7 +39,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -113,6 +115,8 @@ struct Inner {
     ttl: Duration,
     per_shard: usize,
     serving: AtomicBool,
+    /// Bumped by every invalidation, before it drops anything; see [`SessionCache::insert`].
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -136,6 +140,7 @@ impl SessionCache {
                 ttl: config.ttl,
                 per_shard,
                 serving: AtomicBool::new(true),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -184,11 +189,29 @@ impl SessionCache {
         }
     }
 
-    pub(crate) fn insert(&self, hash: TokenHash, cached: Cached) {
+    /// The invalidation count, read before a validation asks the store.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    fn bump_generation(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Caches the outcome of a validation that read [`generation`](Self::generation) before
+    /// asking the store. If anything was invalidated since, the outcome may predate that
+    /// change (a logout that committed while the validation was in flight) and is not cached.
+    /// The check is made under the shard's lock, and an invalidation bumps the generation
+    /// before it takes any lock, so either the insertion sees the bump or the invalidation
+    /// finds the entry and drops it.
+    pub(crate) fn insert(&self, hash: TokenHash, cached: Cached, generation: u64) {
         if !self.is_serving() {
             return;
         }
         let mut shard = self.write(shard_of(&hash));
+        if self.generation() != generation {
+            return;
+        }
         if shard.len() >= self.inner.per_shard && !shard.contains_key(&hash) {
             let ttl = self.inner.ttl;
             shard.retain(|_, entry| entry.stored_at.elapsed() < ttl);
@@ -217,6 +240,7 @@ impl SessionCache {
     /// Drops a token's entry and, if it was a live session, the entries of its user (the
     /// session's remember-me series may have ended with it).
     pub(crate) fn invalidate_all_of_token(&self, hash: &TokenHash) {
+        self.bump_generation();
         let removed = self.write(shard_of(hash)).remove(hash);
         if let Some(Entry {
             cached: Cached::Live(view),
@@ -240,12 +264,14 @@ impl SessionCache {
 
     /// Drops every entry.
     pub fn invalidate_all(&self) {
+        self.bump_generation();
         for i in 0..SHARDS {
             self.write(i).clear();
         }
     }
 
     fn invalidate_if(&self, matches: impl Fn(&SessionView) -> bool) {
+        self.bump_generation();
         for i in 0..SHARDS {
             self.write(i).retain(|_, entry| match &entry.cached {
                 Cached::Live(view) => !matches(view),
@@ -329,6 +355,10 @@ mod tests {
         TokenHash(bytes)
     }
 
+    fn put(cache: &SessionCache, hash: TokenHash, cached: Cached) {
+        cache.insert(hash, cached, cache.generation());
+    }
+
     fn served(cache: &SessionCache, hash: &TokenHash, now: OffsetDateTime) -> Option<i64> {
         match cache.get(hash, now, now - time::Duration::minutes(1))? {
             Cached::Live(view) => Some(view.session.user_id),
@@ -341,16 +371,16 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         // 2 entries per shard.
         let cache = SessionCache::new(CacheConfig::default().max_entries(2 * SHARDS as u64));
-        cache.insert(hash(1), live(1, now));
-        cache.insert(hash(2), live(2, now));
+        put(&cache, hash(1), live(1, now));
+        put(&cache, hash(2), live(2, now));
         for n in 3..100 {
-            cache.insert(hash(n), Cached::Unknown);
+            put(&cache, hash(n), Cached::Unknown);
         }
         assert_eq!(served(&cache, &hash(1), now), Some(1));
         assert_eq!(served(&cache, &hash(2), now), Some(2));
         assert_eq!(served(&cache, &hash(3), now), None);
         // A live session makes room for itself: the full shard starts over.
-        cache.insert(hash(3), live(3, now));
+        put(&cache, hash(3), live(3, now));
         assert_eq!(served(&cache, &hash(3), now), Some(3));
         assert_eq!(served(&cache, &hash(1), now), None);
         assert_eq!(cache.entry_count(), 1);
@@ -360,10 +390,10 @@ mod tests {
     fn negative_entries_give_way_to_live_sessions() {
         let now = OffsetDateTime::now_utc();
         let cache = SessionCache::new(CacheConfig::default().max_entries(2 * SHARDS as u64));
-        cache.insert(hash(1), Cached::Unknown);
-        cache.insert(hash(2), Cached::Unknown);
+        put(&cache, hash(1), Cached::Unknown);
+        put(&cache, hash(2), Cached::Unknown);
         assert_eq!(served(&cache, &hash(1), now), Some(-1));
-        cache.insert(hash(3), live(3, now));
+        put(&cache, hash(3), live(3, now));
         assert_eq!(served(&cache, &hash(3), now), Some(3));
         assert_eq!(served(&cache, &hash(1), now), None);
         assert_eq!(served(&cache, &hash(2), now), None);
@@ -373,7 +403,7 @@ mod tests {
     fn entries_are_not_served_past_the_ttl_a_due_touch_or_the_session_expiry() {
         let now = OffsetDateTime::now_utc();
         let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_millis(50)));
-        cache.insert(hash(1), live(1, now));
+        put(&cache, hash(1), live(1, now));
         assert_eq!(served(&cache, &hash(1), now), Some(1));
         // A touch is due once the last activity is at or before `due_before`.
         assert!(cache.get(&hash(1), now, now).is_none());
@@ -395,10 +425,10 @@ mod tests {
     fn a_paused_cache_serves_and_keeps_nothing() {
         let now = OffsetDateTime::now_utc();
         let cache = SessionCache::new(CacheConfig::default());
-        cache.insert(hash(1), live(1, now));
+        put(&cache, hash(1), live(1, now));
         cache.set_serving(false);
         assert_eq!(cache.entry_count(), 0);
-        cache.insert(hash(2), live(2, now));
+        put(&cache, hash(2), live(2, now));
         assert_eq!(cache.entry_count(), 0);
         cache.set_serving(true);
         assert_eq!(served(&cache, &hash(2), now), None);
@@ -413,10 +443,10 @@ mod tests {
             unreachable!()
         };
         let first_id = view.session.id;
-        cache.insert(hash(1), first);
-        cache.insert(hash(2), live(1, now));
-        cache.insert(hash(3), live(2, now));
-        cache.insert(hash(4), Cached::Unknown);
+        put(&cache, hash(1), first);
+        put(&cache, hash(2), live(1, now));
+        put(&cache, hash(3), live(2, now));
+        put(&cache, hash(4), Cached::Unknown);
         cache.invalidate_session(first_id);
         assert_eq!(served(&cache, &hash(1), now), None);
         assert_eq!(served(&cache, &hash(2), now), Some(1));
@@ -428,5 +458,20 @@ mod tests {
         assert_eq!(served(&cache, &hash(4), now), Some(-1));
         cache.apply_notification("anything else");
         assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn an_outcome_read_before_an_invalidation_is_not_cached() {
+        let now = OffsetDateTime::now_utc();
+        let cache = SessionCache::new(CacheConfig::default());
+        // A validation reads the generation, then asks the store ...
+        let generation = cache.generation();
+        // ... while a logout elsewhere invalidates (here: another token's entry) ...
+        cache.invalidate_all_of_token(&hash(9));
+        // ... so what the store said may be stale, and is not kept.
+        cache.insert(hash(1), live(1, now), generation);
+        assert_eq!(served(&cache, &hash(1), now), None);
+        cache.insert(hash(1), live(1, now), cache.generation());
+        assert_eq!(served(&cache, &hash(1), now), Some(1));
     }
 }

@@ -357,6 +357,7 @@ impl SessionManager {
                 Some(Cached::Live(view)) => return Ok(Validation::Valid(view)),
                 None => {}
             }
+            let generation = cache.generation();
             let validation = self.inner.store.validate(&hash, now, touch).await?;
             cache.insert(
                 hash,
@@ -364,6 +365,7 @@ impl SessionManager {
                     Validation::Valid(view) => Cached::Live(Arc::clone(view)),
                     Validation::Unknown | Validation::Expired => Cached::Unknown,
                 },
+                generation,
             );
             return Ok(self.audit_expiry(validation, &hash));
         }

@@ -1,9 +1,9 @@
 //! Hostile input: what the session layer does with tokens and headers crafted to confuse it.
 //!
 //! Every case runs through the real axum router (`tower::ServiceExt::oneshot`) in front of a
-//! real PostgreSQL store. The store is wrapped in [`CountingStore`], which delegates each
-//! [`SessionStore`] method to the real [`PgStore`] and records the call, so "zero statements"
-//! is measured, not mocked. A snapshot of the `sessions`, `users` and `characters` tables
+//! real PostgreSQL store. The store is wrapped in `common::store::InstrumentedStore`, which
+//! delegates each `SessionStore` method to the real `PgStore` and records the call, so "zero
+//! statements" is measured, not mocked. A snapshot of the `sessions`, `users` and `characters` tables
 //! (row count, latest `last_activity`, digest of every row) is compared before and after.
 //!
 //! Proven here, each for `Authorization: Bearer`, the `X-Session-Token` header and the `id`
@@ -40,141 +40,25 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::{Reply, login, router, send};
+use common::store::InstrumentedStore;
 use common::{Backend, TestDb};
 use proptest::prelude::*;
-use time::OffsetDateTime;
 use tower_session_auth::{
-    CharacterSelection, MAX_COOKIE_HEADER, ManualClock, MemoryStore, NewSession, PgStore,
-    RefreshOutcome, RefreshRequest, SessionConfig, SessionId, SessionManager, SessionRecord,
-    SessionStore, SessionToken, SessionView, StoreError, TOKEN_LEN, TokenHash, TokenSource, Touch,
-    Validation, find_token,
+    MAX_COOKIE_HEADER, ManualClock, MemoryStore, SessionConfig, SessionManager, SessionToken,
+    TOKEN_LEN, TokenSource, find_token,
 };
 
 const TOKEN_HEADER: &str = "x-session-token";
 const SECOND: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------------------------------------
-// A store that counts: every call goes to the real PgStore, and is recorded first.
-// ---------------------------------------------------------------------------------------------
-
-/// Delegates every [`SessionStore`] method to a real [`PgStore`] and records its name. Each
-/// `PgStore` method is at least one SQL statement, so an empty record means no SQL was sent.
-#[derive(Clone)]
-struct CountingStore {
-    inner: PgStore,
-    calls: Arc<Mutex<Vec<&'static str>>>,
-}
-
-impl CountingStore {
-    fn record(&self, method: &'static str) {
-        self.calls.lock().unwrap().push(method);
-    }
-}
-
-#[async_trait]
-impl SessionStore for CountingStore {
-    async fn create(
-        &self,
-        new: NewSession,
-        max_per_user: Option<u32>,
-    ) -> Result<SessionRecord, StoreError> {
-        self.record("create");
-        self.inner.create(new, max_per_user).await
-    }
-
-    async fn validate(
-        &self,
-        token_hash: &TokenHash,
-        now: OffsetDateTime,
-        touch: Touch,
-    ) -> Result<Validation, StoreError> {
-        self.record("validate");
-        self.inner.validate(token_hash, now, touch).await
-    }
-
-    async fn lookup(
-        &self,
-        token_hash: &TokenHash,
-        now: OffsetDateTime,
-    ) -> Result<Option<SessionView>, StoreError> {
-        self.record("lookup");
-        self.inner.lookup(token_hash, now).await
-    }
-
-    async fn select_character(
-        &self,
-        session_id: SessionId,
-        user_id: i64,
-        character_id: i64,
-    ) -> Result<CharacterSelection, StoreError> {
-        self.record("select_character");
-        self.inner
-            .select_character(session_id, user_id, character_id)
-            .await
-    }
-
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
-        self.record("remove");
-        self.inner.remove(id, owner).await
-    }
-
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
-        self.record("remove_by_token");
-        self.inner.remove_by_token(token_hash).await
-    }
-
-    async fn remove_for_user(
-        &self,
-        user_id: i64,
-        keep: Option<SessionId>,
-    ) -> Result<u64, StoreError> {
-        self.record("remove_for_user");
-        self.inner.remove_for_user(user_id, keep).await
-    }
-
-    async fn list_for_user(
-        &self,
-        user_id: i64,
-        now: OffsetDateTime,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.record("list_for_user");
-        self.inner.list_for_user(user_id, now).await
-    }
-
-    async fn count_active(
-        &self,
-        now: OffsetDateTime,
-        active_since: Option<OffsetDateTime>,
-    ) -> Result<u64, StoreError> {
-        self.record("count_active");
-        self.inner.count_active(now, active_since).await
-    }
-
-    async fn clear_all(&self) -> Result<u64, StoreError> {
-        self.record("clear_all");
-        self.inner.clear_all().await
-    }
-
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.record("purge_expired");
-        self.inner.purge_expired(now).await
-    }
-
-    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
-        self.record("refresh");
-        self.inner.refresh(request).await
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Requests and the fixture.
@@ -248,7 +132,7 @@ struct Fixture {
     _backend: Backend,
     db: Arc<TestDb>,
     clock: Arc<ManualClock>,
-    calls: Arc<Mutex<Vec<&'static str>>>,
+    store: InstrumentedStore,
     app: Router,
     /// The token of user 1's live session.
     token: String,
@@ -261,11 +145,8 @@ impl Fixture {
             unreachable!("Backend::pg is on PostgreSQL")
         };
         let db = db.clone();
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let store = CountingStore {
-            inner: db.store.clone(),
-            calls: calls.clone(),
-        };
+        let store = InstrumentedStore::new(db.store.clone());
+        let store_handle = store.clone();
         let clock = Arc::new(ManualClock::default());
         let config = SessionConfig::default()
             .touch_interval(Duration::ZERO)
@@ -276,7 +157,7 @@ impl Fixture {
             _backend: backend,
             db,
             clock,
-            calls,
+            store: store_handle,
             app,
             token: String::new(),
         };
@@ -286,7 +167,7 @@ impl Fixture {
     }
 
     fn take_calls(&self) -> Vec<&'static str> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
+        self.store.take_calls()
     }
 
     async fn snapshot(&self) -> Snapshot {

@@ -291,4 +291,42 @@ mod cached {
             (StatusCode::OK, "admin".into())
         );
     }
+
+    /// A validation whose statement ran before a logout committed, but which returns after the
+    /// logout invalidated the cache, must not put the ended session back into the cache.
+    #[tokio::test]
+    async fn a_validation_racing_a_logout_does_not_cache_the_ended_session() {
+        use common::store::InstrumentedStore;
+        use tower_session_auth::Validation;
+
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let (pg_store, _) = instance(db, SessionConfig::default());
+        let store = InstrumentedStore::new(pg_store);
+        let cache = SessionCache::new(CacheConfig::default().ttl(LONG_TTL));
+        let manager =
+            SessionManager::new(store.clone(), SessionConfig::default()).with_cache(cache);
+        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+
+        store.hold_next_validation();
+        let racing = tokio::spawn({
+            let (manager, token) = (manager.clone(), login.token.clone());
+            async move { manager.validate(&token).await }
+        });
+        store.held_validation_has_read().await;
+        assert!(manager.remove_by_token(&login.token).await.unwrap());
+        store.release();
+        // The racing request read the session while it was live ...
+        assert!(matches!(
+            racing.await.unwrap().unwrap(),
+            Validation::Valid(_)
+        ));
+        // ... and the next one is not served that outcome from the cache.
+        store.take_calls();
+        assert_eq!(
+            manager.validate(&login.token).await.unwrap(),
+            Validation::Unknown
+        );
+        assert_eq!(store.take_calls(), ["validate"]);
+    }
 }

@@ -324,6 +324,8 @@ macro_rules! both_stores {
     };
 }
 
+pub mod store;
+
 pub mod app {
     //! A router with one route per extractor, for driving the layer with `oneshot`.
     use axum::body::Body;
