@@ -1,10 +1,11 @@
 //! Hostile input: what the session layer does with tokens and headers crafted to confuse it.
 //!
 //! Every case runs through the real axum router (`tower::ServiceExt::oneshot`) in front of a
-//! real PostgreSQL store. The store is wrapped in `common::store::InstrumentedStore`, which
-//! delegates each `SessionStore` method to the real `PgStore` and records the call, so "zero
-//! statements" is measured, not mocked. A snapshot of the `sessions`, `users` and `characters` tables
-//! (row count, latest `last_activity`, digest of every row) is compared before and after.
+//! real PostgreSQL store. The store is wrapped in `common::store::InstrumentedStore`,
+//! which delegates each `SessionStore` method to the real `PgStore` and records the call, so
+//! "zero statements" is measured, not mocked. A snapshot of the `sessions`, `users` and
+//! `characters` tables (row count, latest `last_activity`, digest of every row) is compared
+//! before and after.
 //!
 //! Proven here, each for `Authorization: Bearer`, the `X-Session-Token` header and the `id`
 //! cookie alike, and each answered `401 {"detail": "Invalid or expired session"}` with
