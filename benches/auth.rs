@@ -1089,26 +1089,31 @@ impl Bench {
                 parts::router_cost("ceiling", ceiling_router(), &ours_cookie, window).await,
                 parts::router_cost(
                     "ours-memory",
-                    ours_router(memory_manager, None),
+                    ours_router(memory_manager.clone(), None),
                     &memory_cookie,
                     window,
                 )
                 .await,
             ];
+            // The steps of a hit: on the cache when built with it, else on the memory store.
             #[cfg(feature = "cache")]
-            routers.push(
-                parts::router_cost(
-                    "ours-cached",
-                    ours_router(
-                        SessionManager::new(store.clone(), config.clone())
-                            .with_cache(SessionCache::new(CacheConfig::default())),
-                        None,
-                    ),
-                    &ours_cookie,
-                    window,
-                )
-                .await,
-            );
+            let (hit_manager, hit_cookie) = {
+                let cached = SessionManager::new(store.clone(), config.clone())
+                    .with_cache(SessionCache::new(CacheConfig::default()));
+                routers.push(
+                    parts::router_cost(
+                        "ours-cached",
+                        ours_router(cached.clone(), None),
+                        &ours_cookie,
+                        window,
+                    )
+                    .await,
+                );
+                (cached, &ours_cookie)
+            };
+            #[cfg(not(feature = "cache"))]
+            let (hit_manager, hit_cookie) = (memory_manager, &memory_cookie);
+            let steps = parts::hit_path_steps(&hit_manager, hit_cookie, window).await;
             let mut statements = Vec::new();
             for statement in parts::Statement::ALL {
                 let rate =
@@ -1116,7 +1121,7 @@ impl Bench {
                         .await;
                 statements.push((statement, rate));
             }
-            parts_summary = parts::report(&routers, &statements);
+            parts_summary = parts::report(&routers, &steps, &statements);
         }
         let mut summary = self.summary(&machine, started, run_clock.elapsed());
         summary["without_http"] = parts_summary;

@@ -5,6 +5,9 @@
 //!   request after the other on one task): no sockets, no HTTP parsing, no scheduling between
 //!   client and server. Nanoseconds and heap allocations per request (a counting allocator
 //!   wraps the system's), for the ceiling's route and ours served from memory.
+//! - **the hit path's steps**: the public functions a cache hit goes through, each timed alone
+//!   in a loop: finding and decoding the token, SHA-256, reading the clock, building the
+//!   request's session handle, and the whole validation.
 //! - **statements alone**: 8 tasks run one kind of statement on the shared pool as fast as
 //!   they can, without HTTP or layer: the floor's primary-key lookup, a session found by its
 //!   token hash alone, the same joined with its user, and `PgStore`'s validating statement
@@ -17,11 +20,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::http::{HeaderMap, Method};
 use axum::http::{HeaderValue, Request, header};
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
-use tower_session_auth::{PgStore, SessionStore, SessionToken, TokenHash, Touch};
+use tower_session_auth::{
+    PgStore, Session, SessionManager, SessionStore, SessionToken, TokenHash, Touch, find_token,
+};
 
 /// Counts heap allocations (and reallocations) of the whole process.
 pub struct CountingAllocator;
@@ -94,6 +100,73 @@ pub async fn router_cost(
         nanos_per_request: elapsed.as_nanos() as f64 / requests as f64,
         allocations_per_request: allocations as f64 / requests as f64,
     }
+}
+
+/// Nanoseconds per call of each step of a validation served from memory (the cache, or the
+/// memory store), through `manager`, for the request headers `cookie` makes.
+pub async fn hit_path_steps(
+    manager: &SessionManager,
+    cookie: &HeaderValue,
+    window: Duration,
+) -> Vec<(&'static str, f64)> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::COOKIE, cookie.clone());
+    let token = match find_token(manager, &headers) {
+        Some((_, Some(token))) => token,
+        _ => panic!("the cookie carries a token"),
+    };
+    let per_step = window / 5;
+    let timed = |mut step: Box<dyn FnMut() + '_>| {
+        let started = Instant::now();
+        let mut calls = 0u64;
+        while started.elapsed() < per_step {
+            for _ in 0..1000 {
+                step();
+            }
+            calls += 1000;
+        }
+        started.elapsed().as_nanos() as f64 / calls as f64
+    };
+    let mut steps = vec![
+        (
+            "find and decode the token",
+            timed(Box::new(|| {
+                std::hint::black_box(find_token(manager, &headers));
+            })),
+        ),
+        (
+            "SHA-256 of the token",
+            timed(Box::new(|| {
+                std::hint::black_box(token.hash());
+            })),
+        ),
+        (
+            "read the clock",
+            timed(Box::new(|| {
+                std::hint::black_box(manager.now());
+            })),
+        ),
+        (
+            "build the session handle",
+            timed(Box::new(|| {
+                std::hint::black_box(Session::new(manager, &Method::GET, &headers, None));
+            })),
+        ),
+    ];
+    manager.validate(&token).await.expect("validate");
+    let started = Instant::now();
+    let mut calls = 0u64;
+    while started.elapsed() < per_step {
+        for _ in 0..1000 {
+            std::hint::black_box(manager.validate(&token).await.expect("validate"));
+        }
+        calls += 1000;
+    }
+    steps.push((
+        "validate, served from memory",
+        started.elapsed().as_nanos() as f64 / calls as f64,
+    ));
+    steps
 }
 
 /// A kind of statement measured alone.
@@ -224,7 +297,11 @@ pub fn cookie_hash(cookie: &HeaderValue) -> TokenHash {
 }
 
 /// Prints both tables and returns them for the summary.
-pub fn report(routers: &[RouterCost], statements: &[(Statement, f64)]) -> Value {
+pub fn report(
+    routers: &[RouterCost],
+    steps: &[(&'static str, f64)],
+    statements: &[(Statement, f64)],
+) -> Value {
     println!("\nrouters in-process        ns/request   allocations/request   / ceiling");
     let ceiling = routers
         .iter()
@@ -248,6 +325,12 @@ pub fn report(routers: &[RouterCost], statements: &[(Statement, f64)]) -> Value 
             }),
         );
     }
+    println!("\nhit path, step by step         ns/call");
+    let mut step_json = serde_json::Map::new();
+    for (step, nanos) in steps {
+        println!("{step:<30}{nanos:>9.0}");
+        step_json.insert((*step).to_owned(), json!((nanos * 10.0).round() / 10.0));
+    }
     println!("\nstatements alone, c=8     statements/s   / floor");
     let floor = statements
         .iter()
@@ -270,5 +353,9 @@ pub fn report(routers: &[RouterCost], statements: &[(Statement, f64)]) -> Value 
             }),
         );
     }
-    json!({ "routers_in_process": router_json, "statements_alone_c8": statement_json })
+    json!({
+        "routers_in_process": router_json,
+        "hit_path_steps_ns": step_json,
+        "statements_alone_c8": statement_json,
+    })
 }
