@@ -291,14 +291,9 @@ impl Fixture {
     }
 }
 
+/// The 401 with its headers, and no cookie set.
 fn assert_invalid_session(label: &str, reply: &Reply) {
-    assert_eq!(
-        reply.status,
-        StatusCode::UNAUTHORIZED,
-        "{label}: {:?}",
-        reply.body
-    );
-    assert_eq!(reply.detail(), "Invalid or expired session", "{label}");
+    reply.assert_invalid_session(label);
     assert_eq!(reply.headers["www-authenticate"], "Bearer", "{label}");
     assert_eq!(reply.headers["content-type"], "application/json", "{label}");
     assert!(reply.headers.get("set-cookie").is_none(), "{label}");

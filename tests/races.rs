@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::app::{Reply, bearer, get_with, router, send};
+use common::app::{bearer, get_with, router, send};
 use common::{Backend, database_url, pool_for_schema, warm};
 use tokio::sync::{Barrier, Semaphore};
 use tower_session_auth::{
@@ -95,16 +95,6 @@ async fn rows_with_id(
             .filter(|record| record.id == id)
             .count() as u64,
     }
-}
-
-fn assert_invalid_session(label: &str, reply: &Reply) {
-    assert_eq!(
-        reply.status,
-        StatusCode::UNAUTHORIZED,
-        "{label}: {:?}",
-        reply.body
-    );
-    assert_eq!(reply.detail(), "Invalid or expired session", "{label}");
 }
 
 /// The outcome of one request of a racing task.
@@ -180,10 +170,9 @@ async fn logout_racing_fifty_requests(backend: Backend) {
         0,
         "the row right after the logout"
     );
-    assert_invalid_session(
-        "right after the logout",
-        &send(&app, bearer("/me", &token)).await,
-    );
+    send(&app, bearer("/me", &token))
+        .await
+        .assert_invalid_session("right after the logout");
 
     let mut before = [0usize; 2];
     for (task, handle) in tasks.into_iter().enumerate() {
@@ -221,7 +210,9 @@ async fn logout_racing_fifty_requests(backend: Backend) {
         "the row after the in-flight requests finished"
     );
     assert_eq!(backend.stored_sessions().await, 0);
-    assert_invalid_session("at the end", &send(&app, bearer("/me", &token)).await);
+    send(&app, bearer("/me", &token))
+        .await
+        .assert_invalid_session("at the end");
     assert_eq!(manager.lookup(&login.token).await, None);
 }
 

@@ -381,6 +381,17 @@ pub mod app {
             self.body["detail"].as_str().unwrap_or_default()
         }
 
+        /// The 401 every missing, malformed, unknown or ended session gets.
+        pub fn assert_invalid_session(&self, label: &str) {
+            assert_eq!(
+                self.status,
+                StatusCode::UNAUTHORIZED,
+                "{label}: {:?}",
+                self.body
+            );
+            assert_eq!(self.detail(), "Invalid or expired session", "{label}");
+        }
+
         pub fn set_cookies(&self) -> Vec<String> {
             self.headers
                 .get_all("set-cookie")
