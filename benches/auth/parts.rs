@@ -116,41 +116,21 @@ pub async fn hit_path_steps(
         _ => panic!("the cookie carries a token"),
     };
     let per_step = window / 5;
-    let timed = |mut step: Box<dyn FnMut() + '_>| {
-        let started = Instant::now();
-        let mut calls = 0u64;
-        while started.elapsed() < per_step {
-            for _ in 0..1000 {
-                step();
-            }
-            calls += 1000;
-        }
-        started.elapsed().as_nanos() as f64 / calls as f64
-    };
     let mut steps = vec![
         (
             "find and decode the token",
-            timed(Box::new(|| {
-                std::hint::black_box(find_token(manager, &headers));
-            })),
+            nanos_per_call(per_step, || find_token(manager, &headers)),
         ),
         (
             "SHA-256 of the token",
-            timed(Box::new(|| {
-                std::hint::black_box(token.hash());
-            })),
+            nanos_per_call(per_step, || token.hash()),
         ),
-        (
-            "read the clock",
-            timed(Box::new(|| {
-                std::hint::black_box(manager.now());
-            })),
-        ),
+        ("read the clock", nanos_per_call(per_step, || manager.now())),
         (
             "build the session handle",
-            timed(Box::new(|| {
-                std::hint::black_box(Session::new(manager, &Method::GET, &headers, None));
-            })),
+            nanos_per_call(per_step, || {
+                Session::new(manager, &Method::GET, &headers, None)
+            }),
         ),
     ];
     manager.validate(&token).await.expect("validate");
@@ -167,6 +147,19 @@ pub async fn hit_path_steps(
         started.elapsed().as_nanos() as f64 / calls as f64,
     ));
     steps
+}
+
+/// Calls `step` in batches of 1000 for `window`; nanoseconds per call.
+fn nanos_per_call<R>(window: Duration, mut step: impl FnMut() -> R) -> f64 {
+    let started = Instant::now();
+    let mut calls = 0u64;
+    while started.elapsed() < window {
+        for _ in 0..1000 {
+            std::hint::black_box(step());
+        }
+        calls += 1000;
+    }
+    started.elapsed().as_nanos() as f64 / calls as f64
 }
 
 /// A kind of statement measured alone.
