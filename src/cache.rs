@@ -212,16 +212,19 @@ impl SessionCache {
         if self.generation() != generation {
             return;
         }
-        if shard.len() >= self.inner.per_shard && !shard.contains_key(&hash) {
-            let ttl = self.inner.ttl;
+        let (per_shard, ttl) = (self.inner.per_shard, self.inner.ttl);
+        let no_room = |shard: &HashMap<TokenHash, Entry>| {
+            shard.len() >= per_shard && !shard.contains_key(&hash)
+        };
+        if no_room(&shard) {
             shard.retain(|_, entry| entry.stored_at.elapsed() < ttl);
         }
-        if shard.len() >= self.inner.per_shard && !shard.contains_key(&hash) {
+        if no_room(&shard) {
             if let Cached::Unknown = cached {
                 return;
             }
             shard.retain(|_, entry| matches!(entry.cached, Cached::Live(_)));
-            if shard.len() >= self.inner.per_shard {
+            if shard.len() >= per_shard {
                 // All live and fresh: start the shard over (its sessions are validated
                 // against the store again), so that a full shard costs one scan per
                 // `per_shard` insertions, not one per insertion.
