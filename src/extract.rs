@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 
 use crate::layer::Session;
 use crate::permission::{Permission, Role};
-use crate::store::{SessionView, StoreError};
+use crate::store::{Scope, SessionView, StoreError};
 use crate::token::SessionId;
 
 /// Why an extractor refused a request. Renders as JSON `{"detail": "<text>"}` with the
@@ -129,7 +129,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 ///
 /// Rejects with 401 (`Invalid or expired session` / `Invalid session user`) or 500
 /// (`Session store unavailable`). As `Option<AuthUser>` it yields `None` instead of a 401, but
-/// still fails closed with 500 when the store is down.
+/// still fails closed with 500 when the store is down. It validates at [`Scope::User`]: the
+/// session and its user, without the character (unless [`GameUser`] already validated the
+/// request).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthUser {
     /// The user's id.
@@ -172,16 +174,24 @@ impl AuthUser {
     }
 
     async fn resolve(parts: &Parts) -> Result<(Self, Session), AuthRejection> {
-        let session = parts
-            .extensions
-            .get::<Session>()
-            .ok_or(AuthRejection::LayerMissing)?;
-        let view = session
-            .resolve()
-            .await?
-            .ok_or(AuthRejection::InvalidSession)?;
+        let session = session_of(parts)?;
+        let view = live_view(session, Scope::User).await?;
         Ok((Self::from_view(view)?, session.clone()))
     }
+}
+
+fn session_of(parts: &Parts) -> Result<&Session, AuthRejection> {
+    parts
+        .extensions
+        .get::<Session>()
+        .ok_or(AuthRejection::LayerMissing)
+}
+
+async fn live_view(session: &Session, scope: Scope) -> Result<&SessionView, AuthRejection> {
+    session
+        .resolve(scope)
+        .await?
+        .ok_or(AuthRejection::InvalidSession)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
@@ -212,6 +222,10 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
 /// Rejects as [`AuthUser`], then with 409 when no character is selected, the character is gone
 /// (or changed owner), or it has no world. The session's `world_id` is kept in sync with the
 /// character's by the validating statement itself.
+///
+/// It validates at [`Scope::Game`], the one scope that reads the character. In a handler that
+/// also takes [`AuthUser`] or a guard, list `GameUser` first: the others then reuse its
+/// validation; listed after them, it validates a second time when a character is selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GameUser {
     /// The user's id.
@@ -234,14 +248,11 @@ impl<S: Send + Sync> FromRequestParts<S> for GameUser {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let (user, session) = AuthUser::resolve(parts).await?;
+        let view = live_view(session_of(parts)?, Scope::Game).await?;
+        let user = AuthUser::from_view(view)?;
         let character_id = user
             .character_id
             .ok_or(AuthRejection::NoCharacterSelected)?;
-        let view = session
-            .resolve()
-            .await?
-            .ok_or(AuthRejection::InvalidSession)?;
         let character = view
             .character
             .as_ref()

@@ -39,7 +39,7 @@ use tower_service::Service;
 
 use crate::extract::AuthRejection;
 use crate::lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
-use crate::store::{ClientInfo, SessionView, StoreError, Validation};
+use crate::store::{ClientInfo, Scope, SessionView, StoreError, Validation};
 use crate::token::{RefreshToken, SessionToken};
 
 /// Cookie header values longer than this (in total) are treated as carrying no token.
@@ -214,10 +214,13 @@ struct State {
     client_ip: Option<IpAddr>,
     /// A cookie-authenticated unsafe request failed the opt-in CSRF check.
     cross_site: bool,
-    resolved: OnceCell<Resolved>,
+    /// The session resolved at [`Scope::User`] and at [`Scope::Game`].
+    user: OnceCell<Resolved>,
+    game: OnceCell<Resolved>,
     cookies: Mutex<Vec<HeaderValue>>,
 }
 
+#[derive(Clone)]
 enum Resolved {
     Anonymous,
     Live(Arc<SessionView>),
@@ -270,7 +273,8 @@ impl Session {
                 token,
                 client_ip,
                 cross_site,
-                resolved: OnceCell::new(),
+                user: OnceCell::new(),
+                game: OnceCell::new(),
                 cookies: Mutex::new(Vec::new()),
             }),
         }
@@ -316,36 +320,62 @@ impl Session {
 
     /// Resolves the session once per request (later calls reuse the outcome): `Ok(None)` when
     /// there is no live session for the token, `Err` when the store failed.
-    pub async fn resolve(&self) -> Result<Option<&SessionView>, AuthRejection> {
+    ///
+    /// `scope` says whether the character is needed ([`Scope`]). A request resolved at
+    /// [`Scope::Game`] serves [`Scope::User`] too; the other way round, a session with a
+    /// character selected is validated a second time to read it. So a handler that takes both
+    /// [`GameUser`](crate::GameUser) and an [`AuthUser`](crate::AuthUser)-based extractor
+    /// should list `GameUser` first: its request then costs one round trip.
+    pub async fn resolve(&self, scope: Scope) -> Result<Option<&SessionView>, AuthRejection> {
         if self.state.cross_site {
             return Err(AuthRejection::CrossSiteRequest);
         }
-        let resolved = self
-            .state
-            .resolved
-            .get_or_init(|| async {
-                let Some(token) = &self.state.token else {
-                    return Resolved::Anonymous;
-                };
-                let manager = &self.state.manager;
-                match manager.validate(token).await {
-                    Ok(Validation::Valid(view)) => Resolved::Live(view),
-                    Ok(Validation::Unknown) => {
-                        manager.record_rejected_token(self.state.client_ip, "unknown");
-                        Resolved::Anonymous
+        let (user, game) = (&self.state.user, &self.state.game);
+        let resolved = match (scope, game.get()) {
+            (Scope::User, Some(resolved)) => resolved,
+            (Scope::User, None) => user.get_or_init(|| self.validate(Scope::User)).await,
+            (Scope::Game, _) => {
+                game.get_or_init(|| async {
+                    match user.get() {
+                        Some(Resolved::Live(view)) if view.session.character_id.is_some() => {
+                            tracing::debug!(
+                                "the session is validated again to read its character: \
+                                 extract GameUser before AuthUser-based extractors to save \
+                                 the round trip"
+                            );
+                            self.validate(Scope::Game).await
+                        }
+                        // No character to read: the outcome is the same at either scope.
+                        Some(resolved) => resolved.clone(),
+                        None => self.validate(Scope::Game).await,
                     }
-                    Ok(Validation::Expired) => Resolved::Anonymous,
-                    Err(error) => {
-                        tracing::error!(%error, "session store unavailable");
-                        Resolved::StoreFailed
-                    }
-                }
-            })
-            .await;
+                })
+                .await
+            }
+        };
         match resolved {
             Resolved::Anonymous => Ok(None),
             Resolved::Live(view) => Ok(Some(view)),
             Resolved::StoreFailed => Err(AuthRejection::StoreUnavailable),
+        }
+    }
+
+    async fn validate(&self, scope: Scope) -> Resolved {
+        let Some(token) = &self.state.token else {
+            return Resolved::Anonymous;
+        };
+        let manager = &self.state.manager;
+        match manager.validate(token, scope).await {
+            Ok(Validation::Valid(view)) => Resolved::Live(view),
+            Ok(Validation::Unknown) => {
+                manager.record_rejected_token(self.state.client_ip, "unknown");
+                Resolved::Anonymous
+            }
+            Ok(Validation::Expired) => Resolved::Anonymous,
+            Err(error) => {
+                tracing::error!(%error, "session store unavailable");
+                Resolved::StoreFailed
+            }
         }
     }
 

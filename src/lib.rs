@@ -60,7 +60,7 @@
 //! not query. The first extractor that needs the user runs the single validating statement
 //! ([`SessionStore::validate`]) and caches the outcome in the handle, so several extractors on
 //! one handler still cost one round trip, and routes that extract nothing never reach the
-//! database. A handler logs in or out through the [`Session`] handle, and the response future
+//! database. The statement reads the selected character only for [`GameUser`] ([`Scope`]). A handler logs in or out through the [`Session`] handle, and the response future
 //! writes the cookie.
 //!
 //! # Beyond the original module
@@ -106,8 +106,8 @@ pub use lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
 pub use store::{
     AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSeries, NewSession,
-    PgStore, RefreshOutcome, RefreshRequest, SessionRecord, SessionStore, SessionView, StoreError,
-    Touch, UserRecord, Validation,
+    PgStore, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation,
 };
 pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
 

@@ -18,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::SessionConfig;
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::{
-    CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest,
+    CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest, Scope,
     SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, span,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
@@ -336,9 +336,16 @@ impl SessionManager {
     }
 
     /// Validates a token: one store round trip that deletes an expired session, applies the
-    /// debounced touch and sliding expiry, and returns the session with its user and
-    /// character. This is what the extractors use.
-    pub async fn validate(&self, token: &SessionToken) -> Result<Validation, StoreError> {
+    /// debounced touch and sliding expiry, and returns the session with its user and, at
+    /// [`Scope::Game`], its character. This is what the extractors use.
+    ///
+    /// With a validation cache (feature `cache`), the store is always asked at [`Scope::Game`], so
+    /// that the cached view serves every extractor.
+    pub async fn validate(
+        &self,
+        token: &SessionToken,
+        scope: Scope,
+    ) -> Result<Validation, StoreError> {
         let config = &self.inner.config;
         let now = self.now();
         let touch = Touch {
@@ -358,7 +365,9 @@ impl SessionManager {
                 None => {}
             }
             let generation = cache.generation();
-            let validation = self.inner.store.validate(&hash, now, touch).await?;
+            let validation = (self.inner.store)
+                .validate(&hash, now, touch, Scope::Game)
+                .await?;
             cache.insert(
                 hash,
                 match &validation {
@@ -369,7 +378,7 @@ impl SessionManager {
             );
             return Ok(self.audit_expiry(validation, &hash));
         }
-        let validation = self.inner.store.validate(&hash, now, touch).await?;
+        let validation = self.inner.store.validate(&hash, now, touch, scope).await?;
         Ok(self.audit_expiry(validation, &hash))
     }
 

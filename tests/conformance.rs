@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use common::app::{bearer, login, send};
 use common::{Backend, Harness, harness};
 use tower_session_auth::{
-    CharacterSelection, ClientInfo, SessionConfig, SessionId, SessionToken, Validation,
+    CharacterSelection, ClientInfo, Scope, SessionConfig, SessionId, SessionToken, Validation,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -111,11 +111,11 @@ async fn expired_session_is_rejected_and_deleted(backend: Backend) {
     let (other, _) = login_token(&h, 2).await;
     h.clock.advance(31 * MINUTE);
     assert_eq!(
-        h.manager.validate(&token).await.unwrap(),
+        h.manager.validate(&token, Scope::Game).await.unwrap(),
         Validation::Expired
     );
     assert_eq!(
-        h.manager.validate(&token).await.unwrap(),
+        h.manager.validate(&token, Scope::Game).await.unwrap(),
         Validation::Unknown
     );
     let reply = send(&h.app, bearer("/me", other.expose())).await;
@@ -413,7 +413,7 @@ async fn validation_returns_the_session_as_stored(backend: Backend) {
         if touch_due {
             touched_at = Some(h.manager.now());
         }
-        let Validation::Valid(view) = h.manager.validate(&token).await.unwrap() else {
+        let Validation::Valid(view) = h.manager.validate(&token, Scope::Game).await.unwrap() else {
             panic!("the session is live")
         };
         let stored = h.manager.list_for_user(1).await.unwrap().remove(0);
@@ -429,6 +429,56 @@ async fn validation_returns_the_session_as_stored(backend: Backend) {
         let character = view.character.as_ref().expect("the character row");
         assert_eq!(character.name, "player_alt");
     }
+}
+
+/// A validation at `Scope::User` (what `AuthUser` asks for) touches the session and deletes
+/// it once expired like one at `Scope::Game`, but reads no character and leaves the stored
+/// world alone; the next `GameUser` request resyncs it.
+async fn a_user_scope_validation_touches_but_reads_no_character(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(30 * MINUTE))
+        .touch_interval(MINUTE);
+    let h = harness(backend, config);
+    let (token, session_id) = login_token(&h, 1).await;
+    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    h.backend
+        .set_character_world(11, 1, "player_alt", Some("pipeworks_web"))
+        .await;
+    h.clock.advance(Duration::from_secs(90));
+    let Validation::Valid(view) = h.manager.validate(&token, Scope::User).await.unwrap() else {
+        panic!("the session is live")
+    };
+    let stored = h.manager.list_for_user(1).await.unwrap().remove(0);
+    assert_eq!(view.session, stored);
+    assert_eq!(stored.last_activity, h.manager.now(), "touched");
+    assert_eq!(stored.character_id, Some(11));
+    assert_eq!(stored.world_id.as_deref(), Some("daily_undertaking"));
+    assert_eq!(
+        view.user.as_ref().map(|u| u.username.as_str()),
+        Some("player")
+    );
+    assert_eq!(view.character, None);
+
+    let Validation::Valid(view) = h.manager.validate(&token, Scope::Game).await.unwrap() else {
+        panic!("the session is live")
+    };
+    assert_eq!(
+        view.character.as_ref().map(|c| c.name.as_str()),
+        Some("player_alt")
+    );
+    let stored = h.manager.list_for_user(1).await.unwrap().remove(0);
+    assert_eq!(stored.world_id.as_deref(), Some("pipeworks_web"));
+
+    h.clock.advance(31 * MINUTE);
+    assert_eq!(
+        h.manager.validate(&token, Scope::User).await.unwrap(),
+        Validation::Expired
+    );
+    assert_eq!(
+        h.manager.clear_all().await.unwrap(),
+        0,
+        "the row was deleted"
+    );
 }
 
 async fn clear_all_returns_the_count_removed(backend: Backend) {
@@ -470,7 +520,10 @@ async fn active_count_excludes_expired_and_respects_the_window(backend: Backend)
     send(&h.app, bearer("/me", recent.expose())).await;
     assert_eq!(h.manager.count_active(Some(MINUTE)).await.unwrap(), 1);
     assert_eq!(h.manager.purge_expired().await.unwrap(), 1);
-    assert_eq!(h.manager.validate(&old).await.unwrap(), Validation::Unknown);
+    assert_eq!(
+        h.manager.validate(&old, Scope::Game).await.unwrap(),
+        Validation::Unknown
+    );
 }
 
 async fn single_session_mode_leaves_one_session(backend: Backend) {
@@ -607,7 +660,7 @@ async fn sweeper_purges_expired_sessions(backend: Backend) {
     sweeper.abort();
     assert_eq!(stored, 1);
     assert!(matches!(
-        h.manager.validate(&live).await.unwrap(),
+        h.manager.validate(&live, Scope::Game).await.unwrap(),
         Validation::Valid(_)
     ));
 }
@@ -633,6 +686,7 @@ async fn logout_removes_the_session(backend: Backend) {
 
 both_stores!(
     validation_returns_the_session_as_stored,
+    a_user_scope_validation_touches_but_reads_no_character,
     username_and_role_lookups,
     valid_session_resolves_the_user,
     invalid_token_is_401,

@@ -215,7 +215,7 @@ impl Fixture {
         let reply = send(&self.app, request("/me", headers)).await;
         assert_eq!(reply.status, StatusCode::OK, "{label}: {:?}", reply.body);
         assert_eq!(reply.body["username"], "player", "{label}");
-        assert_eq!(self.take_calls(), ["validate"], "{label}");
+        assert_eq!(self.take_calls(), ["validate(user)"], "{label}");
         let after = self.snapshot().await;
         assert_eq!(after.sessions, before.sessions, "{label}");
         assert_ne!(
@@ -266,7 +266,7 @@ impl Fixture {
         let before = self.begin().await;
         let reply = send(&self.app, request("/me", headers)).await;
         assert_invalid_session(label, &reply);
-        assert_eq!(self.take_calls(), ["validate"], "{label}");
+        assert_eq!(self.take_calls(), ["validate(user)"], "{label}");
         assert_eq!(
             self.snapshot().await,
             before,
@@ -776,7 +776,7 @@ async fn token_of_a_deleted_session_is_401_after_one_query_and_creates_nothing()
         let reply = send(&fx.app, request("/me", &headers)).await;
         assert_eq!(reply.status, StatusCode::OK, "{source}: {:?}", reply.body);
         assert_eq!(reply.body["username"], "builder", "{source}");
-        assert_eq!(fx.take_calls(), ["validate"], "{source}");
+        assert_eq!(fx.take_calls(), ["validate(user)"], "{source}");
     }
     fx.db
         .execute(

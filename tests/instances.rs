@@ -85,7 +85,7 @@ mod cached {
 
     use super::*;
     use tower_session_auth::ManualClock;
-    use tower_session_auth::{CacheConfig, SessionCache};
+    use tower_session_auth::{CacheConfig, Scope, SessionCache};
 
     /// How long another instance may take to see a notified change in these tests: far below
     /// the cache TTL they use, so passing proves the notification, not the TTL, did it.
@@ -311,7 +311,7 @@ mod cached {
         store.hold_next_validation();
         let racing = tokio::spawn({
             let (manager, token) = (manager.clone(), login.token.clone());
-            async move { manager.validate(&token).await }
+            async move { manager.validate(&token, Scope::Game).await }
         });
         store.held_validation_has_read().await;
         assert!(manager.remove_by_token(&login.token).await.unwrap());
@@ -324,9 +324,9 @@ mod cached {
         // ... and the next one is not served that outcome from the cache.
         store.take_calls();
         assert_eq!(
-            manager.validate(&login.token).await.unwrap(),
+            manager.validate(&login.token, Scope::Game).await.unwrap(),
             Validation::Unknown
         );
-        assert_eq!(store.take_calls(), ["validate"]);
+        assert_eq!(store.take_calls(), ["validate(game)"]);
     }
 }

@@ -1,6 +1,7 @@
 //! Properties only the PostgreSQL store can show: the database never holds a token, a store
 //! failure is a fast 500, migrations are idempotent, sessions survive a restart, a touch never
-//! resurrects a deleted session, and the touched columns stay unindexed (HOT updates).
+//! resurrects a deleted session, the touched columns stay unindexed (HOT updates), and each
+//! request sends one validating statement that reads only what its extractors need.
 
 mod common;
 
@@ -8,10 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::app::{bearer, login, router, send};
+use axum::routing::get;
+use common::app::{bearer, login, router, routes, send};
+use common::store::InstrumentedStore;
 use common::{Backend, TestDb, pool_for_schema};
 use tower_session_auth::{
-    ClientInfo, ManualClock, PgStore, SessionConfig, SessionManager, SessionToken, Validation,
+    AuthUser, ClientInfo, GameUser, ManualClock, PgStore, Scope, SessionConfig, SessionId,
+    SessionLayer, SessionManager, SessionToken, Validation,
 };
 
 fn pg(backend: &Backend) -> &TestDb {
@@ -131,7 +135,7 @@ async fn a_touch_never_resurrects_a_session_deleted_meanwhile() {
     let validation = tokio::spawn({
         let manager = manager.clone();
         let token = login.token.clone();
-        async move { manager.validate(&token).await }
+        async move { manager.validate(&token, Scope::Game).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -143,7 +147,7 @@ async fn a_touch_never_resurrects_a_session_deleted_meanwhile() {
 
     assert_eq!(db.session_rows().await, 0, "the session came back");
     assert_eq!(
-        manager.validate(&login.token).await.unwrap(),
+        manager.validate(&login.token, Scope::Game).await.unwrap(),
         Validation::Unknown
     );
 }
@@ -175,4 +179,52 @@ async fn touched_columns_are_unindexed() {
             "{column} is indexed: {definitions:?}"
         );
     }
+}
+
+/// A request validates once, reading what its extractors need: `AuthUser` and the guards
+/// built on it skip the character (`Scope::User`), `GameUser` reads it (`Scope::Game`), and a
+/// handler that takes `GameUser` first serves its later `AuthUser` from the same statement.
+/// Taking `AuthUser` first costs a second statement, and only when a character is selected.
+#[tokio::test]
+async fn a_request_validates_once_at_the_scope_its_extractors_need() {
+    let backend = Backend::pg().await;
+    let store = InstrumentedStore::new(pg(&backend).store.clone());
+    let manager = SessionManager::new(store.clone(), SessionConfig::default());
+    let app = routes()
+        .route(
+            "/game-then-user",
+            get(|game: GameUser, user: AuthUser| async move {
+                format!("{} {}", user.username, game.world_id)
+            }),
+        )
+        .route(
+            "/user-then-game",
+            get(|user: AuthUser, game: GameUser| async move {
+                format!("{} {}", user.username, game.world_id)
+            }),
+        )
+        .layer(SessionLayer::new(manager.clone()));
+    let (token, session_id, _) = login(&app, 1).await;
+    store.take_calls();
+
+    let user = "validate(user)";
+    let game = "validate(game)";
+    let check = async |path: &str, status: StatusCode, calls: &[&str]| {
+        let reply = send(&app, bearer(path, &token)).await;
+        assert_eq!(reply.status, status, "{path}: {:?}", reply.body);
+        assert_eq!(store.take_calls(), calls, "{path}");
+    };
+    // No character selected: a second statement could not tell GameUser more.
+    check("/me", StatusCode::OK, &[user]).await;
+    check("/logs", StatusCode::FORBIDDEN, &[user]).await;
+    check("/game", StatusCode::CONFLICT, &[game]).await;
+    check("/user-then-game", StatusCode::CONFLICT, &[user]).await;
+
+    let session_id: SessionId = session_id.parse().unwrap();
+    manager.select_character(session_id, 1, 11).await.unwrap();
+    store.take_calls();
+    check("/me", StatusCode::OK, &[user]).await;
+    check("/game", StatusCode::OK, &[game]).await;
+    check("/game-then-user", StatusCode::OK, &[game]).await;
+    check("/user-then-game", StatusCode::OK, &[user, game]).await;
 }

@@ -38,7 +38,7 @@ use common::app::{bearer, get_with, router, send};
 use common::{Backend, database_url, pool_for_schema, warm};
 use tokio::sync::{Barrier, Semaphore};
 use tower_session_auth::{
-    CharacterRecord, CharacterSelection, ClientInfo, ManualClock, PgStore, SessionConfig,
+    CharacterRecord, CharacterSelection, ClientInfo, ManualClock, PgStore, Scope, SessionConfig,
     SessionId, SessionManager, Validation,
 };
 
@@ -310,7 +310,7 @@ async fn concurrent_logins_keep_exactly_one_session(backend: Backend) {
     assert_eq!(backend.stored_sessions().await, 1);
     let mut valid = Vec::new();
     for login in &tokens {
-        match manager.validate(&login.token).await.unwrap() {
+        match manager.validate(&login.token, Scope::Game).await.unwrap() {
             Validation::Valid(view) => valid.push(view.session.id),
             Validation::Unknown => {}
             Validation::Expired => panic!("nothing here expires"),
@@ -497,7 +497,7 @@ async fn validation_waiting_on_a_character_switch_keeps_the_world_in_step() {
         .get(0);
     let validation = tokio::spawn({
         let (manager, token) = (manager.clone(), login.token.clone());
-        async move { manager.validate(&token).await }
+        async move { manager.validate(&token, Scope::Game).await }
     });
     // Wait until the validation is blocked by the switch: it has read the session by then.
     let watcher = db.client().await;

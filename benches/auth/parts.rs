@@ -26,7 +26,8 @@ use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 use tower_session_auth::{
-    PgStore, Session, SessionManager, SessionStore, SessionToken, TokenHash, Touch, find_token,
+    PgStore, Scope, Session, SessionManager, SessionStore, SessionToken, TokenHash, Touch,
+    find_token,
 };
 
 /// Counts heap allocations (and reallocations) of the whole process.
@@ -133,12 +134,20 @@ pub async fn hit_path_steps(
             }),
         ),
     ];
-    manager.validate(&token).await.expect("validate");
+    manager
+        .validate(&token, Scope::Game)
+        .await
+        .expect("validate");
     let started = Instant::now();
     let mut calls = 0u64;
     while started.elapsed() < per_step {
         for _ in 0..1000 {
-            std::hint::black_box(manager.validate(&token).await.expect("validate"));
+            std::hint::black_box(
+                manager
+                    .validate(&token, Scope::Game)
+                    .await
+                    .expect("validate"),
+            );
         }
         calls += 1000;
     }
@@ -171,16 +180,20 @@ pub enum Statement {
     SessionLookup,
     /// The session joined with its user: the least that reads the role on each request.
     SessionAndUser,
-    /// `PgStore::validate`: session, user and character, the touch when due.
-    Validate,
+    /// `PgStore::validate` at `Scope::User`: session and user, the touch when due.
+    ValidateUser,
+    /// `PgStore::validate` at `Scope::Game`: session, user and character, the touch and the
+    /// world resync when due.
+    ValidateGame,
 }
 
 impl Statement {
-    pub const ALL: [Statement; 4] = [
+    pub const ALL: [Statement; 5] = [
         Self::Floor,
         Self::SessionLookup,
         Self::SessionAndUser,
-        Self::Validate,
+        Self::ValidateUser,
+        Self::ValidateGame,
     ];
 
     /// Its key in the summary.
@@ -189,7 +202,8 @@ impl Statement {
             Self::Floor => "floor",
             Self::SessionLookup => "session_lookup",
             Self::SessionAndUser => "session_and_user",
-            Self::Validate => "validate",
+            Self::ValidateUser => "validate_user",
+            Self::ValidateGame => "validate_game",
         }
     }
 
@@ -198,7 +212,8 @@ impl Statement {
             Self::Floor => "floor",
             Self::SessionLookup => "session lookup",
             Self::SessionAndUser => "session + user",
-            Self::Validate => "validate",
+            Self::ValidateUser => "validate, user",
+            Self::ValidateGame => "validate, game",
         }
     }
 
@@ -214,7 +229,7 @@ impl Statement {
                         u.username, u.role, u.is_active \
                  FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1"
             }
-            Self::Validate => "",
+            Self::ValidateUser | Self::ValidateGame => "",
         }
     }
 }
@@ -256,13 +271,18 @@ pub async fn statement_rate(
 }
 
 async fn run_once(statement: Statement, pool: &Pool, store: &PgStore, user: i64, hash: &TokenHash) {
-    if let Statement::Validate = statement {
+    let scope = match statement {
+        Statement::ValidateUser => Some(Scope::User),
+        Statement::ValidateGame => Some(Scope::Game),
+        _ => None,
+    };
+    if let Some(scope) = scope {
         let now = time::OffsetDateTime::now_utc();
         let touch = Touch {
             due_before: now - Duration::from_secs(60),
             slide_to: Some(now + Duration::from_secs(8 * 3600)),
         };
-        let validation = store.validate(hash, now, touch).await;
+        let validation = store.validate(hash, now, touch, scope).await;
         std::hint::black_box(validation.expect("validate"));
         return;
     }

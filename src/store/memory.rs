@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, SecretMatch,
-    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
-    is_expired, match_secret,
+    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, Scope,
+    SecretMatch, SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord,
+    Validation, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -322,6 +322,7 @@ impl SessionStore for MemoryStore {
         token_hash: &TokenHash,
         now: OffsetDateTime,
         touch: Touch,
+        scope: Scope,
     ) -> Result<Validation, StoreError> {
         let mut state = self.lock();
         let Some(&id) = state.by_token.get(token_hash) else {
@@ -332,9 +333,12 @@ impl SessionStore for MemoryStore {
             return Ok(Validation::Expired);
         }
         let record = &state.sessions[&id].record;
-        let world = state
-            .character_of(record)
-            .and_then(|character| character.world_id.clone());
+        let world = match scope {
+            Scope::User => None,
+            Scope::Game => state
+                .character_of(record)
+                .and_then(|character| character.world_id.clone()),
+        };
         let entry = state.sessions.get_mut(&id).expect("looked up above");
         let record = &mut entry.record;
         if record.last_activity <= touch.due_before {
@@ -347,7 +351,11 @@ impl SessionStore for MemoryStore {
             record.world_id = world;
         }
         let record = record.clone();
-        Ok(Validation::Valid(Arc::new(state.view(&record))))
+        let mut view = state.view(&record);
+        if scope == Scope::User {
+            view.character = None;
+        }
+        Ok(Validation::Valid(Arc::new(view)))
     }
 
     async fn lookup(

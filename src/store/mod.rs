@@ -244,8 +244,25 @@ pub struct SessionView {
     pub session: SessionRecord,
     /// The owner, or `None` when the user row is gone.
     pub user: Option<UserRecord>,
-    /// The selected character when it still exists and still belongs to the user.
+    /// The selected character when it still exists and still belongs to the user (always
+    /// `None` in a [`Scope::User`] validation, which does not read it).
     pub character: Option<CharacterRecord>,
+}
+
+/// What a validation reads besides the session and its user.
+///
+/// The extractors ask for what they need: [`AuthUser`](crate::AuthUser),
+/// [`RequirePermission`](crate::RequirePermission) and [`RequireRole`](crate::RequireRole) for
+/// [`Scope::User`], [`GameUser`](crate::GameUser) for [`Scope::Game`]. Reading the character
+/// costs PostgreSQL a third table in the statement, so routes that do not need it skip it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The session and its user. The view's `character` is `None` and its `world_id` is the
+    /// stored one.
+    User,
+    /// The session, its user and its selected character; the session's `world_id` is
+    /// resynced to the character's.
+    Game,
 }
 
 /// Outcome of [`SessionStore::validate`].
@@ -297,13 +314,16 @@ pub trait SessionStore: Send + Sync + 'static {
         max_per_user: Option<u32>,
     ) -> Result<SessionRecord, StoreError>;
 
-    /// Finds a session by token hash, deletes it if expired, applies the debounced touch and
-    /// the world resync, and returns it with its user and character, all in one step.
+    /// Finds a session by token hash, deletes it if expired, applies the debounced touch, and
+    /// returns it with its user, all in one step. With [`Scope::Game`] it also returns the
+    /// selected character and resyncs the session's world to the character's; with
+    /// [`Scope::User`] the view has no character and the stored world is left alone.
     async fn validate(
         &self,
         token_hash: &TokenHash,
         now: OffsetDateTime,
         touch: Touch,
+        scope: Scope,
     ) -> Result<Validation, StoreError>;
 
     /// Reads a live session without touching or deleting anything.

@@ -11,9 +11,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, SecretMatch,
-    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
-    is_expired, match_secret,
+    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, Scope,
+    SecretMatch, SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord,
+    Validation, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -113,9 +113,76 @@ fn live(alias: &str, now_param: &str) -> String {
     )
 }
 
+/// The select list and joins that read a [`SessionView`] at `scope`, in the order
+/// [`view_from_row`] reads them: the session's columns, the user's, and with [`Scope::Game`]
+/// the selected character's (only if it still belongs to the user). The columns are returned
+/// as stored, so PostgreSQL builds no expression per column.
+fn view_select(app: &AppSchema, scope: Scope) -> (String, String) {
+    let AppSchema {
+        users_table,
+        user_id,
+        username,
+        role,
+        is_active,
+        characters_table,
+        character_id,
+        character_user_id,
+        character_name,
+        character_world_id,
+    } = app;
+    let session: Vec<String> = SESSION_COLUMNS
+        .split(", ")
+        .map(|column| format!("s.{column}"))
+        .collect();
+    let mut columns = format!(
+        "{}, u.{username}, u.{role}, u.{is_active}, u.{user_id}",
+        session.join(", ")
+    );
+    let mut joins = format!("LEFT JOIN {users_table} u ON u.{user_id} = s.user_id");
+    if scope == Scope::Game {
+        columns += &format!(", ch.{character_name}, ch.{character_world_id}, ch.{character_id}");
+        joins += &format!(
+            " LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
+               AND ch.{character_user_id} = s.user_id"
+        );
+    }
+    (columns, joins)
+}
+
+/// The validating statement at `scope`. One round trip, and in the common case a plain read:
+/// find the session by hash with its user (and character). The caller derives expiry, the
+/// touched values and the synced world from the stored columns (see [`validation`]). The
+/// writes ride in the same statement as calls of the crate's two functions, made only when
+/// needed: deleting an expired session, and the debounced touch with sliding expiry (and, at
+/// [`Scope::Game`], the world resync). They run their own UPDATE / DELETE on the current row
+/// (not this statement's snapshot), so concurrent requests write once, a deleted row is never
+/// re-created, and a concurrent character switch keeps its world.
+fn validate_sql(app: &AppSchema, scope: Scope) -> String {
+    let (columns, joins) = view_select(app, scope);
+    let world = &app.character_world_id;
+    let (world_due, new_world) = match scope {
+        Scope::User => (String::new(), "NULL".to_owned()),
+        Scope::Game => (
+            format!(" OR ch.{world} IS DISTINCT FROM s.world_id AND ch.{world} IS NOT NULL"),
+            format!("ch.{world}"),
+        ),
+    };
+    format!(
+        "SELECT {columns}, \
+                CASE WHEN s.expires_at <= $2 OR s.absolute_expires_at <= $2 \
+                     THEN tower_session_auth_expire(s.id, $2) \
+                     WHEN s.last_activity <= $3{world_due} \
+                     THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, {new_world}) \
+                END \
+         FROM sessions s {joins} WHERE s.token_hash = $1"
+    )
+}
+
 /// SQL texts, built once per store from the [`AppSchema`].
 struct Statements {
-    validate: String,
+    /// The validating statements, at [`Scope::User`] and at [`Scope::Game`].
+    validate_user: String,
+    validate_game: String,
     lookup: String,
     select_character: String,
     list_for_user: String,
@@ -128,55 +195,17 @@ impl Statements {
         let AppSchema {
             users_table,
             user_id,
-            username,
-            role,
             is_active,
             characters_table,
             character_id,
             character_user_id,
             character_name,
             character_world_id,
+            ..
         } = app;
-        // One round trip, and in the common case a plain read: find by hash and join the user
-        // and the selected character (only if it still belongs to the user). The columns are
-        // returned as stored (PostgreSQL builds no expression per column; the caller derives
-        // expiry, the touched values and the synced world from them, see `validation`). The
-        // writes ride in the same statement as calls of the crate's two functions, made only
-        // when needed: deleting an expired session, and the debounced touch with sliding
-        // expiry and world resync. They run their own UPDATE / DELETE on the current row (not
-        // this statement's snapshot), so concurrent requests write once, a deleted row is
-        // never re-created, and a concurrent character switch keeps its world.
-        let validate = format!(
-            "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
-                    s.user_agent, s.created_at, s.last_activity, s.expires_at, \
-                    s.absolute_expires_at, s.authenticated_at, s.refreshed, s.series_id, \
-                    u.{username}, u.{role}, u.{is_active}, u.{user_id}, \
-                    ch.{character_name}, ch.{character_world_id}, ch.{character_id}, \
-                    CASE WHEN s.expires_at <= $2 OR s.absolute_expires_at <= $2 \
-                         THEN tower_session_auth_expire(s.id, $2) \
-                         WHEN s.last_activity <= $3 \
-                              OR ch.{character_world_id} IS DISTINCT FROM s.world_id \
-                                 AND ch.{character_world_id} IS NOT NULL \
-                         THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, \
-                                                       ch.{character_world_id}) \
-                    END \
-             FROM sessions s \
-             LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
-             LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
-                  AND ch.{character_user_id} = s.user_id \
-             WHERE s.token_hash = $1"
-        );
+        let (columns, joins) = view_select(app, Scope::Game);
         let lookup = format!(
-            "SELECT s.id, s.user_id, s.character_id, s.world_id, s.client_type, s.ip, \
-                    s.user_agent, s.created_at, s.last_activity, s.expires_at, \
-                    s.absolute_expires_at, s.authenticated_at, s.refreshed, s.series_id, \
-                    u.{username}, u.{role}, u.{is_active}, u.{user_id}, \
-                    ch.{character_name}, ch.{character_world_id}, ch.{character_id} \
-             FROM sessions s \
-             LEFT JOIN {users_table} u ON u.{user_id} = s.user_id \
-             LEFT JOIN {characters_table} ch ON ch.{character_id} = s.character_id \
-                  AND ch.{character_user_id} = s.user_id \
-             WHERE s.token_hash = $1 AND {}",
+            "SELECT {columns} FROM sessions s {joins} WHERE s.token_hash = $1 AND {}",
             live("s", "$2")
         );
         let select_character = format!(
@@ -209,7 +238,8 @@ impl Statements {
              WHERE r.id = $1 FOR UPDATE OF r"
         );
         Self {
-            validate,
+            validate_user: validate_sql(app, Scope::User),
+            validate_game: validate_sql(app, Scope::Game),
             lookup,
             select_character,
             list_for_user,
@@ -522,8 +552,8 @@ fn record_from_row(row: &Row) -> SessionRecord {
     }
 }
 
-/// Reads a row of the validate / lookup statements (session columns, then user and character).
-fn view_from_row(row: &Row) -> SessionView {
+/// Reads a row of the validate / lookup statements (see [`view_select`]).
+fn view_from_row(row: &Row, scope: Scope) -> SessionView {
     let at = SESSION_COLUMN_COUNT;
     // The key columns tell a missing row of the left join from null columns of a present one.
     let user = row.get::<_, Option<i64>>(at + 3).map(|_| UserRecord {
@@ -531,10 +561,13 @@ fn view_from_row(row: &Row) -> SessionView {
         role: row.get(at + 1),
         is_active: row.get::<_, Option<bool>>(at + 2).unwrap_or(false),
     });
-    let character = row.get::<_, Option<i64>>(at + 6).map(|_| CharacterRecord {
-        name: row.get(at + 4),
-        world_id: row.get(at + 5),
-    });
+    let character = match scope {
+        Scope::User => None,
+        Scope::Game => row.get::<_, Option<i64>>(at + 6).map(|_| CharacterRecord {
+            name: row.get(at + 4),
+            world_id: row.get(at + 5),
+        }),
+    };
     SessionView {
         session: record_from_row(row),
         user,
@@ -606,10 +639,15 @@ impl SessionStore for PgStore {
         token_hash: &TokenHash,
         now: OffsetDateTime,
         touch: Touch,
+        scope: Scope,
     ) -> Result<Validation, StoreError> {
+        let sql = match scope {
+            Scope::User => &self.sql.validate_user,
+            Scope::Game => &self.sql.validate_game,
+        };
         let row = self
             .query_one_opt(
-                &self.sql.validate,
+                sql,
                 &[
                     &token_hash.0.as_slice(),
                     &now,
@@ -620,7 +658,7 @@ impl SessionStore for PgStore {
             .await?;
         Ok(match row {
             None => Validation::Unknown,
-            Some(row) => validation(view_from_row(&row), now, touch),
+            Some(row) => validation(view_from_row(&row, scope), now, touch),
         })
     }
 
@@ -632,7 +670,7 @@ impl SessionStore for PgStore {
         let row = self
             .query_one_opt(&self.sql.lookup, &[&token_hash.0.as_slice(), &now])
             .await?;
-        Ok(row.as_ref().map(view_from_row))
+        Ok(row.as_ref().map(|row| view_from_row(row, Scope::Game)))
     }
 
     async fn select_character(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tower_session_auth::{
-    CharacterSelection, NewSession, PgStore, RefreshOutcome, RefreshRequest, SessionId,
+    CharacterSelection, NewSession, PgStore, RefreshOutcome, RefreshRequest, Scope, SessionId,
     SessionRecord, SessionStore, SessionView, StoreError, TokenHash, Touch, Validation,
 };
 
@@ -79,9 +79,13 @@ impl SessionStore for InstrumentedStore {
         token_hash: &TokenHash,
         now: OffsetDateTime,
         touch: Touch,
+        scope: Scope,
     ) -> Result<Validation, StoreError> {
-        self.record("validate");
-        let validation = self.inner.validate(token_hash, now, touch).await;
+        self.record(match scope {
+            Scope::User => "validate(user)",
+            Scope::Game => "validate(game)",
+        });
+        let validation = self.inner.validate(token_hash, now, touch, scope).await;
         if self.gate.armed.swap(false, Ordering::SeqCst) {
             self.gate.read.notify_one();
             self.gate.release.notified().await;
