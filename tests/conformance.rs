@@ -392,9 +392,9 @@ async fn session_world_is_resynced_to_the_characters(backend: Backend) {
     );
 }
 
-/// What `validate` returns is the session as stored after its own touch and world resync
-/// (the validation cache keeps it, and decides from its `last_activity` when to touch next).
-async fn validation_returns_the_session_as_stored(backend: Backend) {
+/// `player` logged in (30 min idle timeout, 1 min touch interval) with `player_alt` selected,
+/// which has since moved from `daily_undertaking` to `pipeworks_web`: the stored world is stale.
+async fn player_whose_character_moved(backend: Backend) -> (Harness, SessionToken) {
     let config = SessionConfig::default()
         .idle_timeout(Some(30 * MINUTE))
         .touch_interval(MINUTE);
@@ -404,6 +404,13 @@ async fn validation_returns_the_session_as_stored(backend: Backend) {
     h.backend
         .set_character_world(11, 1, "player_alt", Some("pipeworks_web"))
         .await;
+    (h, token)
+}
+
+/// What `validate` returns is the session as stored after its own touch and world resync
+/// (the validation cache keeps it, and decides from its `last_activity` when to touch next).
+async fn validation_returns_the_session_as_stored(backend: Backend) {
+    let (h, token) = player_whose_character_moved(backend).await;
     let mut touched_at = None;
     for (step, touch_due) in [
         (Duration::from_secs(90), true),
@@ -435,15 +442,7 @@ async fn validation_returns_the_session_as_stored(backend: Backend) {
 /// it once expired like one at `Scope::Game`, but reads no character and leaves the stored
 /// world alone; the next `GameUser` request resyncs it.
 async fn a_user_scope_validation_touches_but_reads_no_character(backend: Backend) {
-    let config = SessionConfig::default()
-        .idle_timeout(Some(30 * MINUTE))
-        .touch_interval(MINUTE);
-    let h = harness(backend, config);
-    let (token, session_id) = login_token(&h, 1).await;
-    h.manager.select_character(session_id, 1, 11).await.unwrap();
-    h.backend
-        .set_character_world(11, 1, "player_alt", Some("pipeworks_web"))
-        .await;
+    let (h, token) = player_whose_character_moved(backend).await;
     h.clock.advance(Duration::from_secs(90));
     let Validation::Valid(view) = h.manager.validate(&token, Scope::User).await.unwrap() else {
         panic!("the session is live")
