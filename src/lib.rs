@@ -60,8 +60,9 @@
 //! not query. The first extractor that needs the user runs the single validating statement
 //! ([`SessionStore::validate`]) and caches the outcome in the handle, so several extractors on
 //! one handler still cost one round trip, and routes that extract nothing never reach the
-//! database. The statement reads the selected character only for [`GameUser`] ([`Scope`]). A handler logs in or out through the [`Session`] handle, and the response future
-//! writes the cookie.
+//! database. The statement reads the selected character only for [`GameUser`] ([`Scope`]).
+//! A handler logs in or out through the [`Session`] handle, and the response future writes
+//! the cookie.
 //!
 //! # Beyond the original module
 //!

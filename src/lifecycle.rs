@@ -339,8 +339,8 @@ impl SessionManager {
     /// debounced touch and sliding expiry, and returns the session with its user and, at
     /// [`Scope::Game`], its character. This is what the extractors use.
     ///
-    /// With a validation cache (feature `cache`), the store is always asked at [`Scope::Game`], so
-    /// that the cached view serves every extractor.
+    /// With a validation cache (feature `cache`), the store is always asked at
+    /// [`Scope::Game`], so that the cached view serves every extractor.
     pub async fn validate(
         &self,
         token: &SessionToken,
@@ -365,9 +365,8 @@ impl SessionManager {
                 None => {}
             }
             let generation = cache.generation();
-            let validation = (self.inner.store)
-                .validate(&hash, now, touch, Scope::Game)
-                .await?;
+            let store = &self.inner.store;
+            let validation = store.validate(&hash, now, touch, Scope::Game).await?;
             cache.insert(
                 hash,
                 match &validation {

@@ -244,8 +244,8 @@ pub struct SessionView {
     pub session: SessionRecord,
     /// The owner, or `None` when the user row is gone.
     pub user: Option<UserRecord>,
-    /// The selected character when it still exists and still belongs to the user (always
-    /// `None` in a [`Scope::User`] validation, which does not read it).
+    /// The selected character when it still exists and still belongs to the user (`None`
+    /// when a store validated at [`Scope::User`], which does not read it).
     pub character: Option<CharacterRecord>,
 }
 
@@ -257,8 +257,9 @@ pub struct SessionView {
 /// costs PostgreSQL a third table in the statement, so routes that do not need it skip it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// The session and its user. The view's `character` is `None` and its `world_id` is the
-    /// stored one.
+    /// The session and its user. The store reads no character (the view's `character` is
+    /// `None`, unless the view comes from the validation cache, which holds [`Scope::Game`]
+    /// views) and leaves the stored `world_id` alone.
     User,
     /// The session, its user and its selected character; the session's `world_id` is
     /// resynced to the character's.
