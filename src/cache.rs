@@ -24,10 +24,9 @@
 //! **Design.** Entries live for seconds, so age alone retires them: the cache is 16 shards of
 //! a plain map under a read-write lock, and a hit is a shared lock, one lookup and an `Arc`
 //! clone. A general-purpose cache that also tracks recency and frequency on every read added
-//! about 0.35 µs to each hit, a fifth of all the crate adds to a request (see
-//! `BENCHMARKS.md`). Capacity
-//! ([`CacheConfig::max_entries`]) is enforced per shard; guessed tokens never push out live
-//! sessions ([`SessionCache`]).
+//! about 0.35 µs to each hit, a fifth of all the crate added to a request on the machine it
+//! was measured on (see `BENCHMARKS.md`). Capacity ([`CacheConfig::max_entries`]) is enforced
+//! per shard; guessed tokens never push out live sessions ([`SessionCache`]).
 //!
 //! ```
 //! use std::time::Duration;
