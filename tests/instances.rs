@@ -292,6 +292,33 @@ mod cached {
         );
     }
 
+    /// With the cache the store is always asked at `Scope::Game`, whatever the extractor: the
+    /// entry an `AuthUser` request fills serves a later `GameUser` request without a statement.
+    #[tokio::test]
+    async fn a_cached_validation_serves_every_extractor() {
+        use common::store::InstrumentedStore;
+
+        let backend = Backend::pg().await;
+        let (pg_store, _) = instance(pg(&backend), SessionConfig::default());
+        let store = InstrumentedStore::new(pg_store);
+        let cache = SessionCache::new(CacheConfig::default().ttl(LONG_TTL));
+        let manager =
+            SessionManager::new(store.clone(), SessionConfig::default()).with_cache(cache);
+        let app = router(manager.clone());
+        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let session_id = login.session.id;
+        manager.select_character(session_id, 1, 11).await.unwrap();
+        store.take_calls();
+
+        let reply = send(&app, bearer("/me", login.token.expose())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(store.take_calls(), ["validate(game)"]);
+        let reply = send(&app, bearer("/game", login.token.expose())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.body["character_id"], 11);
+        assert_eq!(store.take_calls(), Vec::<&str>::new());
+    }
+
     /// A validation whose statement ran before a logout committed, but which returns after the
     /// logout invalidated the cache, must not put the ended session back into the cache.
     #[tokio::test]
