@@ -333,12 +333,11 @@ impl SessionStore for MemoryStore {
             return Ok(Validation::Expired);
         }
         let record = &state.sessions[&id].record;
-        let world = match scope {
+        let character = match scope {
             Scope::User => None,
-            Scope::Game => state
-                .character_of(record)
-                .and_then(|character| character.world_id.clone()),
+            Scope::Game => state.character_of(record).cloned(),
         };
+        let world = character.as_ref().and_then(|c| c.world_id.clone());
         let entry = state.sessions.get_mut(&id).expect("looked up above");
         let record = &mut entry.record;
         if record.last_activity <= touch.due_before {
@@ -350,12 +349,13 @@ impl SessionStore for MemoryStore {
         if world.is_some() {
             record.world_id = world;
         }
-        let record = record.clone();
-        let mut view = state.view(&record);
-        if scope == Scope::User {
-            view.character = None;
-        }
-        Ok(Validation::Valid(Arc::new(view)))
+        let session = record.clone();
+        let user = state.users.get(&session.user_id).cloned();
+        Ok(Validation::Valid(Arc::new(SessionView {
+            session,
+            user,
+            character,
+        })))
     }
 
     async fn lookup(
