@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `ceiling` | the same route, no authentication |
 //! | `floor` | one prepared primary-key `SELECT username FROM users WHERE id = $1` (`prepare_cached`) on the deadpool pool the store uses |
+//! | `floor-session` | our session cookie's token hashed, then one prepared `SELECT` of the session by hash joined with its user on the same pool, expiry and user checked in the handler: the least any validation costs that reads the role on each request |
 //! | `ours` | `AuthUser` behind `SessionLayer` + `PgStore` |
 //! | `ours-game` | `GameUser` + `RequirePermission<ViewLogs>`: an admin's session with a selected character |
 //! | `peer` | axum-login over tower-sessions with `tower-sessions-sqlx-store`'s `PostgresStore`; its backend loads the user with sqlx |
@@ -73,7 +74,7 @@ use tokio_postgres::NoTls;
 use tower_session_auth::permissions::ViewLogs;
 use tower_session_auth::{
     AuthUser, CharacterSelection, ClientInfo, GameUser, MemoryStore, PgStore, RequirePermission,
-    Session, SessionConfig, SessionLayer, SessionManager,
+    Session, SessionConfig, SessionLayer, SessionManager, SessionToken,
 };
 #[cfg(feature = "cache")]
 use tower_session_auth::{CacheConfig, SessionCache};
@@ -482,6 +483,43 @@ fn floor_router(pool: Pool) -> Router {
             .map_err(internal)?
             .ok_or(StatusCode::UNAUTHORIZED)?;
         Ok(row.get(0))
+    }
+    Router::new().route("/me", get(me)).with_state(pool)
+}
+
+/// The least a validation that reads the user in the session's statement can cost: the
+/// session cookie's token hashed, the session found by its hash and joined with its user in
+/// one prepared statement, expiry and the user's state checked. No layer, no extractor, no
+/// touch, no full session record: what any design with hashed tokens and roles read fresh on
+/// each request pays at least.
+fn floor_session_router(pool: Pool) -> Router {
+    async fn me(State(pool): State<Pool>, headers: HeaderMap) -> Result<String, StatusCode> {
+        let token = headers
+            .get(header::COOKIE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("id="))
+            .and_then(SessionToken::parse)
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let client = pool.get().await.map_err(internal)?;
+        let statement = client
+            .prepare_cached(parts::Statement::SessionAndUser.sql())
+            .await
+            .map_err(internal)?;
+        let row = client
+            .query_opt(&statement, &[&token.hash().as_bytes().as_slice()])
+            .await
+            .map_err(internal)?
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let now = time::OffsetDateTime::now_utc();
+        let live = [3, 4].into_iter().all(|column| {
+            row.get::<_, Option<time::OffsetDateTime>>(column)
+                .is_none_or(|expires| expires > now)
+        });
+        let role: Option<&str> = row.get(6);
+        if !live || !row.get::<_, bool>(7) || role.is_none_or(str::is_empty) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        Ok(row.get(5))
     }
     Router::new().route("/me", get(me)).with_state(pool)
 }
@@ -967,6 +1005,7 @@ impl Bench {
             .expect("migrate the peer's table");
         let peer = serve(peer_router(self.db.sqlx.clone(), peer_store)).await;
         let floor = serve(floor_router(self.db.pool.clone())).await;
+        let floor_session = serve(floor_session_router(self.db.pool.clone())).await;
         let ceiling = serve(ceiling_router()).await;
 
         // Sessions: users 1..=64 for `/me`; admins (id % 4 == 2) with a character for `/play`.
@@ -1022,6 +1061,13 @@ impl Bench {
         let mut cases = vec![
             get_case("ceiling", ceiling, "/me", ours_cookies.clone(), false),
             get_case("floor", floor, "/me", floor_cookies, true),
+            get_case(
+                "floor-session",
+                floor_session,
+                "/me",
+                ours_cookies.clone(),
+                true,
+            ),
             get_case("ours", ours, "/me", ours_cookies, true),
             get_case("ours-game", ours, "/play", game_cookies, true),
             get_case("peer", peer, "/me", peer_cookies, true),
@@ -1211,12 +1257,10 @@ impl Bench {
         let (peer_login_statements, peer_login_writes) = self.per_request("peer-login");
         let rate = |case, c| self.find(case, c).map(|m| round(m.rate(), 1));
         let mut ratios = serde_json::Map::new();
-        for ours in ["ours", "ours-game", "ours-memory", "ours-cached"] {
-            for base in ["peer", "floor", "ceiling"] {
-                for c in CONCURRENCY {
-                    let key = format!("{ours}_vs_{base}_c{c}").replace('-', "_");
-                    ratios.insert(key, json!(ratio(ours, base, c)));
-                }
+        for (ours, base) in ratio_pairs() {
+            for c in CONCURRENCY {
+                let key = format!("{ours}_vs_{base}_c{c}").replace('-', "_");
+                ratios.insert(key, json!(ratio(ours, base, c)));
             }
         }
         json!({
@@ -1235,6 +1279,8 @@ impl Bench {
             "peer": "axum-login 0.18 + tower-sessions 0.14 + tower-sessions-sqlx-store 0.15 (PostgresStore, sqlx 0.8), default settings",
             "ours_vs_peer_c8": ratio("ours", "peer", 8),
             "ours_vs_floor_c8": ratio("ours", "floor", 8),
+            "floor_session_vs_floor_c8": ratio("floor-session", "floor", 8),
+            "ours_vs_floor_session_c8": ratio("ours", "floor-session", 8),
             "ours_vs_ceiling_c8": ratio("ours", "ceiling", 8),
             "ours_cached_vs_ceiling_c8": ratio("ours-cached", "ceiling", 8),
             "ours_cached_vs_peer_c8": ratio("ours-cached", "peer", 8),
@@ -1254,6 +1300,7 @@ impl Bench {
             "requests_per_second_c8": {
                 "ceiling": rate("ceiling", 8),
                 "floor": rate("floor", 8),
+                "floor_session": rate("floor-session", 8),
                 "ours": rate("ours", 8),
                 "ours_game": rate("ours-game", 8),
                 "peer": rate("peer", 8),
@@ -1274,17 +1321,15 @@ impl Bench {
 
     fn print_ratios(&self) {
         println!("\nrequests/s ratios          c=1      c=8     c=64");
-        for ours in ["ours", "ours-game", "ours-memory", "ours-cached"] {
-            for base in ["peer", "floor", "ceiling"] {
-                let cells: Vec<String> = CONCURRENCY
-                    .iter()
-                    .map(|&c| match self.ratio(ours, base, c) {
-                        Some(r) => format!("{r:>8.2}"),
-                        None => format!("{:>8}", "-"),
-                    })
-                    .collect();
-                println!("{:<24}{}", format!("{ours} / {base}"), cells.join(" "));
-            }
+        for (ours, base) in ratio_pairs() {
+            let cells: Vec<String> = CONCURRENCY
+                .iter()
+                .map(|&c| match self.ratio(ours, base, c) {
+                    Some(r) => format!("{r:>8.2}"),
+                    None => format!("{:>8}", "-"),
+                })
+                .collect();
+            println!("{:<28}{}", format!("{ours} / {base}"), cells.join(" "));
         }
     }
 
@@ -1294,6 +1339,7 @@ impl Bench {
         );
         for (case, label) in [
             ("floor", "floor"),
+            ("floor-session", "floor-session"),
             ("ours", "ours (AuthUser)"),
             ("ours-game", "ours-game (GameUser + permission)"),
             ("ours-no-debounce", "ours, touch_interval 0"),
@@ -1316,6 +1362,18 @@ impl Bench {
             );
         }
     }
+}
+
+/// The ratios of requests per second printed and summarised: each of our cases over the
+/// peer, the floors and the ceiling, and the session floor over the floor (what reading the
+/// session and its user costs any design).
+fn ratio_pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let ours = ["ours", "ours-game", "ours-memory", "ours-cached"];
+    let bases = ["peer", "floor", "floor-session", "ceiling"];
+    std::iter::once(("floor-session", "floor")).chain(
+        ours.into_iter()
+            .flat_map(move |o| bases.into_iter().map(move |b| (o, b))),
+    )
 }
 
 fn print_header() {

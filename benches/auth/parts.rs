@@ -217,7 +217,8 @@ impl Statement {
         }
     }
 
-    fn sql(self) -> &'static str {
+    /// Its SQL text (empty for the store's own statements).
+    pub fn sql(self) -> &'static str {
         match self {
             Self::Floor => "SELECT username FROM users WHERE id = $1",
             Self::SessionLookup => {
