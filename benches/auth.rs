@@ -1320,7 +1320,10 @@ impl Bench {
     }
 
     fn print_ratios(&self) {
-        println!("\nrequests/s ratios          c=1      c=8     c=64");
+        println!(
+            "\n{:<28}{:>8} {:>8} {:>8}",
+            "requests/s ratios", "c=1", "c=8", "c=64"
+        );
         for (ours, base) in ratio_pairs() {
             let cells: Vec<String> = CONCURRENCY
                 .iter()
