@@ -163,11 +163,15 @@ impl State {
         (*owner == record.user_id).then_some(character)
     }
 
-    fn view(&self, record: &SessionRecord) -> SessionView {
+    /// The session with its user and, at [`Scope::Game`], its character.
+    fn view(&self, record: &SessionRecord, scope: Scope) -> SessionView {
         SessionView {
             session: record.clone(),
             user: self.users.get(&record.user_id).cloned(),
-            character: self.character_of(record).cloned(),
+            character: match scope {
+                Scope::User => None,
+                Scope::Game => self.character_of(record).cloned(),
+            },
         }
     }
 }
@@ -332,12 +336,12 @@ impl SessionStore for MemoryStore {
             state.delete(id);
             return Ok(Validation::Expired);
         }
-        let record = &state.sessions[&id].record;
-        let character = match scope {
+        let world = match scope {
             Scope::User => None,
-            Scope::Game => state.character_of(record).cloned(),
+            Scope::Game => state
+                .character_of(&state.sessions[&id].record)
+                .and_then(|character| character.world_id.clone()),
         };
-        let world = character.as_ref().and_then(|c| c.world_id.clone());
         let entry = state.sessions.get_mut(&id).expect("looked up above");
         let record = &mut entry.record;
         if record.last_activity <= touch.due_before {
@@ -349,13 +353,8 @@ impl SessionStore for MemoryStore {
         if world.is_some() {
             record.world_id = world;
         }
-        let session = record.clone();
-        let user = state.users.get(&session.user_id).cloned();
-        Ok(Validation::Valid(Arc::new(SessionView {
-            session,
-            user,
-            character,
-        })))
+        let view = state.view(&state.sessions[&id].record, scope);
+        Ok(Validation::Valid(Arc::new(view)))
     }
 
     async fn lookup(
@@ -370,7 +369,7 @@ impl SessionStore for MemoryStore {
         if is_expired(&entry.record, now) {
             return Ok(None);
         }
-        Ok(Some(state.view(&entry.record)))
+        Ok(Some(state.view(&entry.record, Scope::Game)))
     }
 
     async fn select_character(
