@@ -502,7 +502,7 @@ fn floor_session_router(pool: Pool) -> Router {
             .ok_or(StatusCode::UNAUTHORIZED)?;
         let client = pool.get().await.map_err(internal)?;
         let statement = client
-            .prepare_cached(parts::Statement::SessionAndUser.sql())
+            .prepare_cached(parts::SESSION_AND_USER_SQL)
             .await
             .map_err(internal)?;
         let row = client

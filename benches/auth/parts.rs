@@ -171,6 +171,13 @@ fn nanos_per_call<R>(window: Duration, mut step: impl FnMut() -> R) -> f64 {
     started.elapsed().as_nanos() as f64 / calls as f64
 }
 
+/// The session by token hash joined with its user, as `Statement::SessionAndUser` runs it
+/// alone and the `floor-session` handler over HTTP (columns: session id, user id, last
+/// activity, the two expiries, username, role, active flag).
+pub const SESSION_AND_USER_SQL: &str = "SELECT s.id, s.user_id, s.last_activity, s.expires_at, \
+     s.absolute_expires_at, u.username, u.role, u.is_active \
+     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
+
 /// A kind of statement measured alone.
 #[derive(Clone, Copy)]
 pub enum Statement {
@@ -217,19 +224,14 @@ impl Statement {
         }
     }
 
-    /// Its SQL text (empty for the store's own statements).
-    pub fn sql(self) -> &'static str {
+    fn sql(self) -> &'static str {
         match self {
             Self::Floor => "SELECT username FROM users WHERE id = $1",
             Self::SessionLookup => {
                 "SELECT id, user_id, last_activity, expires_at, absolute_expires_at \
                  FROM sessions WHERE token_hash = $1"
             }
-            Self::SessionAndUser => {
-                "SELECT s.id, s.user_id, s.last_activity, s.expires_at, s.absolute_expires_at, \
-                        u.username, u.role, u.is_active \
-                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1"
-            }
+            Self::SessionAndUser => SESSION_AND_USER_SQL,
             Self::ValidateUser | Self::ValidateGame => "",
         }
     }
