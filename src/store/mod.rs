@@ -41,6 +41,25 @@ pub enum StoreError {
         /// The database's error.
         source: tokio_postgres::Error,
     },
+    /// A column of a row did not decode as the crate reads it: NULL where a value is required,
+    /// or another SQL type (for example an application's `users.id integer` where `bigint` is
+    /// expected). [`PgStore::check_schema`] reports such mismatches at start-up.
+    #[error("column {column:?} does not decode as {expected}: {source}")]
+    Decode {
+        /// The column's name in the statement.
+        column: String,
+        /// The SQL type the crate reads there.
+        expected: &'static str,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The application's tables do not have the columns or types [`AppSchema`] names.
+    #[error("application schema mismatch: {0}")]
+    Schema(String),
+    /// A statement did not finish within [`PgStore::statement_timeout`] (a lock held, a long
+    /// `ALTER TABLE`, a network that stopped answering). The connection has been discarded.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
     /// A store-specific failure (used by custom stores and fault injection).
     #[error("session store error: {0}")]
     Other(String),
