@@ -257,8 +257,12 @@ impl Statements {
 /// `search_path`, so a schema can be chosen with the connection option
 /// `options=-csearch_path=myschema`.
 ///
-/// A store error (database down, pool timeout) surfaces as [`StoreError`]; the extractors turn
-/// it into `500 Session store unavailable`, bounded by the pool's wait timeout. Connections are
+/// A store error (database down, pool timeout, a statement beyond
+/// [`statement_timeout`](PgStore::statement_timeout), a column it cannot decode) surfaces as
+/// [`StoreError`]; the extractors turn it into `500 Session store unavailable`, bounded by the
+/// pool's wait and create timeouts plus the statement timeout. Call
+/// [`check_schema`](PgStore::check_schema) at start-up to catch a mismatched application
+/// schema before any request does. Connections are
 /// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod):
 /// a connection whose socket closed (for example after `pg_terminate_backend`) is discarded
 /// when it returns to the pool, so the store recovers on its own.
@@ -382,8 +386,8 @@ impl PgStore {
     /// [`DEFAULT_STATEMENT_TIMEOUT`], 5 s): a statement that waits on a lock (`LOCK TABLE`, a
     /// long `ALTER TABLE`) or on a network that stopped answering without closing fails with
     /// [`StoreError::Timeout`], which the extractors answer with `500 Session store
-    /// unavailable`. So a request's wait on the store is bounded by the pool's wait timeout
-    /// plus this. The timed-out connection is discarded, never handed out again, and the
+    /// unavailable`. So a request's wait on the store is bounded by the pool's wait and
+    /// create timeouts plus this. The timed-out connection is discarded, never handed out again, and the
     /// server is asked to cancel the statement. A zero timeout is raised to 1 ms.
     ///
     /// Migrations ([`migrate`](Self::migrate)) are not bounded: they may legitimately take
@@ -412,8 +416,9 @@ impl PgStore {
     }
 
     /// Builds a pool from a connection URL with the defaults this crate recommends: 16
-    /// connections, a 5 s wait timeout (the bound on a `500 Session store unavailable`),
-    /// 5 s to connect, and fast recycling.
+    /// connections, a 5 s wait timeout, 5 s to connect, and fast recycling; with the default
+    /// [`statement_timeout`](Self::statement_timeout) of 5 s, a request waits at most about
+    /// 15 s for a `500 Session store unavailable`.
     pub fn connect(url: &str) -> Result<Self, deadpool_postgres::CreatePoolError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
