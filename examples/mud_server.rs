@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (SessionManager::new(store, config), directory)
         }
     };
-    let sweeper = manager.spawn_sweeper(Duration::from_secs(300));
+    let sweeper = manager.spawn_sweeper(Duration::from_secs(300))?;
     let app = app(manager, directory);
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());

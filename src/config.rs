@@ -60,7 +60,119 @@ impl Default for SessionConfig {
     }
 }
 
+/// A configuration value the crate cannot work with, found when the
+/// [`SessionManager`](crate::SessionManager) is built ([`SessionConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session configuration: {field}: {problem}")]
+pub struct ConfigError {
+    /// The setting, e.g. `cookie.path` or `idle_timeout`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Whether `name` is a cookie name browsers and servers agree on (an RFC 6265 token).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Whether `path` can be a cookie's `Path` attribute: starts with `/`, visible ASCII, no `;`.
+fn is_cookie_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+}
+
 impl SessionConfig {
+    /// The longest duration any setting accepts (100 years): longer ones would overflow the
+    /// date arithmetic of expiry times.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+    /// Checks the settings that could otherwise fail at request time: every duration at most
+    /// [`MAX_DURATION`](Self::MAX_DURATION), cookie names that are RFC 6265 tokens, cookie
+    /// paths that start with `/` and hold no `;` or control characters, and with
+    /// [`CookieConfig::host_prefix`] a `Secure` cookie with `Path=/` (browsers drop a
+    /// `__Host-` cookie otherwise). [`SessionManager::try_new`](crate::SessionManager::try_new)
+    /// calls it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_session_auth::{CookieConfig, SessionConfig};
+    ///
+    /// assert!(SessionConfig::default().validate().is_ok());
+    /// let forever = SessionConfig::default().idle_timeout(Some(Duration::MAX));
+    /// assert_eq!(forever.validate().unwrap_err().field, "idle_timeout");
+    /// let insecure = SessionConfig::default()
+    ///     .cookie(CookieConfig::default().host_prefix(true).secure(false));
+    /// assert_eq!(insecure.validate().unwrap_err().field, "cookie.secure");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("idle_timeout", self.idle_timeout),
+            ("absolute_lifetime", self.absolute_lifetime),
+            ("touch_interval", Some(self.touch_interval)),
+            ("refresh.idle_timeout", self.refresh.idle_timeout),
+            ("refresh.absolute_lifetime", self.refresh.absolute_lifetime),
+            ("refresh.grace", Some(self.refresh.grace)),
+        ];
+        for (field, duration) in durations {
+            if duration.is_some_and(|duration| duration > Self::MAX_DURATION) {
+                return Err(ConfigError::new(
+                    field,
+                    "longer than SessionConfig::MAX_DURATION (100 years); use None for no limit",
+                ));
+            }
+        }
+        let cookie = &self.cookie;
+        let names = [
+            ("cookie.name", &cookie.name),
+            ("refresh.cookie_name", &self.refresh.cookie_name),
+        ];
+        for (field, name) in names {
+            if !is_cookie_name(name) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{name:?} is not a valid cookie name"),
+                ));
+            }
+        }
+        let paths = [
+            ("cookie.path", &cookie.path),
+            ("refresh.cookie_path", &self.refresh.cookie_path),
+        ];
+        for (field, path) in paths {
+            if !is_cookie_path(path) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{path:?} is not a valid cookie path"),
+                ));
+            }
+        }
+        if cookie.host_prefix && !cookie.secure {
+            return Err(ConfigError::new(
+                "cookie.secure",
+                "a __Host- cookie must be Secure",
+            ));
+        }
+        if cookie.host_prefix && cookie.path != "/" {
+            return Err(ConfigError::new(
+                "cookie.path",
+                "a __Host- cookie must have Path=/",
+            ));
+        }
+        Ok(())
+    }
+
     /// Sets the idle TTL (`None`: sessions never idle out).
     pub fn idle_timeout(mut self, ttl: Option<Duration>) -> Self {
         self.idle_timeout = ttl;
@@ -301,7 +413,9 @@ impl CookieConfig {
         self
     }
 
-    /// Turns the `__Host-` prefix on (forces `Secure` and `Path=/`).
+    /// Turns the `__Host-` prefix on (sets `Secure` and `Path=/`). Changing either afterwards
+    /// makes the configuration invalid ([`SessionConfig::validate`]): browsers drop such a
+    /// cookie.
     pub fn host_prefix(mut self, on: bool) -> Self {
         self.host_prefix = on;
         if on {

@@ -97,7 +97,7 @@ mod token;
 #[cfg(feature = "cache")]
 pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
+pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
 pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,

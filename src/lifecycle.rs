@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::SessionConfig;
+use crate::config::{ConfigError, SessionConfig};
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::{
     CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest, Scope,
@@ -117,9 +117,21 @@ impl std::fmt::Debug for SessionManager {
 
 impl SessionManager {
     /// A manager over `store` with the [`MudPolicy`] and the system clock.
+    ///
+    /// # Panics
+    /// At start-up, if `config` is invalid ([`SessionConfig::validate`]): an overflowing
+    /// duration, a cookie name or path that cannot be sent, a `__Host-` cookie without
+    /// `Secure` or `Path=/`. [`try_new`](Self::try_new) returns the error instead.
     pub fn new(store: impl SessionStore, config: SessionConfig) -> Self {
+        Self::try_new(store, config).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A manager over `store` with the [`MudPolicy`] and the system clock, or the reason
+    /// `config` is invalid ([`SessionConfig::validate`]).
+    pub fn try_new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
         let cookie_name = config.cookie.full_name();
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
                 config,
@@ -130,7 +142,7 @@ impl SessionManager {
                 #[cfg(feature = "cache")]
                 cache: None,
             }),
-        }
+        })
     }
 
     /// Replaces the role → permission policy.
@@ -556,7 +568,8 @@ impl SessionManager {
     /// original counted activity within 30 minutes for its health endpoint).
     pub async fn count_active(&self, window: Option<Duration>) -> Result<u64, StoreError> {
         let now = self.now();
-        let since = window.map(|window| now - span(window));
+        // A window reaching before the calendar's start counts every live session.
+        let since = window.and_then(|window| now.checked_sub(span(window)));
         self.inner.store.count_active(now, since).await
     }
 
@@ -575,9 +588,17 @@ impl SessionManager {
 
     /// Spawns a task that calls [`purge_expired`](Self::purge_expired) every `every`, starting
     /// now. A failure is logged and the task keeps going; abort the handle to stop it.
-    pub fn spawn_sweeper(&self, every: Duration) -> JoinHandle<()> {
+    ///
+    /// A zero interval (which would sweep in a busy loop) is refused with a [`ConfigError`].
+    pub fn spawn_sweeper(&self, every: Duration) -> Result<JoinHandle<()>, ConfigError> {
+        if every.is_zero() {
+            return Err(ConfigError {
+                field: "spawn_sweeper(every)",
+                problem: "the sweep interval must be longer than zero".to_owned(),
+            });
+        }
         let manager = self.clone();
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -590,7 +611,7 @@ impl SessionManager {
                     Err(error) => tracing::error!(%error, "session sweeper failed; will retry"),
                 }
             }
-        })
+        }))
     }
 
     /// The `Set-Cookie` value that carries a new session's token.
@@ -673,7 +694,11 @@ impl SessionManager {
     }
 }
 
+/// A `Set-Cookie` value, marked sensitive so that HTTP/2 and HTTP/3 encoders never put it in
+/// their compression tables.
 fn cookie_header(cookie: &Cookie<'_>) -> HeaderValue {
-    HeaderValue::try_from(cookie.to_string())
-        .expect("a cookie of a base64url token and configured attributes is a valid header")
+    let mut value = HeaderValue::try_from(cookie.to_string())
+        .expect("a base64url token with validated names and paths is a valid header");
+    value.set_sensitive(true);
+    value
 }

@@ -773,7 +773,7 @@ async fn sweeper_logs_database_errors_and_keeps_sweeping() {
     let direct = backend.manager(config.clone(), clock.clone());
 
     proxy.cut();
-    let sweeper = swept.spawn_sweeper(Duration::from_millis(50));
+    let sweeper = swept.spawn_sweeper(Duration::from_millis(50)).unwrap();
     wait_until("the sweeper's failures to be logged", || async {
         logs.count("session sweeper failed") >= 3
     })
