@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, GameUser, MemoryStore,
-    PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig, SessionId,
+    NoStore, PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig, SessionId,
     SessionLayer, SessionManager, StoreError,
 };
 
@@ -316,7 +316,7 @@ async fn login(
     session: Session,
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<NoStore<Json<Value>>> {
     let user = check_credentials(&state, &body.username, &body.password)
         .await
         .map_err(|detail| match detail {
@@ -337,7 +337,7 @@ async fn login(
     if let Some(refresh) = &login.refresh {
         reply["refresh_token"] = json!(refresh.expose());
     }
-    Ok(Json(reply))
+    Ok(NoStore(Json(reply)))
 }
 
 #[derive(Deserialize)]
@@ -346,7 +346,11 @@ struct RefreshBody {
 }
 
 /// Trades a remember-me token (from the body, or else the refresh cookie) for a new session.
-async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+async fn refresh(
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<NoStore<Json<Value>>> {
     let body_token = if body.is_empty() {
         None
     } else {
@@ -360,11 +364,11 @@ async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult
         .refresh(body_token.as_deref(), &headers, client)
         .await?
     {
-        Refresh::Refreshed(login) => Ok(Json(json!({
+        Refresh::Refreshed(login) => Ok(NoStore(Json(json!({
             "token": login.token.expose(),
             "session_id": login.session.id,
             "refresh_token": login.refresh.as_ref().map(|refresh| refresh.expose()),
-        }))),
+        })))),
         Refresh::Invalid => Err(ApiError::Detail(
             StatusCode::UNAUTHORIZED,
             "Invalid or expired refresh token",

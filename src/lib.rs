@@ -98,7 +98,7 @@ mod token;
 pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
-pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
+pub use extract::{AuthRejection, AuthUser, GameUser, NoStore, RequirePermission, RequireRole};
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
     TokenSource, find_token,

@@ -104,8 +104,30 @@ struct Inner {
     cache: Option<crate::cache::SessionCache>,
 }
 
-/// Distinct client addresses tracked by the rejected-token counter before it starts over.
+/// Distinct client addresses tracked by the rejected-token counter.
 const MAX_TRACKED_IPS: usize = 10_000;
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64 network.
+fn counted_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Drops the `n` entries with the smallest counts, in one pass (amortised: it runs once per
+/// `n` new addresses).
+fn evict_smallest(counts: &mut HashMap<IpAddr, u64>, n: usize) {
+    let mut entries: Vec<(u64, IpAddr)> = counts.iter().map(|(ip, n)| (*n, *ip)).collect();
+    let n = n.clamp(1, entries.len());
+    entries.select_nth_unstable(n - 1);
+    for (_, ip) in &entries[..n] {
+        counts.remove(ip);
+    }
+}
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,7 +281,7 @@ impl SessionManager {
             session_id = %session.id,
             user_id,
             ip = session.ip.map(tracing::field::display),
-            client_type = %session.client_type,
+            client_type = session.client_type.as_str(),
             remember,
         );
         Ok(Login {
@@ -408,7 +430,12 @@ impl SessionManager {
     /// audit event `token_rejected` with the running count for that address, so that an
     /// operator can alert on addresses that guess tokens. The layer calls this; so can custom
     /// middleware.
+    ///
+    /// IPv6 addresses are counted per /64 (one host usually holds a whole /64). The counter
+    /// keeps at most 10 000 addresses: when it is full, the tenth with the smallest counts is
+    /// dropped, so a flood of new addresses cannot push out the ones that guess most.
     pub fn record_rejected_token(&self, ip: Option<IpAddr>, reason: &'static str) {
+        let ip = ip.map(counted_address);
         let count = ip.map(|ip| {
             let mut counts = self
                 .inner
@@ -416,7 +443,7 @@ impl SessionManager {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if counts.len() >= MAX_TRACKED_IPS && !counts.contains_key(&ip) {
-                counts.clear();
+                evict_smallest(&mut counts, MAX_TRACKED_IPS / 10);
             }
             let count = counts.entry(ip).or_default();
             *count += 1;
@@ -431,9 +458,9 @@ impl SessionManager {
         );
     }
 
-    /// Rejected-token counts per client address, highest first (see
-    /// [`record_rejected_token`](Self::record_rejected_token)). The counter keeps at most
-    /// 10 000 addresses and starts over when more appear.
+    /// Rejected-token counts per client address (IPv6: per /64, shown as the network
+    /// address), highest first (see [`record_rejected_token`](Self::record_rejected_token)).
+    /// At most 10 000 addresses are kept; the smallest counts make room for new ones.
     pub fn rejected_tokens_by_ip(&self) -> Vec<(IpAddr, u64)> {
         let counts = self
             .inner

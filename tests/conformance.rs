@@ -751,7 +751,17 @@ async fn configuration_that_could_panic_is_refused_when_built(backend: Backend) 
     );
 }
 
+/// A login without client details records the client type `unknown`, as the column default.
+async fn default_client_info_records_an_unknown_client_type(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    login_token(&h, 1).await;
+    let sessions = h.manager.list_for_user(1).await.unwrap();
+    assert_eq!(sessions[0].client_type, "unknown");
+    assert_eq!(ClientInfo::default().client_type, "unknown");
+}
+
 both_stores!(
+    default_client_info_records_an_unknown_client_type,
     configuration_that_could_panic_is_refused_when_built,
     validation_returns_the_session_as_stored,
     a_user_scope_validation_touches_but_reads_no_character,

@@ -392,3 +392,43 @@ async fn revoking_the_current_session_through_the_handle_clears_its_cookie() {
         }
     }
 }
+
+#[tokio::test]
+async fn set_cookie_values_are_sensitive_and_no_store_marks_a_token_in_the_body() {
+    use axum::Json;
+    use tower_session_auth::{ClientInfo, NoStore, Session, SessionLayer};
+
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            axum::routing::post(|session: Session| async move {
+                let login = session.login_with(1, ClientInfo::default(), true).await?;
+                Ok::<_, tower_session_auth::AuthRejection>(NoStore(Json(
+                    login.token.expose().to_owned(),
+                )))
+            }),
+        )
+        .layer(SessionLayer::new(manager.clone()));
+    // A header client: no cookie, yet the token in the body is not to be stored.
+    let unknown = tower_session_auth::SessionToken::generate();
+    let reply = send(
+        &app,
+        post(
+            "/login",
+            Some(("authorization", &format!("Bearer {}", unknown.expose()))),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    // A browser: the session and refresh cookies are sensitive header values, so HTTP/2 and
+    // HTTP/3 never index them.
+    let reply = send(&app, post("/login", None)).await;
+    let cookies: Vec<_> = reply.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies.len(), 2);
+    assert!(cookies.iter().all(|value| value.is_sensitive()));
+    assert_eq!(reply.headers["cache-control"], "no-store");
+}

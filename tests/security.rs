@@ -362,3 +362,65 @@ async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn audit_events_quote_client_supplied_text() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = app_for(&manager);
+    let (captured, _guard) = capture();
+    let forged = "x event=\"logout\" session_id=f";
+    let reply = send(
+        &app,
+        post(
+            "/login/1",
+            &[
+                ("x-client-type", forged),
+                ("user-agent", "ua\" event=\"revoke_all"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let logs = captured.text();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("event=\"login\""))
+        .unwrap_or_else(|| panic!("no login event: {logs}"));
+    // The client type is one quoted, escaped value: it cannot add or replace a field.
+    let quoted = r#" client_type="x event=\"logout\" session_id=f""#;
+    assert!(line.contains(quoted), "{line}");
+    let others = line.replace(quoted, "");
+    assert_eq!(others.matches(" event=").count(), 1, "{line}");
+    assert_eq!(others.matches(" session_id=").count(), 1, "{line}");
+}
+
+#[test]
+fn the_rejected_token_counter_keeps_the_largest_counts() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    let manager = SessionManager::new(
+        tower_session_auth::MemoryStore::new(),
+        SessionConfig::default(),
+    );
+    let guesser = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    for _ in 0..5 {
+        manager.record_rejected_token(Some(guesser), "unknown");
+    }
+    // One IPv6 host rotating through its /64 is one address.
+    let network: u128 = 0x2001_0db8_0000_0001 << 64;
+    for host in 1..=3u128 {
+        let ip = IpAddr::V6(Ipv6Addr::from(network | host));
+        manager.record_rejected_token(Some(ip), "malformed");
+    }
+    let v6 = IpAddr::V6(Ipv6Addr::from(network));
+    assert_eq!(manager.rejected_tokens_by_ip(), vec![(guesser, 5), (v6, 3)]);
+    // A flood of new addresses, one rejection each, does not push the guessers out.
+    for n in 0..20_000u32 {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        manager.record_rejected_token(Some(ip), "unknown");
+    }
+    let counts = manager.rejected_tokens_by_ip();
+    assert!(counts.len() <= 10_000, "{}", counts.len());
+    assert_eq!(counts[..2], [(guesser, 5), (v6, 3)]);
+}

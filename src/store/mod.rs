@@ -66,7 +66,9 @@ pub enum StoreError {
 }
 
 /// Who is logging in from where: recorded with the session and shown in listings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The default has no address, no User-Agent and the client type `unknown`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The client's IP address, when known.
     pub ip: Option<IpAddr>,
@@ -74,6 +76,16 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
     /// A free-form client kind (`web`, `tui`, …), trimmed and lower-cased; blank is `unknown`.
     pub client_type: String,
+}
+
+impl Default for ClientInfo {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            user_agent: None,
+            client_type: "unknown".to_owned(),
+        }
+    }
 }
 
 impl ClientInfo {
