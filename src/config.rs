@@ -300,14 +300,24 @@ impl RefreshConfig {
 ///
 /// `SameSite=Lax` already keeps the cookie off cross-site `POST`s in current browsers; this
 /// check adds a server-side rule that does not depend on the browser. When enabled, a request
-/// with an unsafe method (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`) whose token came from
-/// the **cookie** must either carry the custom header (a cross-site page cannot set one without
-/// a CORS preflight) or an `Origin` header that is allowed. Otherwise the extractors reject it
-/// with 403 `Cross-site request rejected`, without a query. Header-authenticated requests are
-/// not subject to it: browsers never attach those tokens on their own.
+/// with an unsafe method (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`) that acts on a cookie
+/// must pass [`allows`](Self::allows), or it is rejected with 403 `Cross-site request
+/// rejected` before anything changes: the extractors check requests whose token came from the
+/// **cookie**, and the [`Session`](crate::Session) handle checks a login that would set a
+/// cookie, a logout that would clear one, and a refresh by the refresh cookie.
+/// Header-authenticated requests are not subject to it: browsers never attach those tokens on
+/// their own.
 ///
-/// An `Origin` is allowed when it is in [`allowed_origins`](Self::allowed_origins), or, when
-/// that list is empty, when it names the request's own `Host` (`http://host` or `https://host`).
+/// The rule, first match wins:
+/// 1. An `Origin` header decides on its own: allowed when it is in
+///    [`allowed_origins`](Self::allowed_origins), or, when that list is empty, when it names
+///    the request's own host (the URI's authority, as HTTP/2 sends it, else the `Host`
+///    header; with the scheme of the URI when it has one). Any other origin, `null`
+///    included, is rejected even if the custom header is present.
+/// 2. Else `Sec-Fetch-Site` decides: `same-origin` and `none` (a navigation the user started)
+///    pass, `same-site` and `cross-site` are rejected.
+/// 3. Else the custom [`header`](Self::header) passes (a cross-site page cannot set one
+///    without a CORS preflight); without it the request is rejected.
 ///
 /// ```
 /// use tower_session_auth::{CsrfConfig, SessionConfig};
@@ -321,7 +331,8 @@ pub struct CsrfConfig {
     /// Empty: only the request's own host.
     pub allowed_origins: Vec<String>,
     /// A header whose presence proves a same-origin script sent the request (default
-    /// `X-Requested-With`); `None` accepts only a matching `Origin`.
+    /// `X-Requested-With`), when neither `Origin` nor `Sec-Fetch-Site` is sent; `None` accepts
+    /// only those two.
     pub header: Option<HeaderName>,
 }
 
@@ -341,35 +352,60 @@ impl CsrfConfig {
         self
     }
 
-    /// Sets the custom header (`None`: require a matching `Origin`).
+    /// Sets the custom header (`None`: require `Origin` or `Sec-Fetch-Site`).
     pub fn header(mut self, header: Option<HeaderName>) -> Self {
         self.header = header;
         self
     }
 
-    /// Whether an unsafe request with these headers passes the check.
-    pub fn allows(&self, headers: &http::HeaderMap) -> bool {
-        if let Some(name) = &self.header {
-            if headers.contains_key(name) {
-                return true;
-            }
+    /// Whether an unsafe request to `uri` with these headers passes the check (the rule is in
+    /// the type's docs).
+    ///
+    /// ```
+    /// use tower_session_auth::CsrfConfig;
+    ///
+    /// let csrf = CsrfConfig::default();
+    /// let uri: http::Uri = "https://game.example/logout".parse().unwrap(); // HTTP/2
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("origin", "https://game.example".parse().unwrap());
+    /// assert!(csrf.allows(&uri, &headers));
+    /// headers.insert("origin", "https://evil.example".parse().unwrap());
+    /// headers.insert("x-requested-with", "fetch".parse().unwrap());
+    /// assert!(!csrf.allows(&uri, &headers));
+    /// ```
+    pub fn allows(&self, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        if let Some(origin) = headers.get(http::header::ORIGIN) {
+            return origin
+                .to_str()
+                .is_ok_and(|origin| self.origin_allowed(origin, uri, headers));
         }
-        let Some(origin) = headers
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-        else {
+        if let Some(site) = headers.get("sec-fetch-site") {
+            return matches!(site.as_bytes(), b"same-origin" | b"none");
+        }
+        self.header
+            .as_ref()
+            .is_some_and(|name| headers.contains_key(name))
+    }
+
+    fn origin_allowed(&self, origin: &str, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.iter().any(|allowed| allowed == origin);
+        }
+        let Some((scheme, origin_host)) = origin.split_once("://") else {
             return false;
         };
-        if self.allowed_origins.is_empty() {
-            let host = headers
+        let scheme_ok = match uri.scheme_str() {
+            Some(own) => own.eq_ignore_ascii_case(scheme),
+            None => scheme == "http" || scheme == "https",
+        };
+        let own_host = match uri.authority() {
+            // HTTP/2 and absolute-form requests carry the authority in the URI.
+            Some(authority) => authority.as_str().rsplit('@').next(),
+            None => headers
                 .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok());
-            let origin_host = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            return host.is_some() && origin_host == host;
-        }
-        self.allowed_origins.iter().any(|allowed| allowed == origin)
+                .and_then(|host| host.to_str().ok()),
+        };
+        scheme_ok && own_host.is_some_and(|own| own.eq_ignore_ascii_case(origin_host))
     }
 }
 

@@ -31,7 +31,7 @@ use std::task::{Context, Poll, ready};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tower_layer::Layer;
@@ -141,6 +141,7 @@ where
         let session = Session::new(
             &self.manager,
             request.method(),
+            request.uri(),
             request.headers(),
             client_ip,
         );
@@ -245,6 +246,7 @@ impl Session {
     pub fn new(
         manager: &SessionManager,
         method: &Method,
+        uri: &Uri,
         headers: &HeaderMap,
         client_ip: Option<IpAddr>,
     ) -> Self {
@@ -262,7 +264,7 @@ impl Session {
                 .config()
                 .csrf
                 .as_ref()
-                .is_some_and(|csrf| !csrf.allows(headers));
+                .is_some_and(|csrf| !csrf.allows(uri, headers));
         Self {
             state: Arc::new(State {
                 manager: manager.clone(),
