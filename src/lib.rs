@@ -39,8 +39,11 @@
 //! - **Strict mode**: a presented token that is not exactly 43 canonical base64url characters is
 //!   rejected before any query. Unknown tokens never create a session; login always issues a
 //!   fresh token.
-//! - **Fail closed**: a store failure (database down, pool timeout) is `500 Session store
-//!   unavailable`: never anonymous, never 403, and the cookie is left alone.
+//! - **Fail closed**: a store failure (database down, pool timeout, a statement beyond
+//!   [`PgStore::statement_timeout`], a row that does not decode) is `500 Session store
+//!   unavailable`: never anonymous, never 403, never a panic, and the cookie is left alone.
+//!   [`PgStore::check_schema`] verifies the application's tables at start-up, and an invalid
+//!   configuration is refused when the manager is built ([`SessionConfig::validate`]).
 //! - **Fresh authorisation**: the role and active flag are read from the users table on every
 //!   validation, so role changes and deactivation apply on the next request.
 //! - **Expiry**: an idle TTL with sliding expiration, plus an absolute lifetime that activity
@@ -49,10 +52,13 @@
 //!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest.
 //!   A touch never re-creates a session deleted concurrently.
 //! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
-//!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store`. When the
-//!   token came from a header, the layer never sets a cookie.
-//! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for cookie-authenticated
-//!   unsafe requests, and per-session form tokens ([`Session::csrf_token`]).
+//!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store` (and
+//!   [`NoStore`] marks a response with a token in its body). When the token came from a
+//!   header, the layer never sets a cookie. [`Session::logout`] clears the cookies the request
+//!   carried, whatever the state of its session.
+//! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for unsafe requests that
+//!   act on a cookie (`Origin`, `Sec-Fetch-Site`, a custom header), and per-session form tokens
+//!   ([`Session::csrf_token`]).
 //!
 //! # How a request flows
 //!

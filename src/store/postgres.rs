@@ -283,9 +283,6 @@ pub struct PgStore {
     statement_timeout: Duration,
 }
 
-/// The default [`PgStore::statement_timeout`].
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Runs `$body` (an expression of type `Result<T, StoreError>` that uses `$client`) on a
 /// connection checked out of the store's pool, within the store's statement timeout. On a
 /// timeout the connection is detached from the pool (so it is never reused: a silent network
@@ -363,6 +360,9 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// The default [`statement_timeout`](Self::statement_timeout).
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// A store on an existing pool, with the default [`AppSchema`].
     pub fn new(pool: Pool) -> Self {
         Self::with_schema(pool, AppSchema::default())
@@ -378,12 +378,12 @@ impl PgStore {
             pool,
             sql: Arc::new(Statements::new(&app)),
             app: Arc::new(app),
-            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 
     /// Bounds each of the store's operations once it has a connection (default
-    /// [`DEFAULT_STATEMENT_TIMEOUT`], 5 s): a statement that waits on a lock (`LOCK TABLE`, a
+    /// [`DEFAULT_STATEMENT_TIMEOUT`](Self::DEFAULT_STATEMENT_TIMEOUT), 5 s): a statement that waits on a lock (`LOCK TABLE`, a
     /// long `ALTER TABLE`) or on a network that stopped answering without closing fails with
     /// [`StoreError::Timeout`], which the extractors answer with `500 Session store
     /// unavailable`. So a request's wait on the store is bounded by the pool's wait and
