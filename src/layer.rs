@@ -491,8 +491,10 @@ impl Session {
 
     /// Self-service revocation of one of `user_id`'s sessions, as
     /// [`SessionManager::revoke`]; when `id` is this request's own session and it came by
-    /// cookie, the response clears the session and refresh cookies.
+    /// cookie, the response clears the session and refresh cookies. A cookie-authenticated
+    /// request is subject to the [`CsrfConfig`](crate::CsrfConfig) check, like the extractors.
     pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, AuthRejection> {
+        self.check_cross_site(self.by_cookie())?;
         let current = self.is_current(id).await;
         let removed = self.state.manager.revoke(user_id, id).await?;
         self.clear_if_current(removed && current);
@@ -501,8 +503,10 @@ impl Session {
 
     /// An administrator's kick of any session, as [`SessionManager::remove`]; when `id` is
     /// this request's own session and it came by cookie, the response clears the session and
-    /// refresh cookies.
+    /// refresh cookies. A cookie-authenticated request is subject to the
+    /// [`CsrfConfig`](crate::CsrfConfig) check, like the extractors.
     pub async fn kick(&self, id: SessionId) -> Result<bool, AuthRejection> {
+        self.check_cross_site(self.by_cookie())?;
         let current = self.is_current(id).await;
         let removed = self.state.manager.remove(id).await?;
         self.clear_if_current(removed && current);

@@ -430,7 +430,7 @@ fn the_rejected_token_counter_keeps_the_largest_counts() {
 fn handle_app(manager: &SessionManager) -> axum::Router {
     use axum::Json;
     use axum::routing::post;
-    use tower_session_auth::{AuthUser, Refresh, Session};
+    use tower_session_auth::{AuthUser, Refresh, Session, SessionId};
 
     axum::Router::new()
         .route(
@@ -457,6 +457,14 @@ fn handle_app(manager: &SessionManager) -> axum::Router {
             }),
         )
         .route("/me", post(|user: AuthUser| async move { user.username }))
+        .route(
+            "/kick/{id}",
+            post(
+                |session: Session, axum::extract::Path(id): axum::extract::Path<SessionId>| async move {
+                    session.kick(id).await.map(Json)
+                },
+            ),
+        )
         .layer(SessionLayer::new(manager.clone()))
 }
 
@@ -571,6 +579,11 @@ async fn csrf_origin_wins_fetch_metadata_counts_http2_uses_the_authority_and_the
         )
         .await,
         "refresh",
+    );
+    let kick = format!("/kick/{}", login.session.id);
+    rejected(
+        &send(&app, request(&kick, &[("cookie", cookie), host, evil])).await,
+        "kick",
     );
     assert_eq!(manager.list_for_user(1).await.unwrap().len(), 1);
     assert!(manager.lookup(&login.token).await.is_some());
