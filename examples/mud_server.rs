@@ -112,12 +112,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             store.migrate().await?;
             let directory = Directory::Pg(store.pool().clone());
             directory.seed().await?;
-            (SessionManager::new(store, config), directory)
+            store.check_schema().await?;
+            (SessionManager::try_new(store, config)?, directory)
         }
         _ => {
             let store = MemoryStore::new();
             let directory = Directory::memory(store.clone());
-            (SessionManager::new(store, config), directory)
+            (SessionManager::try_new(store, config)?, directory)
         }
     };
     let sweeper = manager.spawn_sweeper(Duration::from_secs(300))?;

@@ -8,14 +8,14 @@
 //! ```no_run
 //! use axum::{Json, Router, routing::{get, post}};
 //! use tower_session_auth::{
-//!     AuthUser, ClientInfo, PgStore, RequirePermission, Session, SessionConfig, SessionLayer,
-//!     SessionManager, StoreError, permissions::ViewLogs,
+//!     AuthRejection, AuthUser, ClientInfo, NoStore, PgStore, RequirePermission, Session,
+//!     SessionConfig, SessionLayer, SessionManager, permissions::ViewLogs,
 //! };
 //!
-//! async fn login(session: Session) -> Result<Json<String>, StoreError> {
+//! async fn login(session: Session) -> Result<NoStore<Json<String>>, AuthRejection> {
 //!     // ... verify the password, find the user id ...
 //!     let login = session.login(42, ClientInfo::default()).await?; // sets the cookie too
-//!     Ok(Json(login.token.expose().to_owned()))
+//!     Ok(NoStore(Json(login.token.expose().to_owned())))
 //! }
 //! async fn me(user: AuthUser) -> String { user.username }
 //! async fn logs(_: RequirePermission<ViewLogs>) -> &'static str { "…" }
@@ -23,6 +23,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = PgStore::connect("postgres://app:secret@localhost/app")?;
 //! store.migrate().await?;
+//! store.check_schema().await?; // the application's users and characters tables
 //! let manager = SessionManager::new(store, SessionConfig::default());
 //! let app: Router = Router::new()
 //!     .route("/login", post(login))
