@@ -971,20 +971,21 @@ impl SessionStore for PgStore {
         else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let user_id: i64 = series.get(0);
-        let (expired, user_ok): (bool, bool) = (series.get(5), series.get(6));
+        let user_id: i64 = column(&series, 0, "bigint")?;
+        let expired: bool = column(&series, 5, "boolean")?;
+        let user_ok: bool = column(&series, 6, "boolean")?;
         if expired || !user_ok {
             end_series(&tx, request.series).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Invalid);
         }
-        let current: &[u8] = series.get(1);
-        let previous: Option<&[u8]> = series.get(2);
+        let current: &[u8] = column(&series, 1, "bytea")?;
+        let previous: Option<&[u8]> = column(&series, 2, "bytea")?;
         let rotation = match match_secret(
             &request.secret_hash,
             current,
             previous,
-            series.get(3),
+            column(&series, 3, "timestamptz")?,
             request.grace_since,
         ) {
             SecretMatch::Reuse => {
@@ -1018,7 +1019,7 @@ impl SessionStore for PgStore {
             user_id,
             ..request.session
         };
-        let authenticated_at: OffsetDateTime = series.get(4);
+        let authenticated_at: OffsetDateTime = column(&series, 4, "timestamptz")?;
         let record = insert_session(
             &tx,
             &session,
