@@ -213,8 +213,8 @@ struct State {
     /// `None` when no token was presented or the presented one was malformed.
     token: Option<SessionToken>,
     client_ip: Option<IpAddr>,
-    /// The refresh cookie as presented: `None` when absent, `Some(None)` when malformed or
-    /// ambiguous.
+    /// The refresh cookie as presented on an unsafe request: `None` when absent (or the
+    /// method is safe), `Some(None)` when malformed or ambiguous.
     refresh_cookie: Option<Option<RefreshToken>>,
     /// An unsafe request that failed the opt-in CSRF check (whatever its credentials).
     cross_site: bool,
@@ -257,7 +257,11 @@ impl Session {
         if source.is_some() && token.is_none() {
             manager.record_rejected_token(client_ip, "malformed");
         }
-        let refresh_cookie = cookie_value(headers, &manager.config().refresh.cookie_name)
+        // Only a logout reads it, and a logout is never a safe method: the hot path (GET)
+        // skips the scan.
+        let refresh_cookie = (!is_safe(method))
+            .then(|| cookie_value(headers, &manager.config().refresh.cookie_name))
+            .flatten()
             .map(|value| value.and_then(RefreshToken::parse_bytes));
         let cross_site = !is_safe(method)
             && manager
@@ -458,9 +462,10 @@ impl Session {
     ///   already expired, was unknown or the cookie was malformed; the refresh cookie is
     ///   cleared with it. A token that came by header clears nothing (header clients keep no
     ///   cookie).
-    /// - A refresh cookie the request carried is cleared too, and if its secret is the current
-    ///   one of its series, that series and its sessions end. A wrong or stale secret ends
-    ///   nothing: the series id is not a secret.
+    /// - A refresh cookie the request carried (to a `POST` or other unsafe method, as a logout
+    ///   should be) is cleared too, and if its secret is the current one of its series, that
+    ///   series and its sessions end. A wrong or stale secret ends nothing: the series id is
+    ///   not a secret.
     /// - The refresh cookie has `Path=/refresh` by default, so browsers do not send it to a
     ///   logout route; the removal cookie still reaches them (it names that path), and the
     ///   series of the session being logged out ends with it anyway.
