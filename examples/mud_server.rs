@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, GameUser, MemoryStore,
-    PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig, SessionId,
+    NoStore, PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig, SessionId,
     SessionLayer, SessionManager, StoreError,
 };
 
@@ -112,15 +112,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             store.migrate().await?;
             let directory = Directory::Pg(store.pool().clone());
             directory.seed().await?;
-            (SessionManager::new(store, config), directory)
+            store.check_schema().await?;
+            (SessionManager::try_new(store, config)?, directory)
         }
         _ => {
             let store = MemoryStore::new();
             let directory = Directory::memory(store.clone());
-            (SessionManager::new(store, config), directory)
+            (SessionManager::try_new(store, config)?, directory)
         }
     };
-    let sweeper = manager.spawn_sweeper(Duration::from_secs(300));
+    let sweeper = manager.spawn_sweeper(Duration::from_secs(300))?;
     let app = app(manager, directory);
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
@@ -239,6 +240,12 @@ enum ApiError {
     Detail(StatusCode, &'static str),
 }
 
+impl From<AuthRejection> for ApiError {
+    fn from(rejection: AuthRejection) -> Self {
+        Self::Auth(rejection)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "store error in handler");
@@ -310,7 +317,7 @@ async fn login(
     session: Session,
     headers: HeaderMap,
     Json(body): Json<LoginRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<NoStore<Json<Value>>> {
     let user = check_credentials(&state, &body.username, &body.password)
         .await
         .map_err(|detail| match detail {
@@ -331,7 +338,7 @@ async fn login(
     if let Some(refresh) = &login.refresh {
         reply["refresh_token"] = json!(refresh.expose());
     }
-    Ok(Json(reply))
+    Ok(NoStore(Json(reply)))
 }
 
 #[derive(Deserialize)]
@@ -340,7 +347,11 @@ struct RefreshBody {
 }
 
 /// Trades a remember-me token (from the body, or else the refresh cookie) for a new session.
-async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+async fn refresh(
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<NoStore<Json<Value>>> {
     let body_token = if body.is_empty() {
         None
     } else {
@@ -354,11 +365,11 @@ async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult
         .refresh(body_token.as_deref(), &headers, client)
         .await?
     {
-        Refresh::Refreshed(login) => Ok(Json(json!({
+        Refresh::Refreshed(login) => Ok(NoStore(Json(json!({
             "token": login.token.expose(),
             "session_id": login.session.id,
             "refresh_token": login.refresh.as_ref().map(|refresh| refresh.expose()),
-        }))),
+        })))),
         Refresh::Invalid => Err(ApiError::Detail(
             StatusCode::UNAUTHORIZED,
             "Invalid or expired refresh token",

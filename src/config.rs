@@ -60,7 +60,119 @@ impl Default for SessionConfig {
     }
 }
 
+/// A configuration value the crate cannot work with, found when the
+/// [`SessionManager`](crate::SessionManager) is built ([`SessionConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session configuration: {field}: {problem}")]
+pub struct ConfigError {
+    /// The setting, e.g. `cookie.path` or `idle_timeout`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Whether `name` is a cookie name browsers and servers agree on (an RFC 6265 token).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Whether `path` can be a cookie's `Path` attribute: starts with `/`, visible ASCII, no `;`.
+fn is_cookie_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+}
+
 impl SessionConfig {
+    /// The longest duration any setting accepts (100 years): longer ones would overflow the
+    /// date arithmetic of expiry times.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+    /// Checks the settings that could otherwise fail at request time: every duration at most
+    /// [`MAX_DURATION`](Self::MAX_DURATION), cookie names that are RFC 6265 tokens, cookie
+    /// paths that start with `/` and hold no `;` or control characters, and with
+    /// [`CookieConfig::host_prefix`] a `Secure` cookie with `Path=/` (browsers drop a
+    /// `__Host-` cookie otherwise). [`SessionManager::try_new`](crate::SessionManager::try_new)
+    /// calls it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_session_auth::{CookieConfig, SessionConfig};
+    ///
+    /// assert!(SessionConfig::default().validate().is_ok());
+    /// let forever = SessionConfig::default().idle_timeout(Some(Duration::MAX));
+    /// assert_eq!(forever.validate().unwrap_err().field, "idle_timeout");
+    /// let insecure = SessionConfig::default()
+    ///     .cookie(CookieConfig::default().host_prefix(true).secure(false));
+    /// assert_eq!(insecure.validate().unwrap_err().field, "cookie.secure");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("idle_timeout", self.idle_timeout),
+            ("absolute_lifetime", self.absolute_lifetime),
+            ("touch_interval", Some(self.touch_interval)),
+            ("refresh.idle_timeout", self.refresh.idle_timeout),
+            ("refresh.absolute_lifetime", self.refresh.absolute_lifetime),
+            ("refresh.grace", Some(self.refresh.grace)),
+        ];
+        for (field, duration) in durations {
+            if duration.is_some_and(|duration| duration > Self::MAX_DURATION) {
+                return Err(ConfigError::new(
+                    field,
+                    "longer than SessionConfig::MAX_DURATION (100 years); use None for no limit",
+                ));
+            }
+        }
+        let cookie = &self.cookie;
+        let names = [
+            ("cookie.name", &cookie.name),
+            ("refresh.cookie_name", &self.refresh.cookie_name),
+        ];
+        for (field, name) in names {
+            if !is_cookie_name(name) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{name:?} is not a valid cookie name"),
+                ));
+            }
+        }
+        let paths = [
+            ("cookie.path", &cookie.path),
+            ("refresh.cookie_path", &self.refresh.cookie_path),
+        ];
+        for (field, path) in paths {
+            if !is_cookie_path(path) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{path:?} is not a valid cookie path"),
+                ));
+            }
+        }
+        if cookie.host_prefix && !cookie.secure {
+            return Err(ConfigError::new(
+                "cookie.secure",
+                "a __Host- cookie must be Secure",
+            ));
+        }
+        if cookie.host_prefix && cookie.path != "/" {
+            return Err(ConfigError::new(
+                "cookie.path",
+                "a __Host- cookie must have Path=/",
+            ));
+        }
+        Ok(())
+    }
+
     /// Sets the idle TTL (`None`: sessions never idle out).
     pub fn idle_timeout(mut self, ttl: Option<Duration>) -> Self {
         self.idle_timeout = ttl;
@@ -188,14 +300,24 @@ impl RefreshConfig {
 ///
 /// `SameSite=Lax` already keeps the cookie off cross-site `POST`s in current browsers; this
 /// check adds a server-side rule that does not depend on the browser. When enabled, a request
-/// with an unsafe method (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`) whose token came from
-/// the **cookie** must either carry the custom header (a cross-site page cannot set one without
-/// a CORS preflight) or an `Origin` header that is allowed. Otherwise the extractors reject it
-/// with 403 `Cross-site request rejected`, without a query. Header-authenticated requests are
-/// not subject to it: browsers never attach those tokens on their own.
+/// with an unsafe method (anything but `GET`, `HEAD`, `OPTIONS`, `TRACE`) that acts on a cookie
+/// must pass [`allows`](Self::allows), or it is rejected with 403 `Cross-site request
+/// rejected` before anything changes: the extractors check requests whose token came from the
+/// **cookie**, and the [`Session`](crate::Session) handle checks a login that would set a
+/// cookie, a logout that would clear one, and a refresh by the refresh cookie.
+/// Header-authenticated requests are not subject to it: browsers never attach those tokens on
+/// their own.
 ///
-/// An `Origin` is allowed when it is in [`allowed_origins`](Self::allowed_origins), or, when
-/// that list is empty, when it names the request's own `Host` (`http://host` or `https://host`).
+/// The rule, first match wins:
+/// 1. An `Origin` header decides on its own: allowed when it is in
+///    [`allowed_origins`](Self::allowed_origins), or, when that list is empty, when it names
+///    the request's own host (the URI's authority, as HTTP/2 sends it, else the `Host`
+///    header; with the scheme of the URI when it has one). Any other origin, `null`
+///    included, is rejected even if the custom header is present.
+/// 2. Else `Sec-Fetch-Site` decides: `same-origin` and `none` (a navigation the user started)
+///    pass, `same-site` and `cross-site` are rejected.
+/// 3. Else the custom [`header`](Self::header) passes (a cross-site page cannot set one
+///    without a CORS preflight); without it the request is rejected.
 ///
 /// ```
 /// use tower_session_auth::{CsrfConfig, SessionConfig};
@@ -209,7 +331,8 @@ pub struct CsrfConfig {
     /// Empty: only the request's own host.
     pub allowed_origins: Vec<String>,
     /// A header whose presence proves a same-origin script sent the request (default
-    /// `X-Requested-With`); `None` accepts only a matching `Origin`.
+    /// `X-Requested-With`), when neither `Origin` nor `Sec-Fetch-Site` is sent; `None` accepts
+    /// only those two.
     pub header: Option<HeaderName>,
 }
 
@@ -229,35 +352,60 @@ impl CsrfConfig {
         self
     }
 
-    /// Sets the custom header (`None`: require a matching `Origin`).
+    /// Sets the custom header (`None`: require `Origin` or `Sec-Fetch-Site`).
     pub fn header(mut self, header: Option<HeaderName>) -> Self {
         self.header = header;
         self
     }
 
-    /// Whether an unsafe request with these headers passes the check.
-    pub fn allows(&self, headers: &http::HeaderMap) -> bool {
-        if let Some(name) = &self.header {
-            if headers.contains_key(name) {
-                return true;
-            }
+    /// Whether an unsafe request to `uri` with these headers passes the check (the rule is in
+    /// the type's docs).
+    ///
+    /// ```
+    /// use tower_session_auth::CsrfConfig;
+    ///
+    /// let csrf = CsrfConfig::default();
+    /// let uri: http::Uri = "https://game.example/logout".parse().unwrap(); // HTTP/2
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("origin", "https://game.example".parse().unwrap());
+    /// assert!(csrf.allows(&uri, &headers));
+    /// headers.insert("origin", "https://evil.example".parse().unwrap());
+    /// headers.insert("x-requested-with", "fetch".parse().unwrap());
+    /// assert!(!csrf.allows(&uri, &headers));
+    /// ```
+    pub fn allows(&self, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        if let Some(origin) = headers.get(http::header::ORIGIN) {
+            return origin
+                .to_str()
+                .is_ok_and(|origin| self.origin_allowed(origin, uri, headers));
         }
-        let Some(origin) = headers
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-        else {
+        if let Some(site) = headers.get("sec-fetch-site") {
+            return matches!(site.as_bytes(), b"same-origin" | b"none");
+        }
+        self.header
+            .as_ref()
+            .is_some_and(|name| headers.contains_key(name))
+    }
+
+    fn origin_allowed(&self, origin: &str, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.iter().any(|allowed| allowed == origin);
+        }
+        let Some((scheme, origin_host)) = origin.split_once("://") else {
             return false;
         };
-        if self.allowed_origins.is_empty() {
-            let host = headers
+        let scheme_ok = match uri.scheme_str() {
+            Some(own) => own.eq_ignore_ascii_case(scheme),
+            None => scheme == "http" || scheme == "https",
+        };
+        let own_host = match uri.authority() {
+            // HTTP/2 and absolute-form requests carry the authority in the URI.
+            Some(authority) => authority.as_str().rsplit('@').next(),
+            None => headers
                 .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok());
-            let origin_host = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            return host.is_some() && origin_host == host;
-        }
-        self.allowed_origins.iter().any(|allowed| allowed == origin)
+                .and_then(|host| host.to_str().ok()),
+        };
+        scheme_ok && own_host.is_some_and(|own| own.eq_ignore_ascii_case(origin_host))
     }
 }
 
@@ -301,7 +449,9 @@ impl CookieConfig {
         self
     }
 
-    /// Turns the `__Host-` prefix on (forces `Secure` and `Path=/`).
+    /// Turns the `__Host-` prefix on (sets `Secure` and `Path=/`). Changing either afterwards
+    /// makes the configuration invalid ([`SessionConfig::validate`]): browsers drop such a
+    /// cookie.
     pub fn host_prefix(mut self, on: bool) -> Self {
         self.host_prefix = on;
         if on {

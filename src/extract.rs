@@ -28,7 +28,7 @@ use std::ops::Deref;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use time::OffsetDateTime;
@@ -105,12 +105,45 @@ impl IntoResponse for AuthRejection {
     }
 }
 
+/// A store error seen by the [`Session`] handle: logged, and answered like the extractors'.
+impl From<StoreError> for AuthRejection {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "session store unavailable");
+        Self::StoreUnavailable
+    }
+}
+
 /// A store error returned from a handler fails closed, like the extractors: it is logged and
 /// answered with `500 Session store unavailable`.
 impl IntoResponse for StoreError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self, "session store unavailable");
         AuthRejection::StoreUnavailable.into_response()
+    }
+}
+
+/// A response that must not be stored by any cache: wraps a handler's response and sets
+/// `Cache-Control: no-store`. Use it for responses that carry a token in the body (login,
+/// refresh); the layer already marks responses that set or clear a cookie.
+///
+/// ```
+/// use axum::Json;
+/// use tower_session_auth::NoStore;
+///
+/// async fn login() -> NoStore<Json<&'static str>> {
+///     NoStore(Json("token in the body"))
+/// }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct NoStore<T>(pub T);
+
+impl<T: IntoResponse> IntoResponse for NoStore<T> {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 }
 

@@ -8,14 +8,14 @@
 //! ```no_run
 //! use axum::{Json, Router, routing::{get, post}};
 //! use tower_session_auth::{
-//!     AuthUser, ClientInfo, PgStore, RequirePermission, Session, SessionConfig, SessionLayer,
-//!     SessionManager, StoreError, permissions::ViewLogs,
+//!     AuthRejection, AuthUser, ClientInfo, NoStore, PgStore, RequirePermission, Session,
+//!     SessionConfig, SessionLayer, SessionManager, permissions::ViewLogs,
 //! };
 //!
-//! async fn login(session: Session) -> Result<Json<String>, StoreError> {
+//! async fn login(session: Session) -> Result<NoStore<Json<String>>, AuthRejection> {
 //!     // ... verify the password, find the user id ...
 //!     let login = session.login(42, ClientInfo::default()).await?; // sets the cookie too
-//!     Ok(Json(login.token.expose().to_owned()))
+//!     Ok(NoStore(Json(login.token.expose().to_owned())))
 //! }
 //! async fn me(user: AuthUser) -> String { user.username }
 //! async fn logs(_: RequirePermission<ViewLogs>) -> &'static str { "…" }
@@ -23,6 +23,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = PgStore::connect("postgres://app:secret@localhost/app")?;
 //! store.migrate().await?;
+//! store.check_schema().await?; // the application's users and characters tables
 //! let manager = SessionManager::new(store, SessionConfig::default());
 //! let app: Router = Router::new()
 //!     .route("/login", post(login))
@@ -39,8 +40,11 @@
 //! - **Strict mode**: a presented token that is not exactly 43 canonical base64url characters is
 //!   rejected before any query. Unknown tokens never create a session; login always issues a
 //!   fresh token.
-//! - **Fail closed**: a store failure (database down, pool timeout) is `500 Session store
-//!   unavailable`: never anonymous, never 403, and the cookie is left alone.
+//! - **Fail closed**: a store failure (database down, pool timeout, a statement beyond
+//!   [`PgStore::statement_timeout`], a row that does not decode) is `500 Session store
+//!   unavailable`: never anonymous, never 403, never a panic, and the cookie is left alone.
+//!   [`PgStore::check_schema`] verifies the application's tables at start-up, and an invalid
+//!   configuration is refused when the manager is built ([`SessionConfig::validate`]).
 //! - **Fresh authorisation**: the role and active flag are read from the users table on every
 //!   validation, so role changes and deactivation apply on the next request.
 //! - **Expiry**: an idle TTL with sliding expiration, plus an absolute lifetime that activity
@@ -49,10 +53,13 @@
 //!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest.
 //!   A touch never re-creates a session deleted concurrently.
 //! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
-//!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store`. When the
-//!   token came from a header, the layer never sets a cookie.
-//! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for cookie-authenticated
-//!   unsafe requests, and per-session form tokens ([`Session::csrf_token`]).
+//!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store` (and
+//!   [`NoStore`] marks a response with a token in its body). When the token came from a
+//!   header, the layer never sets a cookie. [`Session::logout`] clears the cookies the request
+//!   carried, whatever the state of its session.
+//! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for unsafe requests that
+//!   act on a cookie (`Origin`, `Sec-Fetch-Site`, a custom header), and per-session form tokens
+//!   ([`Session::csrf_token`]).
 //!
 //! # How a request flows
 //!
@@ -97,8 +104,8 @@ mod token;
 #[cfg(feature = "cache")]
 pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
-pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
+pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
+pub use extract::{AuthRejection, AuthUser, GameUser, NoStore, RequirePermission, RequireRole};
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
     TokenSource, find_token,

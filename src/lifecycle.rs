@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::SessionConfig;
+use crate::config::{ConfigError, SessionConfig};
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::{
     CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest, Scope,
@@ -104,8 +104,30 @@ struct Inner {
     cache: Option<crate::cache::SessionCache>,
 }
 
-/// Distinct client addresses tracked by the rejected-token counter before it starts over.
+/// Distinct client addresses tracked by the rejected-token counter.
 const MAX_TRACKED_IPS: usize = 10_000;
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64 network.
+fn counted_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Drops the `n` entries with the smallest counts, in one pass (amortised: it runs once per
+/// `n` new addresses).
+fn evict_smallest(counts: &mut HashMap<IpAddr, u64>, n: usize) {
+    let mut entries: Vec<(u64, IpAddr)> = counts.iter().map(|(ip, n)| (*n, *ip)).collect();
+    let n = n.clamp(1, entries.len());
+    entries.select_nth_unstable(n - 1);
+    for (_, ip) in &entries[..n] {
+        counts.remove(ip);
+    }
+}
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,9 +139,21 @@ impl std::fmt::Debug for SessionManager {
 
 impl SessionManager {
     /// A manager over `store` with the [`MudPolicy`] and the system clock.
+    ///
+    /// # Panics
+    /// At start-up, if `config` is invalid ([`SessionConfig::validate`]): an overflowing
+    /// duration, a cookie name or path that cannot be sent, a `__Host-` cookie without
+    /// `Secure` or `Path=/`. [`try_new`](Self::try_new) returns the error instead.
     pub fn new(store: impl SessionStore, config: SessionConfig) -> Self {
+        Self::try_new(store, config).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A manager over `store` with the [`MudPolicy`] and the system clock, or the reason
+    /// `config` is invalid ([`SessionConfig::validate`]).
+    pub fn try_new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
         let cookie_name = config.cookie.full_name();
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 store: Arc::new(store),
                 config,
@@ -130,7 +164,7 @@ impl SessionManager {
                 #[cfg(feature = "cache")]
                 cache: None,
             }),
-        }
+        })
     }
 
     /// Replaces the role → permission policy.
@@ -247,7 +281,7 @@ impl SessionManager {
             session_id = %session.id,
             user_id,
             ip = session.ip.map(tracing::field::display),
-            client_type = %session.client_type,
+            client_type = session.client_type.as_str(),
             remember,
         );
         Ok(Login {
@@ -396,7 +430,12 @@ impl SessionManager {
     /// audit event `token_rejected` with the running count for that address, so that an
     /// operator can alert on addresses that guess tokens. The layer calls this; so can custom
     /// middleware.
+    ///
+    /// IPv6 addresses are counted per /64 (one host usually holds a whole /64). The counter
+    /// keeps at most 10 000 addresses: when it is full, the tenth with the smallest counts is
+    /// dropped, so a flood of new addresses cannot push out the ones that guess most.
     pub fn record_rejected_token(&self, ip: Option<IpAddr>, reason: &'static str) {
+        let ip = ip.map(counted_address);
         let count = ip.map(|ip| {
             let mut counts = self
                 .inner
@@ -404,7 +443,7 @@ impl SessionManager {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if counts.len() >= MAX_TRACKED_IPS && !counts.contains_key(&ip) {
-                counts.clear();
+                evict_smallest(&mut counts, MAX_TRACKED_IPS / 10);
             }
             let count = counts.entry(ip).or_default();
             *count += 1;
@@ -419,9 +458,9 @@ impl SessionManager {
         );
     }
 
-    /// Rejected-token counts per client address, highest first (see
-    /// [`record_rejected_token`](Self::record_rejected_token)). The counter keeps at most
-    /// 10 000 addresses and starts over when more appear.
+    /// Rejected-token counts per client address (IPv6: per /64, shown as the network
+    /// address), highest first (see [`record_rejected_token`](Self::record_rejected_token)).
+    /// At most 10 000 addresses are kept; the smallest counts make room for new ones.
     pub fn rejected_tokens_by_ip(&self) -> Vec<(IpAddr, u64)> {
         let counts = self
             .inner
@@ -510,6 +549,24 @@ impl SessionManager {
         Ok(removed)
     }
 
+    /// Ends the remember-me series of `presented` and its sessions, but only if the presented
+    /// secret is the series' current one: the series id is public, so a wrong or stale secret
+    /// ends nothing. Returns whether a series ended. Logout calls this with the refresh cookie.
+    pub async fn end_series(&self, presented: &RefreshToken) -> Result<bool, StoreError> {
+        let series = presented.series();
+        let ended = self
+            .inner
+            .store
+            .end_series(series, &presented.secret_hash())
+            .await?;
+        if ended {
+            self.with_cached(|cache| cache.invalidate_all());
+            let series = series.simple();
+            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series);
+        }
+        Ok(ended)
+    }
+
     /// Removes all of a user's sessions but `keep` ("sign out everywhere else").
     pub async fn revoke_others(&self, user_id: i64, keep: SessionId) -> Result<u64, StoreError> {
         let count = self
@@ -538,7 +595,8 @@ impl SessionManager {
     /// original counted activity within 30 minutes for its health endpoint).
     pub async fn count_active(&self, window: Option<Duration>) -> Result<u64, StoreError> {
         let now = self.now();
-        let since = window.map(|window| now - span(window));
+        // A window reaching before the calendar's start counts every live session.
+        let since = window.and_then(|window| now.checked_sub(span(window)));
         self.inner.store.count_active(now, since).await
     }
 
@@ -557,9 +615,17 @@ impl SessionManager {
 
     /// Spawns a task that calls [`purge_expired`](Self::purge_expired) every `every`, starting
     /// now. A failure is logged and the task keeps going; abort the handle to stop it.
-    pub fn spawn_sweeper(&self, every: Duration) -> JoinHandle<()> {
+    ///
+    /// A zero interval (which would sweep in a busy loop) is refused with a [`ConfigError`].
+    pub fn spawn_sweeper(&self, every: Duration) -> Result<JoinHandle<()>, ConfigError> {
+        if every.is_zero() {
+            return Err(ConfigError {
+                field: "spawn_sweeper(every)",
+                problem: "the sweep interval must be longer than zero".to_owned(),
+            });
+        }
         let manager = self.clone();
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -572,7 +638,7 @@ impl SessionManager {
                     Err(error) => tracing::error!(%error, "session sweeper failed; will retry"),
                 }
             }
-        })
+        }))
     }
 
     /// The `Set-Cookie` value that carries a new session's token.
@@ -655,7 +721,11 @@ impl SessionManager {
     }
 }
 
+/// A `Set-Cookie` value, marked sensitive so that HTTP/2 and HTTP/3 encoders never put it in
+/// their compression tables.
 fn cookie_header(cookie: &Cookie<'_>) -> HeaderValue {
-    HeaderValue::try_from(cookie.to_string())
-        .expect("a cookie of a base64url token and configured attributes is a valid header")
+    let mut value = HeaderValue::try_from(cookie.to_string())
+        .expect("a base64url token with validated names and paths is a valid header");
+    value.set_sensitive(true);
+    value
 }

@@ -647,7 +647,7 @@ async fn sweeper_purges_expired_sessions(backend: Backend) {
     h.clock.advance(2 * MINUTE);
     let (live, _) = login_token(&h, 3).await;
     assert_eq!(h.backend.stored_sessions().await, 3);
-    let sweeper = h.manager.spawn_sweeper(Duration::from_millis(20));
+    let sweeper = h.manager.spawn_sweeper(Duration::from_millis(20)).unwrap();
     let mut stored = 3;
     for _ in 0..250 {
         stored = h.backend.stored_sessions().await;
@@ -683,7 +683,86 @@ async fn logout_removes_the_session(backend: Backend) {
     );
 }
 
+/// Settings that used to panic at request time (an overflowing expiry, a cookie that is not a
+/// valid header, a `__Host-` cookie without `Secure`) are refused when the manager is built;
+/// a zero sweep interval is refused; an enormous activity window counts every live session.
+async fn configuration_that_could_panic_is_refused_when_built(backend: Backend) {
+    use tower_session_auth::{CookieConfig, RefreshConfig, SessionManager};
+
+    let store = match &backend {
+        Backend::Pg(db) => SessionManager::try_new(db.store.clone(), SessionConfig::default()),
+        Backend::Memory(store) => SessionManager::try_new(store.clone(), SessionConfig::default()),
+    };
+    assert!(store.is_ok());
+    let refused: [(SessionConfig, &str); 9] = [
+        (
+            SessionConfig::default().idle_timeout(Some(Duration::MAX)),
+            "idle_timeout",
+        ),
+        (
+            SessionConfig::default().absolute_lifetime(Some(Duration::from_secs(u64::MAX / 2))),
+            "absolute_lifetime",
+        ),
+        (
+            SessionConfig::default().touch_interval(Duration::MAX),
+            "touch_interval",
+        ),
+        (
+            SessionConfig::default().refresh(RefreshConfig::default().grace(Duration::MAX)),
+            "refresh.grace",
+        ),
+        (
+            SessionConfig::default()
+                .refresh(RefreshConfig::default().idle_timeout(Some(Duration::MAX))),
+            "refresh.idle_timeout",
+        ),
+        (
+            SessionConfig::default().cookie(CookieConfig::default().name("id; Domain=evil")),
+            "cookie.name",
+        ),
+        (
+            SessionConfig::default().cookie(CookieConfig::default().path("/\n")),
+            "cookie.path",
+        ),
+        (
+            SessionConfig::default()
+                .cookie(CookieConfig::default().host_prefix(true).secure(false)),
+            "cookie.secure",
+        ),
+        (
+            SessionConfig::default().cookie(CookieConfig::default().host_prefix(true).path("/app")),
+            "cookie.path",
+        ),
+    ];
+    for (config, field) in refused {
+        let built = match &backend {
+            Backend::Pg(db) => SessionManager::try_new(db.store.clone(), config),
+            Backend::Memory(store) => SessionManager::try_new(store.clone(), config),
+        };
+        assert_eq!(built.map(|_| ()).unwrap_err().field, field);
+    }
+
+    let h = harness(backend, SessionConfig::default());
+    assert!(h.manager.spawn_sweeper(Duration::ZERO).is_err());
+    login_token(&h, 1).await;
+    assert_eq!(
+        h.manager.count_active(Some(Duration::MAX)).await.unwrap(),
+        1
+    );
+}
+
+/// A login without client details records the client type `unknown`, as the column default.
+async fn default_client_info_records_an_unknown_client_type(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    login_token(&h, 1).await;
+    let sessions = h.manager.list_for_user(1).await.unwrap();
+    assert_eq!(sessions[0].client_type, "unknown");
+    assert_eq!(ClientInfo::default().client_type, "unknown");
+}
+
 both_stores!(
+    default_client_info_records_an_unknown_client_type,
+    configuration_that_could_panic_is_refused_when_built,
     validation_returns_the_session_as_stored,
     a_user_scope_validation_touches_but_reads_no_character,
     username_and_role_lookups,

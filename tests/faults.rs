@@ -21,6 +21,12 @@
 //!   authenticated requests all answer `500 Session store unavailable` within the wait timeout
 //!   plus a margin (none hangs, none is granted), `/plain` still answers 200; once the
 //!   connections are released, the same requests succeed.
+//! - **A statement that never finishes**: with `LOCK TABLE sessions` held by another
+//!   transaction, or a proxy that stops forwarding without closing, requests answer `500
+//!   Session store unavailable` within `PgStore::statement_timeout` plus the pool's timeouts;
+//!   the timed-out connection is never handed out again (the next request runs on another
+//!   backend, or succeeds only because the silent connection was dropped), and the locked
+//!   statement is cancelled on the server.
 //! - **The sweeper survives database errors**: a sweeper started while the database is
 //!   unreachable logs `session sweeper failed` (repeatedly) and keeps running; once the link is
 //!   back it deletes the sessions that expired, and only those.
@@ -101,11 +107,14 @@ fn database_config() -> tokio_postgres::Config {
         .expect("DATABASE_URL is not a valid URL")
 }
 
-/// A TCP proxy in front of PostgreSQL with one switch: when the link is down it closes every
-/// connection it carries and closes new ones as soon as they are accepted.
+/// A TCP proxy in front of PostgreSQL with two switches: when the link is down it closes every
+/// connection it carries and closes new ones as soon as they are accepted; when it stalls, it
+/// stops forwarding on every connection it carries or accepts, without closing any (a network
+/// that drops packets), until the link goes down or the proxy is dropped.
 struct Proxy {
     addr: SocketAddr,
     link: watch::Sender<bool>,
+    stall: watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
     acceptor: JoinHandle<()>,
 }
@@ -116,6 +125,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (link, state) = watch::channel(true);
+        let (stall, stalled) = watch::channel(false);
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         let acceptor = tokio::spawn(async move {
@@ -130,6 +140,7 @@ impl Proxy {
                     continue;
                 }
                 let target = target.clone();
+                let mut stalled = stalled.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect((target.0.as_str(), target.1)).await
                     else {
@@ -137,9 +148,14 @@ impl Proxy {
                     };
                     // Both sockets are dropped, so closed, when either side ends or the link
                     // goes down (or the proxy itself is dropped).
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = state.wait_for(|up| !*up) => {}
+                    let silenced = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        _ = async { state.wait_for(|up| !*up).await.is_ok() } => false,
+                        _ = async { stalled.wait_for(|stalled| *stalled).await.is_ok() } => true,
+                    };
+                    if silenced {
+                        // Nothing is forwarded any more, and nothing is closed.
+                        let _ = state.wait_for(|up| !*up).await;
                     }
                 });
             }
@@ -147,6 +163,7 @@ impl Proxy {
         Self {
             addr,
             link,
+            stall,
             accepted,
             acceptor,
         }
@@ -159,6 +176,11 @@ impl Proxy {
 
     fn restore(&self) {
         self.link.send_replace(true);
+    }
+
+    /// Stops forwarding (or resumes it for new connections), closing nothing.
+    fn set_stalled(&self, stalled: bool) {
+        self.stall.send_replace(stalled);
     }
 
     /// Connections accepted so far (refused ones included).
@@ -586,6 +608,111 @@ async fn pool_exhaustion_is_a_bounded_500_then_recovers() {
     }
 }
 
+/// The backend process id behind a pool's (single) connection.
+async fn backend_pid(store: &PgStore) -> i32 {
+    let client = within(PATIENCE, "a pooled connection", store.pool().get())
+        .await
+        .unwrap();
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sessions_table_is_a_bounded_500_and_the_connection_is_discarded() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let statement_timeout = Duration::from_millis(500);
+    let bound = statement_timeout + MARGIN;
+    let store = PgStore::new(pool_on(database_config(), &db.schema, 1, PATIENCE))
+        .statement_timeout(statement_timeout);
+    let manager = SessionManager::new(store.clone(), SessionConfig::default());
+    let app = router(manager.clone());
+    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = token.expose();
+    let before = backend_pid(&store).await;
+
+    // Another transaction holds the table as a migration's ALTER TABLE would.
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for path in ["/me", "/game"] {
+        assert_unavailable(path, &send_bounded(&app, bearer(path, token), bound).await);
+    }
+    lock.rollback().await.unwrap();
+
+    // The next request runs on a new connection, and succeeds.
+    let reply = send_bounded(&app, bearer("/me", token), bound).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_ne!(
+        backend_pid(&store).await,
+        before,
+        "a connection whose statement timed out is never reused"
+    );
+    // The timed-out statements were cancelled on the server, not left waiting.
+    let waiting: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+            &[&before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_that_stops_answering_is_a_bounded_500_and_the_connection_is_discarded() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let proxy = Proxy::start().await;
+    let statement_timeout = Duration::from_millis(500);
+    let wait = Duration::from_secs(1);
+    // Opening a connection through the stalled link hangs too: the pool bounds it.
+    let pool = {
+        let mut config = proxy.config();
+        config.options(format!("-c search_path={}", db.schema));
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(1)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .build()
+            .unwrap()
+    };
+    let bound = wait * 2 + statement_timeout + MARGIN;
+    let store = PgStore::new(pool).statement_timeout(statement_timeout);
+    let manager = SessionManager::new(store.clone(), SessionConfig::default());
+    let app = router(manager.clone());
+    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = token.expose();
+    let reply = send_bounded(&app, bearer("/me", token), bound).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+
+    // Packets stop: the open connection hangs, new ones cannot finish their start-up.
+    proxy.set_stalled(true);
+    for round in 0..3 {
+        let label = format!("stalled, round {round}");
+        assert_unavailable(
+            &label,
+            &send_bounded(&app, bearer("/me", token), bound).await,
+        );
+    }
+    // Packets flow again for new connections; the stalled one stays silent, so a request
+    // succeeds only if the pool dropped it.
+    proxy.set_stalled(false);
+    let reply = send_bounded(&app, bearer("/me", token), bound).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["username"], "player");
+}
+
 /// A `MakeWriter` for the fmt subscriber: every line lands in one shared buffer.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -646,7 +773,7 @@ async fn sweeper_logs_database_errors_and_keeps_sweeping() {
     let direct = backend.manager(config.clone(), clock.clone());
 
     proxy.cut();
-    let sweeper = swept.spawn_sweeper(Duration::from_millis(50));
+    let sweeper = swept.spawn_sweeper(Duration::from_millis(50)).unwrap();
     wait_until("the sweeper's failures to be logged", || async {
         logs.count("session sweeper failed") >= 3
     })

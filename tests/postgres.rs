@@ -228,3 +228,96 @@ async fn a_request_validates_once_at_the_scope_its_extractors_need() {
     check("/game-then-user", StatusCode::OK, &[game]).await;
     check("/user-then-game", StatusCode::OK, &[user, game]).await;
 }
+
+/// An application schema the store cannot read: `check_schema` names the mismatch, and a
+/// request that meets it anyway answers `500 Session store unavailable` instead of panicking
+/// (which would drop the client's connection).
+#[tokio::test]
+async fn application_columns_of_another_type_fail_closed_and_check_schema_names_them() {
+    let cases: [(&str, Option<&str>); 3] = [
+        (
+            "ALTER TABLE characters DROP CONSTRAINT characters_user_id_fkey; \
+             ALTER TABLE users ALTER COLUMN id TYPE integer",
+            Some("users.id is integer, expected bigint"),
+        ),
+        (
+            "ALTER TABLE users ALTER COLUMN is_active DROP DEFAULT; \
+             ALTER TABLE users ALTER COLUMN is_active TYPE integer USING is_active::int",
+            Some("users.is_active is integer, expected boolean"),
+        ),
+        // A NULL where the store needs a value: the schema is right, the row is not.
+        (
+            "ALTER TABLE users ALTER COLUMN username DROP NOT NULL; \
+             UPDATE users SET username = NULL WHERE id = 1",
+            None,
+        ),
+    ];
+    for (change, problem) in cases {
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        db.store
+            .check_schema()
+            .await
+            .expect("the demo schema is right");
+        let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        db.client().await.batch_execute(change).await.expect(change);
+        match (db.store.check_schema().await, problem) {
+            (Ok(()), None) => {}
+            (Err(error), Some(problem)) => {
+                assert_eq!(
+                    error.to_string(),
+                    format!("application schema mismatch: {problem}")
+                );
+            }
+            (outcome, _) => panic!("{change}: check_schema gave {outcome:?}"),
+        }
+        let app = router(manager.clone());
+        for path in ["/me", "/game", "/logs"] {
+            let reply = send(&app, bearer(path, login.token.expose())).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{change}, {path}: {:?}",
+                reply.body
+            );
+            assert_eq!(reply.detail(), "Session store unavailable", "{change}");
+        }
+        // The error names the column and the type the store reads.
+        let error = manager
+            .validate(&login.token, Scope::User)
+            .await
+            .expect_err(change);
+        let text = error.to_string();
+        assert!(
+            text.starts_with("column \"id\" does not decode as bigint")
+                || text.starts_with("column \"is_active\" does not decode as boolean")
+                || text.starts_with("column \"username\" does not decode as text"),
+            "{change}: {text}"
+        );
+    }
+    // A column that is not there, and a table that is not there.
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE characters RENAME COLUMN world_id TO world")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.check_schema().await.unwrap_err().to_string(),
+        "application schema mismatch: column characters.world_id not found"
+    );
+    let store = PgStore::with_schema(
+        db.pool.clone(),
+        tower_session_auth::AppSchema {
+            users_table: "accounts".to_owned(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        store.check_schema().await.unwrap_err().to_string(),
+        "application schema mismatch: table accounts not found; \
+         column characters.world_id not found"
+    );
+}

@@ -138,6 +138,7 @@ async fn tokens_never_reach_logs_debug_output_or_errors() {
         tower_session_auth::Session::new(
             &manager,
             &http::Method::GET,
+            &http::Uri::from_static("/"),
             &{
                 let mut headers = http::HeaderMap::new();
                 headers.insert(
@@ -361,4 +362,246 @@ async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
         send(&strict, post("/logout", &allowed)).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn audit_events_quote_client_supplied_text() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let app = app_for(&manager);
+    let (captured, _guard) = capture();
+    let forged = "x event=\"logout\" session_id=f";
+    let reply = send(
+        &app,
+        post(
+            "/login/1",
+            &[
+                ("x-client-type", forged),
+                ("user-agent", "ua\" event=\"revoke_all"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let logs = captured.text();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("event=\"login\""))
+        .unwrap_or_else(|| panic!("no login event: {logs}"));
+    // The client type is one quoted, escaped value: it cannot add or replace a field.
+    let quoted = r#" client_type="x event=\"logout\" session_id=f""#;
+    assert!(line.contains(quoted), "{line}");
+    let others = line.replace(quoted, "");
+    assert_eq!(others.matches(" event=").count(), 1, "{line}");
+    assert_eq!(others.matches(" session_id=").count(), 1, "{line}");
+}
+
+#[test]
+fn the_rejected_token_counter_keeps_the_largest_counts() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    let manager = SessionManager::new(
+        tower_session_auth::MemoryStore::new(),
+        SessionConfig::default(),
+    );
+    let guesser = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    for _ in 0..5 {
+        manager.record_rejected_token(Some(guesser), "unknown");
+    }
+    // One IPv6 host rotating through its /64 is one address.
+    let network: u128 = 0x2001_0db8_0000_0001 << 64;
+    for host in 1..=3u128 {
+        let ip = IpAddr::V6(Ipv6Addr::from(network | host));
+        manager.record_rejected_token(Some(ip), "malformed");
+    }
+    let v6 = IpAddr::V6(Ipv6Addr::from(network));
+    assert_eq!(manager.rejected_tokens_by_ip(), vec![(guesser, 5), (v6, 3)]);
+    // A flood of new addresses, one rejection each, does not push the guessers out.
+    for n in 0..20_000u32 {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        manager.record_rejected_token(Some(ip), "unknown");
+    }
+    let counts = manager.rejected_tokens_by_ip();
+    assert!(counts.len() <= 10_000, "{}", counts.len());
+    assert_eq!(counts[..2], [(guesser, 5), (v6, 3)]);
+}
+
+/// Routes that drive the `Session` handle, answering its rejections as they are.
+fn handle_app(manager: &SessionManager) -> axum::Router {
+    use axum::Json;
+    use axum::routing::post;
+    use tower_session_auth::{AuthUser, Refresh, Session, SessionId};
+
+    axum::Router::new()
+        .route(
+            "/login",
+            post(|session: Session| async move {
+                let login = session.login_with(1, ClientInfo::default(), true).await?;
+                Ok::<_, tower_session_auth::AuthRejection>(Json(login.session.id.to_string()))
+            }),
+        )
+        .route(
+            "/logout",
+            post(|session: Session| async move { session.logout().await.map(Json) }),
+        )
+        .route(
+            "/refresh",
+            post(|session: Session, headers: http::HeaderMap| async move {
+                let outcome = session
+                    .refresh(None, &headers, ClientInfo::default())
+                    .await?;
+                Ok::<_, tower_session_auth::AuthRejection>(Json(matches!(
+                    outcome,
+                    Refresh::Refreshed(_)
+                )))
+            }),
+        )
+        .route("/me", post(|user: AuthUser| async move { user.username }))
+        .route(
+            "/kick/{id}",
+            post(
+                |session: Session, axum::extract::Path(id): axum::extract::Path<SessionId>| async move {
+                    session.kick(id).await.map(Json)
+                },
+            ),
+        )
+        .layer(SessionLayer::new(manager.clone()))
+}
+
+fn request(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::post(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn csrf_origin_wins_fetch_metadata_counts_http2_uses_the_authority_and_the_handle_is_checked()
+{
+    let backend = Backend::pg().await;
+    let config = SessionConfig::default().csrf(Some(CsrfConfig::default()));
+    let manager = backend.manager(config, Arc::new(ManualClock::default()));
+    let app = handle_app(&manager);
+    let login = manager
+        .login_with(1, ClientInfo::default(), true)
+        .await
+        .unwrap();
+    let cookie = format!("id={}", login.token.expose());
+    let cookie = cookie.as_str();
+    let host = ("host", "game.example");
+    let rejected = |reply: &common::app::Reply, label: &str| {
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{label}: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.detail(), "Cross-site request rejected", "{label}");
+        assert!(reply.set_cookies().is_empty(), "{label}");
+    };
+
+    // An explicit cross-site Origin wins over the custom header.
+    let reply = send(
+        &app,
+        request(
+            "/me",
+            &[
+                ("cookie", cookie),
+                host,
+                ("origin", "https://evil.example"),
+                ("x-requested-with", "x"),
+            ],
+        ),
+    )
+    .await;
+    rejected(&reply, "cross-site origin with the custom header");
+    // Fetch metadata: cross-site and same-site are rejected (even with the custom header),
+    // same-origin and none pass.
+    for site in ["cross-site", "same-site"] {
+        let headers = [
+            ("cookie", cookie),
+            ("sec-fetch-site", site),
+            ("x-requested-with", "x"),
+        ];
+        rejected(&send(&app, request("/me", &headers)).await, site);
+    }
+    for site in ["same-origin", "none"] {
+        let reply = send(
+            &app,
+            request("/me", &[("cookie", cookie), ("sec-fetch-site", site)]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{site}: {:?}", reply.body);
+    }
+    // HTTP/2: no Host, the authority is in the URI.
+    let reply = send(
+        &app,
+        request(
+            "https://game.example/me",
+            &[("cookie", cookie), ("origin", "https://game.example")],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    for origin in ["https://evil.example", "http://game.example"] {
+        let reply = send(
+            &app,
+            request(
+                "https://game.example/me",
+                &[("cookie", cookie), ("origin", origin)],
+            ),
+        )
+        .await;
+        rejected(&reply, origin);
+    }
+
+    // The handle: a cross-site login, logout or refresh changes nothing.
+    let evil = ("origin", "https://evil.example");
+    let refresh = format!("refresh={}", login.refresh.as_ref().unwrap().expose());
+    rejected(&send(&app, request("/login", &[host, evil])).await, "login");
+    rejected(
+        &send(&app, request("/logout", &[("cookie", cookie), host, evil])).await,
+        "logout",
+    );
+    rejected(
+        &send(
+            &app,
+            request("/logout", &[("cookie", &refresh), host, evil]),
+        )
+        .await,
+        "logout by refresh cookie",
+    );
+    rejected(
+        &send(
+            &app,
+            request("/refresh", &[("cookie", &refresh), host, evil]),
+        )
+        .await,
+        "refresh",
+    );
+    let kick = format!("/kick/{}", login.session.id);
+    rejected(
+        &send(&app, request(&kick, &[("cookie", cookie), host, evil])).await,
+        "kick",
+    );
+    assert_eq!(manager.list_for_user(1).await.unwrap().len(), 1);
+    assert!(manager.lookup(&login.token).await.is_some());
+    // The same requests from the site itself go through.
+    let same = ("origin", "https://game.example");
+    let reply = send(
+        &app,
+        request("/refresh", &[("cookie", &refresh), host, same]),
+    )
+    .await;
+    assert_eq!(
+        reply.body, true,
+        "the rejected refresh left the series alone"
+    );
+    let reply = send(&app, request("/login", &[host, same])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.set_cookies().len(), 2);
+    let reply = send(&app, request("/logout", &[("cookie", cookie), host, same])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert!(manager.lookup(&login.token).await.is_none());
 }

@@ -110,6 +110,7 @@ pub async fn hit_path_steps(
     cookie: &HeaderValue,
     window: Duration,
 ) -> Vec<(&'static str, f64)> {
+    let uri = http::Uri::from_static("/me");
     let mut headers = HeaderMap::new();
     headers.insert(header::COOKIE, cookie.clone());
     let token = match find_token(manager, &headers) {
@@ -130,7 +131,7 @@ pub async fn hit_path_steps(
         (
             "build the session handle",
             nanos_per_call(per_step, || {
-                Session::new(manager, &Method::GET, &headers, None)
+                Session::new(manager, &Method::GET, &uri, &headers, None)
             }),
         ),
     ];

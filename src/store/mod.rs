@@ -41,13 +41,34 @@ pub enum StoreError {
         /// The database's error.
         source: tokio_postgres::Error,
     },
+    /// A column of a row did not decode as the crate reads it: NULL where a value is required,
+    /// or another SQL type (for example an application's `users.id integer` where `bigint` is
+    /// expected). [`PgStore::check_schema`] reports such mismatches at start-up.
+    #[error("column {column:?} does not decode as {expected}: {source}")]
+    Decode {
+        /// The column's name in the statement.
+        column: String,
+        /// The SQL type the crate reads there.
+        expected: &'static str,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The application's tables do not have the columns or types [`AppSchema`] names.
+    #[error("application schema mismatch: {0}")]
+    Schema(String),
+    /// A statement did not finish within [`PgStore::statement_timeout`] (a lock held, a long
+    /// `ALTER TABLE`, a network that stopped answering). The connection has been discarded.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
     /// A store-specific failure (used by custom stores and fault injection).
     #[error("session store error: {0}")]
     Other(String),
 }
 
 /// Who is logging in from where: recorded with the session and shown in listings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The default has no address, no User-Agent and the client type `unknown`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The client's IP address, when known.
     pub ip: Option<IpAddr>,
@@ -55,6 +76,16 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
     /// A free-form client kind (`web`, `tui`, …), trimmed and lower-cased; blank is `unknown`.
     pub client_type: String,
+}
+
+impl Default for ClientInfo {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            user_agent: None,
+            client_type: "unknown".to_owned(),
+        }
+    }
 }
 
 impl ClientInfo {
@@ -376,6 +407,14 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Deletes expired sessions and series; returns how many sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Ends the remember-me series `series` and its sessions if `secret_hash` is the series'
+    /// current secret; returns whether it did. A wrong secret changes nothing. Stores without
+    /// remember-me support keep this default, which has no series to end.
+    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+        let _ = (series, secret_hash);
+        Ok(false)
+    }
 
     /// Exchanges a remember-me secret for a new session, atomically: rotates the secret,
     /// honours the grace window, and revokes the series on reuse. Stores without remember-me

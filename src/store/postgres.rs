@@ -1,12 +1,13 @@
 //! [`PgStore`]: sessions in PostgreSQL through a deadpool-postgres pool.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use uuid::Uuid;
 
@@ -256,8 +257,12 @@ impl Statements {
 /// `search_path`, so a schema can be chosen with the connection option
 /// `options=-csearch_path=myschema`.
 ///
-/// A store error (database down, pool timeout) surfaces as [`StoreError`]; the extractors turn
-/// it into `500 Session store unavailable`, bounded by the pool's wait timeout. Connections are
+/// A store error (database down, pool timeout, a statement beyond
+/// [`statement_timeout`](PgStore::statement_timeout), a column it cannot decode) surfaces as
+/// [`StoreError`]; the extractors turn it into `500 Session store unavailable`, bounded by the
+/// pool's wait and create timeouts plus the statement timeout. Call
+/// [`check_schema`](PgStore::check_schema) at start-up to catch a mismatched application
+/// schema before any request does. Connections are
 /// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod):
 /// a connection whose socket closed (for example after `pg_terminate_backend`) is discarded
 /// when it returns to the pool, so the store recovers on its own.
@@ -274,8 +279,26 @@ impl Statements {
 pub struct PgStore {
     pool: Pool,
     sql: Arc<Statements>,
-    #[cfg(feature = "cache")]
     app: Arc<AppSchema>,
+    statement_timeout: Duration,
+}
+
+/// Runs `$body` (an expression of type `Result<T, StoreError>` that uses `$client`) on a
+/// connection checked out of the store's pool, within the store's statement timeout. On a
+/// timeout the connection is detached from the pool (so it is never reused: a silent network
+/// would hang every later statement on it), the server is asked to cancel the statement, and
+/// the result is [`StoreError::Timeout`].
+macro_rules! bounded {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        #[allow(unused_mut)]
+        let mut $client = store.pool.get().await?;
+        let outcome = tokio::time::timeout(store.statement_timeout, async { $body }).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(store.discard($client)),
+        }
+    }};
 }
 
 /// The `LISTEN/NOTIFY` channel of cache invalidations.
@@ -337,6 +360,9 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// The default [`statement_timeout`](Self::statement_timeout).
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// A store on an existing pool, with the default [`AppSchema`].
     pub fn new(pool: Pool) -> Self {
         Self::with_schema(pool, AppSchema::default())
@@ -351,14 +377,48 @@ impl PgStore {
         Self {
             pool,
             sql: Arc::new(Statements::new(&app)),
-            #[cfg(feature = "cache")]
             app: Arc::new(app),
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 
+    /// Bounds each of the store's operations once it has a connection (default
+    /// [`DEFAULT_STATEMENT_TIMEOUT`](Self::DEFAULT_STATEMENT_TIMEOUT), 5 s): a statement that waits on a lock (`LOCK TABLE`, a
+    /// long `ALTER TABLE`) or on a network that stopped answering without closing fails with
+    /// [`StoreError::Timeout`], which the extractors answer with `500 Session store
+    /// unavailable`. So a request's wait on the store is bounded by the pool's wait and
+    /// create timeouts plus this. The timed-out connection is discarded, never handed out again, and the
+    /// server is asked to cancel the statement. A zero timeout is raised to 1 ms.
+    ///
+    /// Migrations ([`migrate`](Self::migrate)) are not bounded: they may legitimately take
+    /// long. The bound is enforced by the client; a server-side `statement_timeout` or
+    /// `lock_timeout` on the database role is a useful addition but does not cover a silent
+    /// network.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Detaches a connection whose statement timed out, and asks the server to cancel the
+    /// statement (in the background, bounded, best effort).
+    fn discard(&self, client: deadpool_postgres::Object) -> StoreError {
+        let cancel = client.cancel_token();
+        drop(deadpool_postgres::Object::take(client));
+        let bound = self.statement_timeout;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(bound, cancel.cancel_query(tokio_postgres::NoTls)).await;
+        });
+        tracing::warn!(
+            timeout = ?self.statement_timeout,
+            "a session store statement timed out; its connection is discarded"
+        );
+        StoreError::Timeout(self.statement_timeout)
+    }
+
     /// Builds a pool from a connection URL with the defaults this crate recommends: 16
-    /// connections, a 5 s wait timeout (the bound on a `500 Session store unavailable`),
-    /// 5 s to connect, and fast recycling.
+    /// connections, a 5 s wait timeout, 5 s to connect, and fast recycling; with the default
+    /// [`statement_timeout`](Self::statement_timeout) of 5 s, a request waits at most about
+    /// 15 s for a `500 Session store unavailable`.
     pub fn connect(url: &str) -> Result<Self, deadpool_postgres::CreatePoolError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
@@ -402,8 +462,8 @@ impl PgStore {
             .query("SELECT version FROM tower_session_auth_migrations", &[])
             .await?
             .iter()
-            .map(|row| row.get(0))
-            .collect();
+            .map(|row| column(row, 0, "integer"))
+            .collect::<Result<_, _>>()?;
         let mut count = 0;
         for &(version, name, sql) in MIGRATIONS {
             if applied.contains(&version) {
@@ -425,6 +485,69 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(count)
+    }
+
+    /// Verifies once, at start-up, that the application's tables have the columns the
+    /// [`AppSchema`] names, with types the store can read: ids `bigint`, names, roles and
+    /// worlds text (`text`, `varchar`, `char`, `citext`), the active flag `boolean`. Fails with
+    /// [`StoreError::Schema`] naming every mismatch (for example `users.id is integer,
+    /// expected bigint`), so a wrong schema stops the server at start-up instead of failing
+    /// requests. Call it after [`migrate`](Self::migrate) and after the application's own
+    /// migrations. Should the schema change later anyway, requests fail closed with `500
+    /// Session store unavailable` and a logged [`StoreError::Decode`], never a panic.
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        const BIGINT: &[&str] = &["int8"];
+        const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
+        const BOOLEAN: &[&str] = &["bool"];
+        let app = &*self.app;
+        let expected: [(&str, &str, &[&str], &str); 8] = [
+            (&app.users_table, &app.user_id, BIGINT, "bigint"),
+            (&app.users_table, &app.username, TEXT, "text"),
+            (&app.users_table, &app.role, TEXT, "text"),
+            (&app.users_table, &app.is_active, BOOLEAN, "boolean"),
+            (&app.characters_table, &app.character_id, BIGINT, "bigint"),
+            (
+                &app.characters_table,
+                &app.character_user_id,
+                BIGINT,
+                "bigint",
+            ),
+            (&app.characters_table, &app.character_name, TEXT, "text"),
+            (&app.characters_table, &app.character_world_id, TEXT, "text"),
+        ];
+        let client = self.pool.get().await?;
+        // Unquoted identifiers fold to lower case, in `to_regclass` as in the statements.
+        let statement = client
+            .prepare(
+                "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
+                 FROM (SELECT 1) one \
+                 LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
+                      AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
+                 LEFT JOIN pg_type t ON t.oid = a.atttypid",
+            )
+            .await?;
+        let mut problems = Vec::new();
+        for (table, name, accepted, wanted) in expected {
+            let row = client.query_one(&statement, &[&table, &name]).await?;
+            let table_exists: bool = column(&row, 0, "boolean")?;
+            let found: Option<String> = column(&row, 1, "text")?;
+            let shown: Option<String> = column(&row, 2, "text")?;
+            match found {
+                _ if !table_exists => problems.push(format!("table {table} not found")),
+                None => problems.push(format!("column {table}.{name} not found")),
+                Some(found) if !accepted.contains(&found.as_str()) => problems.push(format!(
+                    "{table}.{name} is {}, expected {wanted}",
+                    shown.unwrap_or(found)
+                )),
+                Some(_) => {}
+            }
+        }
+        problems.dedup();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Schema(problems.join("; ")))
+        }
     }
 
     /// Installs the triggers that feed cross-instance cache invalidation (feature `cache`):
@@ -511,15 +634,17 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query_opt(&statement, params).await?)
+        bounded!(self, |client| {
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query_opt(&statement, params).await?)
+        })
     }
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.execute(&statement, params).await?)
+        bounded!(self, |client| {
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.execute(&statement, params).await?)
+        })
     }
 
     async fn query(
@@ -527,52 +652,83 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
+        bounded!(self, |client| {
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, params).await?)
+        })
     }
 }
 
-fn record_from_row(row: &Row) -> SessionRecord {
-    SessionRecord {
-        id: SessionId(row.get(0)),
-        user_id: row.get(1),
-        character_id: row.get(2),
-        world_id: row.get(3),
-        client_type: row.get(4),
-        ip: row.get(5),
-        user_agent: row.get(6),
-        created_at: row.get(7),
-        last_activity: row.get(8),
-        expires_at: row.get(9),
-        absolute_expires_at: row.get(10),
-        authenticated_at: row.get(11),
-        refreshed: row.get(12),
-        remembered: row.get::<_, Option<Uuid>>(13).is_some(),
-    }
+/// The `count(*)` of a statement's single row (no row: 0).
+fn count(row: Option<&Row>) -> Result<u64, StoreError> {
+    let count: i64 = row.map_or(Ok(0), |row| column(row, 0, "bigint"))?;
+    Ok(count.try_into().unwrap_or(0))
+}
+
+/// Reads column `index` of `row` as `T`: a NULL in a non-`Option`, or a column of another type
+/// than `expected` (the SQL type the crate reads), is a [`StoreError::Decode`] naming the
+/// column, never a panic.
+fn column<'r, T: FromSql<'r>>(
+    row: &'r Row,
+    index: usize,
+    expected: &'static str,
+) -> Result<T, StoreError> {
+    row.try_get(index).map_err(|source| StoreError::Decode {
+        column: row
+            .columns()
+            .get(index)
+            .map_or_else(|| format!("#{index}"), |column| column.name().to_owned()),
+        expected,
+        source,
+    })
+}
+
+fn record_from_row(row: &Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: SessionId(column(row, 0, "uuid")?),
+        user_id: column(row, 1, "bigint")?,
+        character_id: column(row, 2, "bigint")?,
+        world_id: column(row, 3, "text")?,
+        client_type: column(row, 4, "text")?,
+        ip: column(row, 5, "inet")?,
+        user_agent: column(row, 6, "text")?,
+        created_at: column(row, 7, "timestamptz")?,
+        last_activity: column(row, 8, "timestamptz")?,
+        expires_at: column(row, 9, "timestamptz")?,
+        absolute_expires_at: column(row, 10, "timestamptz")?,
+        authenticated_at: column(row, 11, "timestamptz")?,
+        refreshed: column(row, 12, "boolean")?,
+        remembered: column::<Option<Uuid>>(row, 13, "uuid")?.is_some(),
+    })
 }
 
 /// Reads a row of the validate / lookup statements (see [`view_select`]).
-fn view_from_row(row: &Row, scope: Scope) -> SessionView {
+fn view_from_row(row: &Row, scope: Scope) -> Result<SessionView, StoreError> {
     let at = SESSION_COLUMN_COUNT;
     // The key columns tell a missing row of the left join from null columns of a present one.
-    let user = row.get::<_, Option<i64>>(at + 3).map(|_| UserRecord {
-        username: row.get(at),
-        role: row.get(at + 1),
-        is_active: row.get::<_, Option<bool>>(at + 2).unwrap_or(false),
-    });
-    let character = match scope {
-        Scope::User => None,
-        Scope::Game => row.get::<_, Option<i64>>(at + 6).map(|_| CharacterRecord {
-            name: row.get(at + 4),
-            world_id: row.get(at + 5),
+    let user = match column::<Option<i64>>(row, at + 3, "bigint")? {
+        None => None,
+        Some(_) => Some(UserRecord {
+            username: column(row, at, "text")?,
+            role: column(row, at + 1, "text")?,
+            is_active: column::<Option<bool>>(row, at + 2, "boolean")?.unwrap_or(false),
         }),
     };
-    SessionView {
-        session: record_from_row(row),
+    let character = match scope {
+        Scope::User => None,
+        Scope::Game => match column::<Option<i64>>(row, at + 6, "bigint")? {
+            None => None,
+            Some(_) => Some(CharacterRecord {
+                name: column(row, at + 4, "text")?,
+                world_id: column(row, at + 5, "text")?,
+            }),
+        },
+    };
+    Ok(SessionView {
+        session: record_from_row(row)?,
         user,
         character,
-    }
+    })
 }
 
 /// The outcome of the validating statement, from the row as it was before the statement's own
@@ -658,7 +814,7 @@ impl SessionStore for PgStore {
             .await?;
         Ok(match row {
             None => Validation::Unknown,
-            Some(row) => validation(view_from_row(&row, scope), now, touch),
+            Some(row) => validation(view_from_row(&row, scope)?, now, touch),
         })
     }
 
@@ -670,7 +826,9 @@ impl SessionStore for PgStore {
         let row = self
             .query_one_opt(&self.sql.lookup, &[&token_hash.0.as_slice(), &now])
             .await?;
-        Ok(row.as_ref().map(|row| view_from_row(row, Scope::Game)))
+        row.as_ref()
+            .map(|row| view_from_row(row, Scope::Game))
+            .transpose()
     }
 
     async fn select_character(
@@ -685,14 +843,16 @@ impl SessionStore for PgStore {
                 &[&session_id.0, &user_id, &character_id],
             )
             .await?;
-        Ok(match row {
-            None => CharacterSelection::CharacterNotFound,
-            Some(row) if !row.get::<_, bool>(2) => CharacterSelection::SessionNotFound,
-            Some(row) => CharacterSelection::Selected(CharacterRecord {
-                name: row.get(0),
-                world_id: row.get(1),
-            }),
-        })
+        let Some(row) = row else {
+            return Ok(CharacterSelection::CharacterNotFound);
+        };
+        if !column::<bool>(&row, 2, "boolean")? {
+            return Ok(CharacterSelection::SessionNotFound);
+        }
+        Ok(CharacterSelection::Selected(CharacterRecord {
+            name: column(&row, 0, "text")?,
+            world_id: column(&row, 1, "text")?,
+        }))
     }
 
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
@@ -702,7 +862,7 @@ impl SessionStore for PgStore {
                 RETURNING id, series_id) {END_SERIES_OF_GONE}"
         );
         let row = self.query_one_opt(&sql, &[&id.0, &owner]).await?;
-        Ok(row.is_some_and(|row| row.get::<_, i64>(0) > 0))
+        Ok(count(row.as_ref())? > 0)
     }
 
     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
@@ -714,7 +874,7 @@ impl SessionStore for PgStore {
         let row = self
             .query_one_opt(&sql, &[&token_hash.0.as_slice()])
             .await?;
-        Ok(row.is_some_and(|row| row.get::<_, i64>(0) > 0))
+        Ok(count(row.as_ref())? > 0)
     }
 
     async fn remove_for_user(
@@ -735,7 +895,7 @@ impl SessionStore for PgStore {
                 &[&user_id, &keep.map(|id| id.0)],
             )
             .await?;
-        Ok(row.map_or(0, |row| row.get::<_, i64>(0).try_into().unwrap_or(0)))
+        count(row.as_ref())
     }
 
     async fn list_for_user(
@@ -746,7 +906,7 @@ impl SessionStore for PgStore {
         let rows = self
             .query(&self.sql.list_for_user, &[&user_id, &now])
             .await?;
-        Ok(rows.iter().map(record_from_row).collect())
+        rows.iter().map(record_from_row).collect()
     }
 
     async fn count_active(
@@ -757,8 +917,7 @@ impl SessionStore for PgStore {
         let row = self
             .query_one_opt(&self.sql.count_active, &[&now, &active_since])
             .await?;
-        let count: i64 = row.map_or(0, |row| row.get(0));
-        Ok(count.try_into().unwrap_or(0))
+        count(row.as_ref())
     }
 
     async fn clear_all(&self) -> Result<u64, StoreError> {
@@ -779,6 +938,29 @@ impl SessionStore for PgStore {
         .await
     }
 
+    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            // The series row first: this waits for a refresh that holds it, so the sessions
+            // statement after it (a new snapshot) also sees the session that refresh created.
+            let delete = tx
+                .prepare_cached("DELETE FROM refresh_series WHERE id = $1 AND secret_hash = $2")
+                .await?;
+            let ended = tx
+                .execute(&delete, &[&series, &secret_hash.0.as_slice()])
+                .await?
+                > 0;
+            if ended {
+                let sessions = tx
+                    .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
+                    .await?;
+                tx.execute(&sessions, &[&series]).await?;
+            }
+            tx.commit().await?;
+            Ok(ended)
+        })
+    }
+
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -789,20 +971,21 @@ impl SessionStore for PgStore {
         else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let user_id: i64 = series.get(0);
-        let (expired, user_ok): (bool, bool) = (series.get(5), series.get(6));
+        let user_id: i64 = column(&series, 0, "bigint")?;
+        let expired: bool = column(&series, 5, "boolean")?;
+        let user_ok: bool = column(&series, 6, "boolean")?;
         if expired || !user_ok {
             end_series(&tx, request.series).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Invalid);
         }
-        let current: &[u8] = series.get(1);
-        let previous: Option<&[u8]> = series.get(2);
+        let current: &[u8] = column(&series, 1, "bytea")?;
+        let previous: Option<&[u8]> = column(&series, 2, "bytea")?;
         let rotation = match match_secret(
             &request.secret_hash,
             current,
             previous,
-            series.get(3),
+            column(&series, 3, "timestamptz")?,
             request.grace_since,
         ) {
             SecretMatch::Reuse => {
@@ -836,7 +1019,7 @@ impl SessionStore for PgStore {
             user_id,
             ..request.session
         };
-        let authenticated_at: OffsetDateTime = series.get(4);
+        let authenticated_at: OffsetDateTime = column(&series, 4, "timestamptz")?;
         let record = insert_session(
             &tx,
             &session,
@@ -925,7 +1108,7 @@ async fn insert_session(
             .execute(&prune, &[&new.user_id, &new.id.0, &keep])
             .await?;
     }
-    Ok(record_from_row(&row))
+    record_from_row(&row)
 }
 
 const INSERT: &str = "INSERT INTO sessions (id, token_hash, user_id, client_type, ip, user_agent, \
