@@ -239,6 +239,12 @@ enum ApiError {
     Detail(StatusCode, &'static str),
 }
 
+impl From<AuthRejection> for ApiError {
+    fn from(rejection: AuthRejection) -> Self {
+        Self::Auth(rejection)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "store error in handler");
