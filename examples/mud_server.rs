@@ -117,8 +117,6 @@ const DEMO_WORLDS: &[(&str, &str)] = &[
 
 /// Window for `active_players` on `/health`, as the original server counted it.
 const ACTIVE_WINDOW: Duration = Duration::from_secs(30 * 60);
-/// `/health` counts active sessions at most this often; requests in between share the count.
-const HEALTH_COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -156,7 +154,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
     };
-    let app = app(manager, directory, guard);
+    let health = HealthCount {
+        interval: Duration::from_secs(env_var("HEALTH_COUNT_INTERVAL_SECS", 5)?),
+        last: std::sync::Mutex::new(None),
+        computing: tokio::sync::Mutex::new(()),
+    };
+    let app = app(manager, directory, guard, health);
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -183,12 +186,15 @@ fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 }
 
 fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>> {
-    let ttl: u64 =  env_var("SESSION_TTL_SECS", 28_800)?;
-    let max: u32 =  env_var("MAX_SESSIONS_PER_USER", 0)?;
+    let ttl: u64 = env_var("SESSION_TTL_SECS", 28_800)?;
+    let max: u32 = env_var("MAX_SESSIONS_PER_USER", 0)?;
     Ok(SessionConfig::default()
         .idle_timeout((ttl > 0).then(|| Duration::from_secs(ttl)))
         .sliding(env_var("SESSION_SLIDING", true)?)
-        .touch_interval(Duration::from_secs(env_var("SESSION_TOUCH_INTERVAL_SECS", 60)?))
+        .touch_interval(Duration::from_secs(env_var(
+            "SESSION_TOUCH_INTERVAL_SECS",
+            60,
+        )?))
         .max_sessions_per_user((max > 0).then_some(max))
         .cookie(CookieConfig::default().secure(env_var("SESSION_COOKIE_SECURE", false)?))
         // Cookie-authenticated POST/PUT/PATCH/DELETE must carry `X-Requested-With` or this
@@ -251,12 +257,17 @@ impl LoginGuard {
     }
 }
 
-fn app(manager: SessionManager, directory: Directory, guard: LoginGuard) -> Router {
+fn app(
+    manager: SessionManager,
+    directory: Directory,
+    guard: LoginGuard,
+    health_count: HealthCount,
+) -> Router {
     let state = AppState {
         manager: manager.clone(),
         directory,
         guard,
-        health: Arc::default(),
+        health: Arc::new(health_count),
     };
     Router::new()
         .route("/login", post(login))
@@ -377,8 +388,11 @@ impl IntoResponse for ApiError {
         match self {
             Self::Auth(rejection) => rejection.into_response(),
             Self::Login(refusal) => {
-                let mut response =
-                    (refusal.status(), Json(json!({ "detail": refusal.detail() }))).into_response();
+                let mut response = (
+                    refusal.status(),
+                    Json(json!({ "detail": refusal.detail() })),
+                )
+                    .into_response();
                 if let Some(secs) = refusal.retry_after() {
                     response.headers_mut().insert(RETRY_AFTER, secs.into());
                 }
@@ -434,9 +448,10 @@ async fn check_credentials(
         .find_user(username)
         .await
         .map_err(|_| LoginRefusal::StoreUnavailable)?;
-    let hash = user
-        .as_ref()
-        .map_or_else(|| Arc::clone(&guard.dummy_hash), |user| user.password_hash.clone());
+    let hash = user.as_ref().map_or_else(
+        || Arc::clone(&guard.dummy_hash),
+        |user| user.password_hash.clone(),
+    );
     let password_ok = guard
         .passwords
         .verify(password, hash)
@@ -718,11 +733,11 @@ async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "status": "ok", "active_players": active })))
 }
 
-/// The `/health` count, computed at most once per [`HEALTH_COUNT_INTERVAL`] with at most one
-/// computation in flight, so a flood of `/health` requests costs the database one count every
-/// few seconds instead of one per request.
-#[derive(Default)]
+/// The `/health` count, computed at most once per `interval` (`HEALTH_COUNT_INTERVAL_SECS`,
+/// default 5) with at most one computation in flight, so a flood of `/health` requests costs
+/// the database one count every few seconds instead of one per request.
 struct HealthCount {
+    interval: Duration,
     last: std::sync::Mutex<Option<(Instant, u64)>>,
     computing: tokio::sync::Mutex<()>,
 }
@@ -733,7 +748,7 @@ impl HealthCount {
             self.last
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .filter(|(at, _)| at.elapsed() < HEALTH_COUNT_INTERVAL)
+                .filter(|(at, _)| at.elapsed() < self.interval)
                 .map(|(_, count)| count)
         };
         if let Some(count) = fresh() {

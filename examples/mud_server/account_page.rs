@@ -113,8 +113,7 @@ pub async fn login(
         return csrf_failure(LOGIN);
     }
     let token = token.unwrap_or_default();
-    let user = match check_credentials(&state, &session, &form.username, &form.password).await
-    {
+    let user = match check_credentials(&state, &session, &form.username, &form.password).await {
         Ok(user) => user,
         Err(refusal) => return login_refused(&token, refusal),
     };
@@ -148,6 +147,9 @@ fn refused(rejection: AuthRejection, back: &str) -> Response {
 
 /// The login form again, with the refusal's message, status and `Retry-After`.
 fn login_refused(token: &str, refusal: LoginRefusal) -> Response {
+    if refusal == LoginRefusal::StoreUnavailable {
+        return server_error();
+    }
     let mut response = (
         refusal.status(),
         Html(login_html(token, Some(refusal.detail()))),
@@ -246,7 +248,10 @@ pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Response {
 pub async fn stylesheet() -> Response {
     (
         [
-            (CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
             (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
         ],
         STYLE,
