@@ -21,11 +21,12 @@
 //! are the login attempts per minute (as a burst, then evenly) before `429` with
 //! `Retry-After`; 0 turns one off.
 //!
-//! What a client sends: an API client authenticates with `Authorization: Bearer <token>` and
-//! needs nothing else. A client that uses the session cookie (a browser's `fetch`, or `curl`
-//! with a cookie jar) must send `X-Requested-With: <anything>` or its `Origin` on `POST`,
-//! `PUT`, `PATCH` and `DELETE`, else `403 Cross-site request rejected`. The HTML forms carry a
-//! CSRF token and the browser's `Origin`.
+//! What a client sends: a request authenticated by `Authorization: Bearer <token>` needs
+//! nothing else. Anything that sets, uses or clears the session cookie (`POST /login` without
+//! a Bearer token, cookie-authenticated `POST`, `PUT`, `PATCH` and `DELETE`, logout and refresh
+//! by cookie) must send `X-Requested-With: <anything>` or this server's `Origin`, else
+//! `403 Cross-site request rejected`: `curl -H 'x-requested-with: curl' …`. The HTML forms
+//! carry a CSRF token and the browser's `Origin`.
 
 #[path = "mud_server/account_page.rs"]
 mod account_page;

@@ -625,7 +625,9 @@ async fn login_csrf_contract(server: &Server) {
         ("origin", origin.as_str()),
         ("sec-fetch-site", "same-origin"),
     ];
-    let refused: [(&str, Option<&str>, &str, Vec<(&str, &str)>); 6] = [
+    // (case, double-submit cookie, form token, headers)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a str, Vec<(&'a str, &'a str)>);
+    let refused: [Case; 6] = [
         (
             "another origin",
             Some(&cookie),
