@@ -59,8 +59,8 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
-    MemoryStore, PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig,
-    SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
+    MemoryStore, PgStore, Refresh, RefreshConfig, RefreshToken, RequirePermission, Session,
+    SessionConfig, SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
 };
 
 #[derive(Clone, Copy)]
@@ -567,9 +567,26 @@ async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult
 
 /// Always logs out: a live session is removed (with its remember-me series), and whatever
 /// cookies the browser presented are cleared, even when its session has already expired. A
-/// cross-site cookie request is still refused (403), so another site cannot sign users out.
-async fn logout(user: Option<AuthUser>, session: Session) -> ApiResult<Json<Value>> {
+/// client that keeps its refresh token itself may send it as `{"refresh_token": ...}`: that
+/// series ends too (if the secret is its current one), even when the session is long gone.
+/// A cross-site cookie request is still refused (403), so another site cannot sign users out.
+async fn logout(
+    State(state): State<AppState>,
+    user: Option<AuthUser>,
+    session: Session,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let refresh_token = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<RefreshBody>(&body)
+            .map_err(|_| detail(StatusCode::BAD_REQUEST, "Invalid JSON body"))?
+            .refresh_token
+    };
     session.logout().await?;
+    if let Some(token) = refresh_token.as_deref().and_then(RefreshToken::parse) {
+        state.manager.end_series(&token).await?;
+    }
     let message = match user {
         Some(user) => format!("Goodbye, {}!", user.username),
         None => "Goodbye!".to_owned(),
