@@ -300,6 +300,10 @@ fn app(
         )
         .route("/account/sessions/{id}/revoke", post(account_page::revoke))
         .route("/account/style.css", get(account_page::stylesheet))
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .method_not_allowed_fallback(|| async {
+            detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
         .with_state(state)
         .layer(
             SessionLayer::new(manager).client_ip(|extensions, _headers| {
