@@ -1241,3 +1241,36 @@ async fn postgres_store_logs_out_after_expiry() {
     logout_after_expiry_contract(&server).await;
     server.stop().await;
 }
+
+/// `/health` asks the database at most once per interval, failures included: while the
+/// sessions table is away it answers 500, and it does not ask again until the interval ends
+/// (an hour here), so a flood of health checks cannot pile up on a failing database.
+#[tokio::test]
+async fn postgres_health_counts_once_per_interval_even_when_the_store_fails() {
+    let url = schema_url().await;
+    let server = Server::start_with(Some(&url), ABUSE_ENV).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("ALTER TABLE sessions RENAME TO sessions_away")
+        .await
+        .unwrap();
+    let health = || async { anonymous(&server).call(Method::GET, "/health", None).await };
+    let (status, body) = health().await;
+    client
+        .batch_execute("ALTER TABLE sessions_away RENAME TO sessions")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("Session store unavailable")
+        )
+    );
+    // The table is back, but the remembered outcome is served without a query.
+    assert_eq!(health().await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    server.stop().await;
+}
