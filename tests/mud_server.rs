@@ -1151,6 +1151,20 @@ async fn logout_after_expiry_contract(server: &Server) {
     };
     let logged_out = remembered().await;
     let kept = remembered().await;
+    // A browser on the session page, whose form token was issued before the expiry.
+    let on_page = remembered().await;
+    let html = on_page
+        .http
+        .get(format!("{}/account/sessions", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("the page's form token") + marker.len();
+    let form_token = html[start..start + html[start..].find('"').unwrap()].to_owned();
     // An API client that keeps its refresh token itself.
     let api = anonymous(server);
     let (status, login) = api
@@ -1198,6 +1212,29 @@ async fn logout_after_expiry_contract(server: &Server) {
     );
     let (status, body) = kept.call(Method::POST, "/refresh", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The page's sign-out does the same.
+    let response = on_page
+        .http
+        .post(format!("{}/account/logout", server.base))
+        .header("origin", &server.base)
+        .form(&[("csrf", form_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.url().path(),
+        "/account/login",
+        "redirected to the form"
+    );
+    let (status, body) = on_page.call(Method::POST, "/refresh", None).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid or expired refresh token")
+        )
+    );
 
     // The API client logs out with its expired token and its refresh token: the series ends.
     let (status, body) = api
