@@ -156,6 +156,11 @@ where
 pin_project_lite::pin_project! {
     /// Response future of [`SessionService`]: adds `Set-Cookie` and `Cache-Control: no-store`
     /// when the handler logged in or out.
+    ///
+    /// A server error (5xx) gets none of the session's cookies: a handler that failed after
+    /// [`Session::login`] must not hand the browser a session it did not finish setting up
+    /// (the stored session then just expires unused), and one that failed after
+    /// [`Session::logout`] leaves the browser's cookie to a retry.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
@@ -173,7 +178,7 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         let cookies = this.session.take_cookies();
-        if !cookies.is_empty() {
+        if !cookies.is_empty() && !response.status().is_server_error() {
             let headers = response.headers_mut();
             for cookie in cookies {
                 headers.append(SET_COOKIE, cookie);

@@ -221,6 +221,43 @@ async fn extractors_without_the_layer_fail_closed() {
     assert_eq!(reply.detail(), "Session layer not installed");
 }
 
+#[tokio::test]
+async fn a_server_error_after_login_sets_no_cookie() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    // A handler that logs in (with remember-me, so two cookies are pending) and then fails.
+    let app = axum::Router::new()
+        .route(
+            "/login-then-fail",
+            axum::routing::post(|session: tower_session_auth::Session| async move {
+                session
+                    .login_with(1, tower_session_auth::ClientInfo::default(), true)
+                    .await
+                    .unwrap();
+                (StatusCode::INTERNAL_SERVER_ERROR, "the handler failed")
+            }),
+        )
+        .route(
+            "/login-then-refuse",
+            axum::routing::post(|session: tower_session_auth::Session| async move {
+                session
+                    .login(1, tower_session_auth::ClientInfo::default())
+                    .await
+                    .unwrap();
+                StatusCode::UNPROCESSABLE_ENTITY
+            }),
+        )
+        .layer(tower_session_auth::SessionLayer::new(manager));
+    let reply = send(&app, post("/login-then-fail", None)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
+    // Below 500 the handler answered on purpose: the login's cookie goes out as usual.
+    let reply = send(&app, post("/login-then-refuse", None)).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(cookie_of(&reply).starts_with("id="));
+    assert_eq!(reply.headers["cache-control"], "no-store");
+}
+
 /// Routes that drive the `Session` handle directly: a logout that needs no live session, and
 /// self-service revocation and kick through the handle.
 fn handle_routes(manager: &SessionManager) -> axum::Router {
