@@ -796,7 +796,8 @@ impl SessionStore for PgStore {
         let delete = tx
             .prepare_cached(
                 "DELETE FROM sessions WHERE user_id = $1 \
-                 AND ($2::uuid IS NULL OR (id <> $2 AND series_id IS DISTINCT FROM $3))",
+                 AND ($2::uuid IS NULL OR (id <> $2 \
+                      AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
             )
             .await?;
         let count = tx
