@@ -547,6 +547,52 @@ mod tests {
     }
 
     #[test]
+    fn batched_notifications_drop_exactly_the_listed_sessions() {
+        let now = OffsetDateTime::now_utc();
+        let cache = SessionCache::new(CacheConfig::default());
+        let mut ids = Vec::new();
+        for n in 1..=4 {
+            let cached = live(i64::from(n), now);
+            let Cached::Live(view) = &cached else {
+                unreachable!()
+            };
+            ids.push(view.session.id);
+            // Spread over shards.
+            let mut bytes = [n; 32];
+            bytes[0] = n;
+            put(&cache, TokenHash(bytes), cached);
+        }
+        cache.apply_notification(&format!("sessions:{},{}", ids[0], ids[2]));
+        let hash = |n: u8| TokenHash([n; 32]);
+        assert_eq!(served(&cache, &hash(1), now), None);
+        assert_eq!(served(&cache, &hash(2), now), Some(2));
+        assert_eq!(served(&cache, &hash(3), now), None);
+        assert_eq!(served(&cache, &hash(4), now), Some(4));
+        // An id that does not parse drops everything, to be safe.
+        cache.apply_notification("sessions:not-an-id");
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn the_indexes_follow_evictions_and_replacements() {
+        let now = OffsetDateTime::now_utc();
+        let cache = SessionCache::new(CacheConfig::default().max_entries(2 * SHARDS as u64));
+        put(&cache, hash(1), live(1, now));
+        put(&cache, hash(2), live(1, now));
+        // A full shard of live sessions starts over: the index must forget them too.
+        put(&cache, hash(3), live(2, now));
+        assert_eq!(cache.entry_count(), 1);
+        let shard = cache.read(0);
+        assert_eq!(shard.by_session.len(), 1);
+        assert_eq!(shard.by_user.keys().copied().collect::<Vec<_>>(), [2]);
+        drop(shard);
+        // Replacing a token's entry re-indexes it.
+        put(&cache, hash(3), Cached::Unknown);
+        let shard = cache.read(0);
+        assert!(shard.by_session.is_empty() && shard.by_user.is_empty());
+    }
+
+    #[test]
     fn an_outcome_read_before_an_invalidation_is_not_cached() {
         let now = OffsetDateTime::now_utc();
         let cache = SessionCache::new(CacheConfig::default());

@@ -534,7 +534,11 @@ async fn revocation_racing_a_refresh_loop(backend: Backend) {
                 let mut token: RefreshToken = latest.borrow().1.refresh.clone().unwrap();
                 async move {
                     for count in 1.. {
-                        match manager.refresh(&token, ClientInfo::default()).await.unwrap() {
+                        match manager
+                            .refresh(&token, ClientInfo::default())
+                            .await
+                            .unwrap()
+                        {
                             Refresh::Refreshed(login) => {
                                 token = login.refresh.clone().unwrap();
                                 latest.send_replace((count, Arc::new(*login)));
@@ -549,9 +553,12 @@ async fn revocation_racing_a_refresh_loop(backend: Backend) {
             });
             // Revoke once the loop is going, aiming at its latest session (which the next
             // refresh ends; then aim again).
-            within("the refresh loop to start", refreshes.wait_for(|(n, _)| *n >= 2))
-                .await
-                .unwrap();
+            within(
+                "the refresh loop to start",
+                refreshes.wait_for(|(n, _)| *n >= 2),
+            )
+            .await
+            .unwrap();
             let mut attempts = 0;
             loop {
                 let target = refreshes.borrow_and_update().1.clone();
