@@ -495,22 +495,25 @@ impl SessionStore for MemoryStore {
             request.grace_since,
         );
         let user_id = series.user_id;
-        let (keep_since, presented) = match (decision, presented) {
+        let presented = match (&decision, presented) {
             (SecretMatch::Unknown | SecretMatch::Refused, _) | (_, None) => {
                 return Ok(RefreshOutcome::Invalid);
             }
-            (SecretMatch::Reuse, _) => {
-                state.end_series(request.series);
-                return Ok(RefreshOutcome::ReuseDetected { user_id });
-            }
-            (SecretMatch::Rotate, Some(at)) => (None, at),
-            (SecretMatch::Grace { used_at }, Some(at)) => (Some(used_at), at),
+            (_, Some(at)) => at,
         };
         let user_ok = state.users.get(&user_id).is_some_and(|user| user.is_active);
         if series.is_expired(request.now) || !user_ok {
             state.end_series(request.series);
             return Ok(RefreshOutcome::Ended { user_id });
         }
+        let keep_since = match decision {
+            SecretMatch::Reuse => {
+                state.end_series(request.series);
+                return Ok(RefreshOutcome::ReuseDetected { user_id });
+            }
+            SecretMatch::Grace { used_at } => Some(used_at),
+            _ => None,
+        };
         let series = state
             .series
             .get_mut(&request.series)

@@ -889,22 +889,25 @@ impl SessionStore for PgStore {
                 spent: row.get(1),
             });
         let user_id: i64 = series.get(0);
-        let keep_since = match match_secret(stored, request.grace_since) {
-            SecretMatch::Unknown | SecretMatch::Refused => return Ok(RefreshOutcome::Invalid),
-            SecretMatch::Reuse => {
-                end_series(&tx, request.series).await?;
-                tx.commit().await?;
-                return Ok(RefreshOutcome::ReuseDetected { user_id });
-            }
-            SecretMatch::Rotate => None,
-            SecretMatch::Grace { used_at } => Some(used_at),
-        };
+        let decision = match_secret(stored, request.grace_since);
+        if let SecretMatch::Unknown | SecretMatch::Refused = decision {
+            return Ok(RefreshOutcome::Invalid);
+        }
         let (expired, user_ok): (bool, bool) = (series.get(3), series.get(4));
         if expired || !user_ok {
             end_series(&tx, request.series).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Ended { user_id });
         }
+        let keep_since = match decision {
+            SecretMatch::Reuse => {
+                end_series(&tx, request.series).await?;
+                tx.commit().await?;
+                return Ok(RefreshOutcome::ReuseDetected { user_id });
+            }
+            SecretMatch::Grace { used_at } => Some(used_at),
+            _ => None,
+        };
         // Mark the presented secret used (or spent), issue the new one, forget the oldest
         // beyond the bound, and end the series' earlier sessions (one device, one session),
         // but for those created by the first use of a secret exchanged again in the grace
