@@ -513,10 +513,14 @@ impl Revocation {
 }
 
 /// A refresh loop races each revocation path: once the revocation returns, the series is
-/// over, and no session of it is left, whatever the refresh loop was doing.
+/// over, and no session of it is left, whatever the refresh loop was doing (each path, four
+/// trials).
 async fn revocation_racing_a_refresh_loop(backend: Backend) {
     const TRIALS: i64 = 4;
-    let manager = racing_manager(&backend, SessionConfig::default()).await;
+    // With a session limit, refreshes prune too and take the user's lock: the revocations
+    // must not deadlock with them.
+    let config = SessionConfig::default().max_sessions_per_user(Some(10));
+    let manager = racing_manager(&backend, config).await;
     for (n, path) in REVOCATIONS.into_iter().enumerate() {
         for trial in 0..TRIALS {
             let user_id = 500 + n as i64 * TRIALS + trial;
@@ -595,7 +599,73 @@ async fn revocation_racing_a_refresh_loop(backend: Backend) {
     }
 }
 
+/// Logins that prune, refreshes that prune and revocations of one user, all at once, take
+/// their locks in one order: none fails (PostgreSQL would abort one of a deadlock), and once
+/// everything has settled a revoke-all leaves nothing.
+async fn pruning_logins_refreshes_and_revocations_do_not_deadlock(backend: Backend) {
+    const DEVICES: usize = 3;
+    let config = SessionConfig::default().max_sessions_per_user(Some(2));
+    let manager = racing_manager(&backend, config).await;
+    let start = Arc::new(Barrier::new(DEVICES + 2));
+    let mut tasks = Vec::new();
+    for _ in 0..DEVICES {
+        let (manager, start) = (manager.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let login = manager.login_with(1, ClientInfo::default(), true).await;
+            let mut token = login.unwrap().refresh.unwrap();
+            start.wait().await;
+            // Refresh until a pruning login or a revocation ends the series.
+            for _ in 0..200 {
+                match manager
+                    .refresh(&token, ClientInfo::default())
+                    .await
+                    .unwrap()
+                {
+                    Refresh::Refreshed(login) => token = login.refresh.unwrap(),
+                    Refresh::Invalid => return,
+                    Refresh::ReuseDetected => panic!("no secret was used twice"),
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn({
+        let (manager, start) = (manager.clone(), start.clone());
+        async move {
+            start.wait().await;
+            for n in 0..20 {
+                manager
+                    .login_with(1, ClientInfo::default(), n % 2 == 0)
+                    .await
+                    .unwrap();
+            }
+        }
+    }));
+    tasks.push(tokio::spawn({
+        let (manager, start) = (manager.clone(), start.clone());
+        async move {
+            start.wait().await;
+            for n in 0..10 {
+                let sessions = manager.list_for_user(1).await.unwrap();
+                if let Some(session) = sessions.first() {
+                    if n % 2 == 0 {
+                        manager.revoke_others(1, session.id).await.unwrap();
+                    } else {
+                        manager.revoke(1, session.id).await.unwrap();
+                    }
+                }
+            }
+        }
+    }));
+    for task in tasks {
+        within("a racing task", task).await.expect("no store error");
+    }
+    manager.revoke_all(1).await.unwrap();
+    assert!(manager.list_for_user(1).await.unwrap().is_empty());
+    assert_eq!(backend.stored_sessions().await, 0);
+}
+
 both_stores!(
+    pruning_logins_refreshes_and_revocations_do_not_deadlock,
     logout_racing_fifty_requests,
     two_hundred_users_never_see_each_other,
     concurrent_logins_keep_exactly_one_session,
