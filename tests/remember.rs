@@ -385,7 +385,37 @@ async fn single_session_mode_ends_the_pruned_series(backend: Backend) {
     ));
 }
 
+async fn a_series_remembers_a_bounded_number_of_secrets(backend: Backend) {
+    let h = harness(backend, RefreshConfig::default().grace(5 * SECOND));
+    let login = remembered_login(&h, 1).await;
+    let mut tokens = vec![login.refresh.unwrap()];
+    for _ in 0..12 {
+        h.clock.advance(60 * SECOND);
+        let next = refreshed(&h, tokens.last().unwrap()).await;
+        tokens.push(next.refresh.unwrap());
+    }
+    if let Backend::Pg(db) = &h.backend {
+        let stored: i64 = db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM refresh_secrets", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, 8);
+    }
+    // A used secret the series still remembers is reuse; one it forgot is merely invalid.
+    let before = stored_state(&h).await;
+    assert!(matches!(refresh(&h, &tokens[0]).await, Refresh::Invalid));
+    assert_eq!(stored_state(&h).await, before);
+    assert!(matches!(
+        refresh(&h, &tokens[10]).await,
+        Refresh::ReuseDetected
+    ));
+}
+
 both_stores!(
+    a_series_remembers_a_bounded_number_of_secrets,
     a_wrong_secret_for_a_known_series_is_invalid_and_changes_nothing,
     a_superseded_secret_is_honoured_once_more_inside_the_window,
     an_issued_secret_never_used_never_trips_reuse,

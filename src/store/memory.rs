@@ -523,6 +523,17 @@ impl SessionStore for MemoryStore {
             None => secret.used_at = Some(request.now),
             Some(_) => secret.spent = true,
         }
+        // Forget the oldest beyond the bound (never the secret just presented), then issue.
+        let keep_from = series
+            .secrets
+            .len()
+            .saturating_sub(MAX_SECRETS_PER_SERIES as usize - 1);
+        let mut index = 0;
+        series.secrets.retain(|_| {
+            let keep = index >= keep_from || index == presented;
+            index += 1;
+            keep
+        });
         series.secrets.push((
             request.new_secret_hash,
             SecretState {
@@ -530,11 +541,6 @@ impl SessionStore for MemoryStore {
                 spent: false,
             },
         ));
-        let forget = series
-            .secrets
-            .len()
-            .saturating_sub(MAX_SECRETS_PER_SERIES as usize);
-        series.secrets.drain(..forget);
         series.expires_at = request.series_expires_at;
         let (authenticated_at, series_absolute) = (series.created_at, series.absolute_expires_at);
         // One device, one session: the series' earlier sessions end, but for those that the

@@ -237,13 +237,16 @@ impl Statements {
         );
         // The series row is locked for the rest of the refresh transaction, so concurrent
         // refreshes of one series are decided one after the other, and a revocation that
-        // ends the series waits for a refresh in flight (and sees its session).
+        // ends the series waits for a refresh in flight (and sees its session). A secret the
+        // series does not hold (a guess for a public series id) takes no lock at all.
         let refresh_lock = format!(
             "SELECT r.user_id, r.created_at, r.absolute_expires_at, \
                     (r.expires_at <= $2 OR r.absolute_expires_at <= $2) IS TRUE, \
                     u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
              FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
-             WHERE r.id = $1 FOR UPDATE OF r"
+             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets k \
+                WHERE k.series_id = $1 AND k.secret_hash = $3) \
+             FOR UPDATE OF r"
         );
         Self {
             validate_user: validate_sql(app, Scope::User),
@@ -858,14 +861,23 @@ impl SessionStore for PgStore {
                 .prepare_cached(
                     "SELECT pg_advisory_xact_lock(hashtextextended( \
                          'tower_session_auth.user:' || user_id::text, 0)) \
-                     FROM refresh_series WHERE id = $1",
+                     FROM refresh_series WHERE id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets \
+                        WHERE series_id = $1 AND secret_hash = $2)",
                 )
                 .await?;
-            tx.execute(&lock, &[&request.series]).await?;
+            tx.execute(&lock, &[&request.series, &request.secret_hash.0.as_slice()])
+                .await?;
         }
         let lock = tx.prepare_cached(&self.sql.refresh_lock).await?;
         let Some(series) = tx
-            .query_opt(&lock, &[&request.series, &request.now])
+            .query_opt(
+                &lock,
+                &[
+                    &request.series,
+                    &request.now,
+                    &request.secret_hash.0.as_slice(),
+                ],
+            )
             .await?
         else {
             return Ok(RefreshOutcome::Invalid);
@@ -923,12 +935,13 @@ impl SessionStore for PgStore {
                     WHERE id = $1), \
                  earlier AS (DELETE FROM sessions WHERE series_id = $1 \
                     AND ($6::timestamptz IS NULL OR created_at < $6)) \
-                 DELETE FROM refresh_secrets WHERE series_id = $1 AND issued <= ( \
-                    SELECT issued FROM refresh_secrets WHERE series_id = $1 \
+                 DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
+                 AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
                     ORDER BY issued DESC OFFSET $7 LIMIT 1)",
             )
             .await?;
-        // The statement does not see the secret it inserts: keep one fewer of the others.
+        // The statement does not see the secret it inserts: keep one fewer of the others (and
+        // the one presented, which it updates).
         let keep_others = MAX_SECRETS_PER_SERIES - 1;
         tx.execute(
             &exchange,
