@@ -488,23 +488,27 @@ mod cached {
                 .await
                 .expect("notifications of every revoked session")
                 .unwrap();
+            // The channel is shared by every schema of the database: skip other tests' news.
+            let Some(list) = payload.strip_prefix("sessions:") else {
+                continue;
+            };
+            let listed: Vec<String> = list.split(',').map(str::to_owned).collect();
+            if !listed.iter().any(|id| ids.contains(id)) {
+                continue;
+            }
+            assert!(listed.iter().all(|id| ids.contains(id)), "{payload}");
             notifications += 1;
-            let list = payload.strip_prefix("sessions:").expect(&payload);
-            notified.extend(list.split(',').map(str::to_owned));
+            notified.extend(listed);
         }
         assert_eq!(notified, ids);
         assert_eq!(notifications, SESSIONS.div_ceil(200));
         driver.abort();
 
-        // The listener dropped the revoked session's entry and kept the bystander's.
-        wait_until(|| a.cache.entry_count() == 1).await;
+        // The listener dropped the revoked session's entry; the bystander's session lives on.
+        seen_within_bound(&a.app, first.token.expose(), (StatusCode::UNAUTHORIZED, "")).await;
         assert_eq!(
             role_of(&a.app, bystander.token.expose()).await.0,
             StatusCode::OK
-        );
-        assert_eq!(
-            role_of(&a.app, first.token.expose()).await.0,
-            StatusCode::UNAUTHORIZED
         );
     }
 
