@@ -393,9 +393,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes expired sessions and series; returns how many sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
-    /// Exchanges a remember-me secret for a new session, atomically: rotates the secret,
-    /// honours the grace window, and revokes the series on reuse. Stores without remember-me
-    /// support keep this default, which fails.
+    /// Exchanges a remember-me secret for a new session, atomically, by the family rules of
+    /// [`RefreshConfig`](crate::RefreshConfig): issues a new secret, ends the series' earlier
+    /// sessions (but for the grace overlap), caps the new session's absolute expiry by the
+    /// series', honours one more use inside the grace window, revokes the series on reuse of
+    /// a used secret, and changes nothing for a secret the series does not hold. Stores
+    /// without remember-me support keep this default, which fails.
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
         let _ = request;
         Err(StoreError::Other(
