@@ -575,7 +575,7 @@ async fn refresh(
 /// Always logs out: a live session is removed (with its remember-me series), and whatever
 /// cookies the browser presented are cleared, even when its session has already expired. A
 /// client that keeps its refresh token itself may send it as `{"refresh_token": ...}`: that
-/// series ends too (if the secret is its current one), even when the session is long gone.
+/// series ends too (if the series issued that secret), even when the session is long gone.
 /// A cross-site cookie request is still refused (403), so another site cannot sign users out.
 async fn logout(
     State(state): State<AppState>,

@@ -6,14 +6,18 @@
 //! is due, so the debounced touch still reaches the database and idle expiry and
 //! `count_active` stay right; an entry past its session's expiry is never served.
 //!
-//! Invalidation: the instance that logs out, revokes or selects a character drops the entry at
-//! once, and a validation that asked the store before that and returns after it is not cached
-//! (every invalidation bumps a generation, which an insertion checks under the shard's lock);
-//! other instances learn through PostgreSQL `LISTEN/NOTIFY`
+//! Invalidation: the instance that logs out, revokes (one, others, all, a kick, pruning at
+//! login, a refresh's earlier session, a series ended by reuse or a failed refresh) or selects
+//! a character drops the entries concerned at once, and a validation that asked the store
+//! before that and returns after it is not cached (every invalidation bumps a generation,
+//! which an insertion checks under the shard's lock); other instances learn through
+//! PostgreSQL `LISTEN/NOTIFY`
 //! ([`PgStore::install_invalidation_triggers`](crate::PgStore::install_invalidation_triggers)
 //! and [`PgStore::spawn_invalidation_listener`](crate::PgStore::spawn_invalidation_listener)):
-//! triggers notify when a session is deleted or rebound and when a user's role, active flag or
-//! a character changes. While the listener is not connected the cache serves nothing, and it is
+//! triggers notify when sessions are deleted (once per statement, ids in batches) or rebound
+//! and when a user's role, active flag or a character changes. Each shard indexes its live
+//! entries by session id and by user, so dropping a session or a user is a lookup per shard,
+//! not a scan of the entries. While the listener is not connected the cache serves nothing, and it is
 //! flushed whenever the listener (re)connects, since missed notifications are not replayed.
 //!
 //! **Staleness bound.** On another instance, a revoked session, a role change or a
@@ -37,7 +41,7 @@
 //!     .with_cache(cache);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -94,7 +98,77 @@ struct Entry {
 /// so that concurrent requests rarely meet on a lock.
 const SHARDS: usize = 16;
 
-type Shard = RwLock<HashMap<TokenHash, Entry>>;
+/// One shard: the entries by token hash, and its live entries indexed by session id and by
+/// user, so that invalidating a session or a user is a lookup per shard, not a scan.
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<TokenHash, Entry>,
+    by_session: HashMap<SessionId, TokenHash>,
+    by_user: HashMap<i64, HashSet<TokenHash>>,
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, hash: TokenHash, entry: Entry) {
+        self.remove(&hash);
+        if let Cached::Live(view) = &entry.cached {
+            self.by_session.insert(view.session.id, hash);
+            self.by_user
+                .entry(view.session.user_id)
+                .or_default()
+                .insert(hash);
+        }
+        self.entries.insert(hash, entry);
+    }
+
+    fn remove(&mut self, hash: &TokenHash) {
+        if let Some(entry) = self.entries.remove(hash) {
+            unindex(&mut self.by_session, &mut self.by_user, hash, &entry);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let Self {
+            entries,
+            by_session,
+            by_user,
+        } = self;
+        entries.retain(|hash, entry| {
+            let kept = keep(entry);
+            if !kept {
+                unindex(by_session, by_user, hash, entry);
+            }
+            kept
+        });
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_session.clear();
+        self.by_user.clear();
+    }
+}
+
+fn unindex(
+    by_session: &mut HashMap<SessionId, TokenHash>,
+    by_user: &mut HashMap<i64, HashSet<TokenHash>>,
+    hash: &TokenHash,
+    entry: &Entry,
+) {
+    if let Cached::Live(view) = &entry.cached {
+        by_session.remove(&view.session.id);
+        let user_id = view.session.user_id;
+        if let Some(hashes) = by_user.get_mut(&user_id) {
+            hashes.remove(hash);
+            if hashes.is_empty() {
+                by_user.remove(&user_id);
+            }
+        }
+    }
+}
 
 /// The cache of validated sessions. Cheap to clone; clones share entries.
 ///
@@ -110,7 +184,7 @@ pub struct SessionCache {
 }
 
 struct Inner {
-    shards: Box<[Shard]>,
+    shards: Box<[RwLock<Shard>]>,
     ttl: Duration,
     per_shard: usize,
     serving: AtomicBool,
@@ -174,7 +248,7 @@ impl SessionCache {
             return None;
         }
         let shard = self.read(shard_of(hash));
-        let entry = shard.get(hash)?;
+        let entry = shard.entries.get(hash)?;
         if entry.stored_at.elapsed() >= self.inner.ttl {
             return None;
         }
@@ -212,17 +286,16 @@ impl SessionCache {
             return;
         }
         let (per_shard, ttl) = (self.inner.per_shard, self.inner.ttl);
-        let no_room = |shard: &HashMap<TokenHash, Entry>| {
-            shard.len() >= per_shard && !shard.contains_key(&hash)
-        };
+        let no_room =
+            |shard: &Shard| shard.len() >= per_shard && !shard.entries.contains_key(&hash);
         if no_room(&shard) {
-            shard.retain(|_, entry| entry.stored_at.elapsed() < ttl);
+            shard.retain(|entry| entry.stored_at.elapsed() < ttl);
         }
         if no_room(&shard) {
             if let Cached::Unknown = cached {
                 return;
             }
-            shard.retain(|_, entry| matches!(entry.cached, Cached::Live(_)));
+            shard.retain(|entry| matches!(entry.cached, Cached::Live(_)));
             if shard.len() >= per_shard {
                 // All live and fresh: start the shard over (its sessions are validated
                 // against the store again), so that a full shard costs one scan per
@@ -239,29 +312,51 @@ impl SessionCache {
         );
     }
 
-    /// Drops a token's entry and, if it was a live session, the entries of its user (the
-    /// session's remember-me series may have ended with it).
-    pub(crate) fn invalidate_all_of_token(&self, hash: &TokenHash) {
+    /// Drops a token's entry.
+    pub(crate) fn invalidate_token(&self, hash: &TokenHash) {
         self.bump_generation();
-        let removed = self.write(shard_of(hash)).remove(hash);
-        if let Some(Entry {
-            cached: Cached::Live(view),
-            ..
-        }) = removed
-        {
-            self.invalidate_user(view.session.user_id);
+        self.write(shard_of(hash)).remove(hash);
+    }
+
+    /// Drops the entry of a session: one index lookup per shard.
+    pub fn invalidate_session(&self, id: SessionId) {
+        self.invalidate_sessions(&[id]);
+    }
+
+    /// Drops the entries of these sessions, taking each shard's lock once.
+    pub(crate) fn invalidate_sessions(&self, ids: &[SessionId]) {
+        self.bump_generation();
+        for i in 0..SHARDS {
+            let present = {
+                let shard = self.read(i);
+                ids.iter().any(|id| shard.by_session.contains_key(id))
+            };
+            if !present {
+                continue;
+            }
+            let mut shard = self.write(i);
+            for id in ids {
+                if let Some(hash) = shard.by_session.get(id).copied() {
+                    shard.remove(&hash);
+                }
+            }
         }
     }
 
-    /// Drops the entry of a session.
-    pub fn invalidate_session(&self, id: SessionId) {
-        self.invalidate_if(|view| view.session.id == id);
-    }
-
     /// Drops the entries of a user's sessions (after a role change or a deactivation made
-    /// outside the notifying triggers).
+    /// outside the notifying triggers): one index lookup per shard.
     pub fn invalidate_user(&self, user_id: i64) {
-        self.invalidate_if(|view| view.session.user_id == user_id);
+        self.bump_generation();
+        for i in 0..SHARDS {
+            if !self.read(i).by_user.contains_key(&user_id) {
+                continue;
+            }
+            let mut shard = self.write(i);
+            let hashes = shard.by_user.get(&user_id).cloned().unwrap_or_default();
+            for hash in &hashes {
+                shard.remove(hash);
+            }
+        }
     }
 
     /// Drops every entry.
@@ -272,37 +367,30 @@ impl SessionCache {
         }
     }
 
-    fn invalidate_if(&self, matches: impl Fn(&SessionView) -> bool) {
-        self.bump_generation();
-        for i in 0..SHARDS {
-            self.write(i).retain(|_, entry| match &entry.cached {
-                Cached::Live(view) => !matches(view),
-                Cached::Unknown => true,
-            });
-        }
-    }
-
     // A panic while a shard was locked cannot leave it inconsistent (each change is one map
     // operation), so a poisoned lock is used as it is.
-    fn read(&self, shard: usize) -> RwLockReadGuard<'_, HashMap<TokenHash, Entry>> {
+    fn read(&self, shard: usize) -> RwLockReadGuard<'_, Shard> {
         self.inner.shards[shard]
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self, shard: usize) -> RwLockWriteGuard<'_, HashMap<TokenHash, Entry>> {
+    fn write(&self, shard: usize) -> RwLockWriteGuard<'_, Shard> {
         self.inner.shards[shard]
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies one notification payload (`session:<uuid>`, `user:<id>`, anything else: all).
+    /// Applies one notification payload: `sessions:<uuid>,<uuid>,…` (the sessions a
+    /// statement deleted or rebound, in batches), `user:<id>`; anything else (or an id that
+    /// does not parse) drops everything.
     pub(crate) fn apply_notification(&self, payload: &str) {
-        if let Some(id) = payload
-            .strip_prefix("session:")
-            .and_then(|id| id.parse::<SessionId>().ok())
-        {
-            self.invalidate_session(id);
+        if let Some(list) = payload.strip_prefix("sessions:") {
+            let ids: Result<Vec<SessionId>, _> = list.split(',').map(str::parse).collect();
+            match ids {
+                Ok(ids) => self.invalidate_sessions(&ids),
+                Err(_) => self.invalidate_all(),
+            }
         } else if let Some(user) = payload
             .strip_prefix("user:")
             .and_then(|id| id.parse::<i64>().ok())
@@ -455,11 +543,57 @@ mod tests {
         cache.apply_notification("user:1");
         assert_eq!(served(&cache, &hash(2), now), None);
         assert_eq!(served(&cache, &hash(3), now), Some(2));
-        cache.invalidate_all_of_token(&hash(3));
+        cache.invalidate_token(&hash(3));
         assert_eq!(served(&cache, &hash(3), now), None);
         assert_eq!(served(&cache, &hash(4), now), Some(-1));
         cache.apply_notification("anything else");
         assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn batched_notifications_drop_exactly_the_listed_sessions() {
+        let now = OffsetDateTime::now_utc();
+        let cache = SessionCache::new(CacheConfig::default());
+        let mut ids = Vec::new();
+        for n in 1..=4 {
+            let cached = live(i64::from(n), now);
+            let Cached::Live(view) = &cached else {
+                unreachable!()
+            };
+            ids.push(view.session.id);
+            // Spread over shards.
+            let mut bytes = [n; 32];
+            bytes[0] = n;
+            put(&cache, TokenHash(bytes), cached);
+        }
+        cache.apply_notification(&format!("sessions:{},{}", ids[0], ids[2]));
+        let hash = |n: u8| TokenHash([n; 32]);
+        assert_eq!(served(&cache, &hash(1), now), None);
+        assert_eq!(served(&cache, &hash(2), now), Some(2));
+        assert_eq!(served(&cache, &hash(3), now), None);
+        assert_eq!(served(&cache, &hash(4), now), Some(4));
+        // An id that does not parse drops everything, to be safe.
+        cache.apply_notification("sessions:not-an-id");
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[test]
+    fn the_indexes_follow_evictions_and_replacements() {
+        let now = OffsetDateTime::now_utc();
+        let cache = SessionCache::new(CacheConfig::default().max_entries(2 * SHARDS as u64));
+        put(&cache, hash(1), live(1, now));
+        put(&cache, hash(2), live(1, now));
+        // A full shard of live sessions starts over: the index must forget them too.
+        put(&cache, hash(3), live(2, now));
+        assert_eq!(cache.entry_count(), 1);
+        let shard = cache.read(0);
+        assert_eq!(shard.by_session.len(), 1);
+        assert_eq!(shard.by_user.keys().copied().collect::<Vec<_>>(), [2]);
+        drop(shard);
+        // Replacing a token's entry re-indexes it.
+        put(&cache, hash(3), Cached::Unknown);
+        let shard = cache.read(0);
+        assert!(shard.by_session.is_empty() && shard.by_user.is_empty());
     }
 
     #[test]
@@ -469,7 +603,7 @@ mod tests {
         // A validation reads the generation, then asks the store ...
         let generation = cache.generation();
         // ... while a logout elsewhere invalidates (here: another token's entry) ...
-        cache.invalidate_all_of_token(&hash(9));
+        cache.invalidate_token(&hash(9));
         // ... so what the store said may be stale, and is not kept.
         cache.insert(hash(1), live(1, now), generation);
         assert_eq!(served(&cache, &hash(1), now), None);

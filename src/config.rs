@@ -232,19 +232,55 @@ impl SessionConfig {
 ///
 /// A login with `remember = true` also returns a [`RefreshToken`](crate::RefreshToken) and
 /// sets it in its own cookie (`HttpOnly`, `Secure` as the session cookie, `SameSite=Strict`,
-/// `Path` limited to the refresh route, `Max-Age` the series' remaining lifetime). Each refresh
-/// rotates the secret; presenting a superseded secret after [`grace`](Self::grace) revokes the
-/// series and every session it created. Sessions made by a refresh keep the original login
-/// time as `authenticated_at`, so handlers can ask for a fresh login before sensitive changes.
+/// `Path` limited to the refresh route, `Max-Age` the series' remaining lifetime). A refresh
+/// token is `<series id>.<secret>`; the series id is public (it appears in logs and `Debug`),
+/// only the secret proves anything, and the store keeps only its SHA-256.
+///
+/// # The family rules
+///
+/// Each secret a series issues goes through these states (a refresh presents one):
+///
+/// ```text
+///                 present                present again, within `grace`
+///   ┌────────┐    (exchange)   ┌──────┐  of the first use (grace use)   ┌───────┐
+///   │ issued │ ──────────────▶ │ used │ ──────────────────────────────▶ │ spent │
+///   └────────┘                 └──────┘                                 └───────┘
+///       │                          │ present after `grace`               │     │ present within
+///       │ never presented:         ▼                                     │     │ `grace`: Invalid,
+///       │ valid, never reuse     REUSE: the series and all ◀─────────────┘     │ nothing changes
+///       ▼                        its sessions end     present after `grace`    ▼
+///   forgotten once 8 newer secrets of the series exist: Invalid
+///
+///   Every exchange and grace use creates a session and issues a new secret (`issued`).
+///   A secret the series never issued, an unknown series: Invalid, nothing changes.
+///   An expired series, or one whose user is gone or inactive: Invalid; when a secret it
+///   issued is presented, the series and its sessions are deleted.
+/// ```
+///
+/// So a superseded secret is honoured at most once more, inside [`grace`](Self::grace) of its
+/// first use; a secret the server issued (including by that second use) and nobody used never
+/// counts as reuse; and two tabs refreshing at once never revoke the family, whichever
+/// response the browser keeps (both new secrets are unused). Only a secret that was already
+/// exchanged, presented after the window, proves that two parties hold it. A series remembers
+/// its 8 most recently issued secrets; an older one is invalid, not reuse.
+///
+/// **One device, one session.** A refresh ends the sessions the series created before, except
+/// that a second use inside the grace window keeps the session of the first use (two tabs:
+/// at most two sessions, until the next refresh). A session made by a refresh keeps the
+/// original login time as `authenticated_at`, so handlers can ask for a fresh login before
+/// sensitive changes, and never outlives the series: its absolute expiry is capped by the
+/// series' [`absolute_lifetime`](Self::absolute_lifetime), and every revocation of a session
+/// of the series (logout, revoke one / others / all, an administrator's kick, pruning by
+/// `max_sessions_per_user`) ends the series and all its sessions, including one that a
+/// refresh racing the revocation creates.
 #[derive(Clone, Debug)]
 pub struct RefreshConfig {
     /// The series ends when unused for this long (default 30 days); `None` disables it.
     pub idle_timeout: Option<Duration>,
     /// The series ends this long after the login (default 90 days); `None` disables it.
     pub absolute_lifetime: Option<Duration>,
-    /// For this long after a rotation, the just-superseded secret is still accepted (once
-    /// more per rotation), so two tabs or a retried request do not raise a false alarm
-    /// (default 5 s).
+    /// For this long after a secret's first use, it is accepted once more, so two tabs or a
+    /// retried request do not raise a false alarm (default 5 s).
     pub grace: Duration,
     /// Name of the refresh cookie (default `refresh`).
     pub cookie_name: String,

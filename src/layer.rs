@@ -468,8 +468,8 @@ impl Session {
     ///   cleared with it. A token that came by header clears nothing (header clients keep no
     ///   cookie).
     /// - A refresh cookie the request carried (to a `POST` or other unsafe method, as a logout
-    ///   should be) is cleared too, and if its secret is the current one of its series, that
-    ///   series and its sessions end. A wrong or stale secret ends nothing: the series id is
+    ///   should be) is cleared too, and if its secret is one its series issued, that
+    ///   series and its sessions end. A forged secret ends nothing: the series id is
     ///   not a secret.
     /// - The refresh cookie has `Path=/refresh` by default, so browsers do not send it to a
     ///   logout route; the removal cookie still reaches them (it names that path), and the

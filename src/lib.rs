@@ -77,8 +77,9 @@
 //!   [`SessionManager::revoke_others`], [`SessionManager::revoke_all`], with IP, User-Agent
 //!   and client type recorded at login.
 //! - Remember me: [`SessionManager::login_with`] starts a refresh series,
-//!   [`SessionManager::refresh`] rotates it, and reuse of a superseded secret revokes the
-//!   series and its sessions ([`RefreshConfig`]).
+//!   [`SessionManager::refresh`] exchanges its secret for a new session (ending the series'
+//!   earlier one), and reuse of a secret already used revokes the series and its sessions;
+//!   the family rules are in [`RefreshConfig`].
 //! - Audit events through `tracing` (target [`AUDIT_TARGET`]), with a per-address count of
 //!   rejected tokens ([`SessionManager::rejected_tokens_by_ip`]).
 //!

@@ -19,7 +19,7 @@ use crate::config::{ConfigError, SessionConfig};
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::{
     CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest, Scope,
-    SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, span,
+    SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, earliest, span,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 
@@ -36,8 +36,8 @@ struct NoCache;
 #[allow(dead_code)]
 impl NoCache {
     fn invalidate_session(&self, _: SessionId) {}
+    fn invalidate_user(&self, _: i64) {}
     fn invalidate_all(&self) {}
-    fn invalidate_all_of_token(&self, _: &crate::TokenHash) {}
 }
 
 /// tracing target of the audit events (login, logout, revoke, expiry, rejected tokens).
@@ -60,10 +60,12 @@ pub struct Login {
 pub enum Refresh {
     /// A new session and a rotated refresh token.
     Refreshed(Box<Login>),
-    /// Unknown, expired or revoked series (or malformed token, or inactive user).
+    /// Unknown, expired or revoked series, a secret the series did not issue, a superseded
+    /// secret already used again inside the grace window, a malformed token, or an inactive
+    /// user.
     Invalid,
-    /// A superseded secret was presented after the grace window: the series and every
-    /// session it created have been revoked.
+    /// A secret the series issued and that was already used was presented after the grace
+    /// window: the series and every session it created have been revoked.
     ReuseDetected,
 }
 
@@ -242,7 +244,8 @@ impl SessionManager {
     }
 
     /// Creates a session for `user_id` with a fresh token. With `max_sessions_per_user =
-    /// Some(n)`, the user's oldest sessions beyond `n` are removed in the same step.
+    /// Some(n)`, the user's oldest sessions beyond `n` are removed in the same step, and their
+    /// remember-me series end.
     ///
     /// The caller has authenticated the user (password, SSO, …) and checked that the account
     /// is active; the session records `client` for listings and audits.
@@ -251,7 +254,8 @@ impl SessionManager {
     }
 
     /// Like [`login`](Self::login); with `remember` also starts a remember-me series and
-    /// returns its [`RefreshToken`] in [`Login::refresh`].
+    /// returns its [`RefreshToken`] in [`Login::refresh`]. The session's absolute lifetime
+    /// never goes beyond the series'.
     pub async fn login_with(
         &self,
         user_id: i64,
@@ -270,11 +274,15 @@ impl SessionManager {
                 .absolute_lifetime
                 .map(|life| now + span(life)),
         });
-        let session = self
-            .inner
-            .store
-            .create(new, self.inner.config.max_sessions_per_user)
-            .await?;
+        if let Some(series) = &new.remember {
+            new.absolute_expires_at = earliest(new.absolute_expires_at, series.absolute_expires_at);
+        }
+        let max_per_user = self.inner.config.max_sessions_per_user;
+        let session = self.inner.store.create(new, max_per_user).await?;
+        if max_per_user.is_some() {
+            // Pruned sessions (and their series' sessions) may be cached.
+            self.with_cached(|cache| cache.invalidate_user(user_id));
+        }
         tracing::info!(
             target: AUDIT_TARGET,
             event = "login",
@@ -293,9 +301,12 @@ impl SessionManager {
 
     /// Trades a remember-me token for a new session and a rotated refresh token.
     ///
-    /// Presenting a superseded secret after the grace window revokes the whole series and
-    /// every session it created ([`Refresh::ReuseDetected`]). The new session keeps the
-    /// original login time as `authenticated_at` and is marked `refreshed`.
+    /// The series' earlier session ends (one device, one session; see
+    /// [`RefreshConfig`](crate::RefreshConfig) for the grace overlap and the family rules).
+    /// Presenting a used secret after the grace window revokes the whole series and every
+    /// session it created ([`Refresh::ReuseDetected`]); a secret the series never issued
+    /// changes nothing ([`Refresh::Invalid`]). The new session keeps the original login time
+    /// as `authenticated_at`, is marked `refreshed`, and ends no later than the series.
     pub async fn refresh(
         &self,
         presented: &RefreshToken,
@@ -319,6 +330,8 @@ impl SessionManager {
         let series = presented.series().simple();
         Ok(match self.inner.store.refresh(request).await? {
             RefreshOutcome::Refreshed(session) => {
+                // The series' earlier session, and sessions pruned by the limit, ended.
+                self.with_cached(|cache| cache.invalidate_user(session.user_id));
                 tracing::info!(
                     target: AUDIT_TARGET,
                     event = "refresh",
@@ -336,11 +349,22 @@ impl SessionManager {
                 tracing::info!(target: AUDIT_TARGET, event = "refresh_rejected", %series);
                 Refresh::Invalid
             }
-            RefreshOutcome::ReuseDetected => {
-                self.with_cached(|cache| cache.invalidate_all());
+            RefreshOutcome::Ended { user_id } => {
+                self.with_cached(|cache| cache.invalidate_user(user_id));
+                tracing::info!(
+                    target: AUDIT_TARGET,
+                    event = "refresh_series_ended",
+                    user_id,
+                    %series,
+                );
+                Refresh::Invalid
+            }
+            RefreshOutcome::ReuseDetected { user_id } => {
+                self.with_cached(|cache| cache.invalidate_user(user_id));
                 tracing::warn!(
                     target: AUDIT_TARGET,
                     event = "refresh_reuse_detected",
+                    user_id,
                     %series,
                 );
                 Refresh::ReuseDetected
@@ -513,45 +537,62 @@ impl SessionManager {
         Ok(selection)
     }
 
-    /// Removes a session by id (an administrator's kick). Returns whether it existed.
+    /// Removes a session by id (an administrator's kick), with its remember-me series and
+    /// that series' other sessions. Returns whether it existed.
     pub async fn remove(&self, id: SessionId) -> Result<bool, StoreError> {
         let removed = self.inner.store.remove(id, None).await?;
-        self.with_cached(|cache| cache.invalidate_session(id));
-        if removed {
+        self.invalidate_removed(id, removed);
+        if removed.is_some() {
             tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id);
         }
-        Ok(removed)
+        Ok(removed.is_some())
     }
 
-    /// Removes a session by id only if it belongs to `user_id` (self-service revocation).
+    /// Removes a session by id only if it belongs to `user_id` (self-service revocation),
+    /// with its remember-me series as [`remove`](Self::remove) does.
     pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, StoreError> {
         let removed = self.inner.store.remove(id, Some(user_id)).await?;
-        self.with_cached(|cache| cache.invalidate_session(id));
-        if removed {
+        self.invalidate_removed(id, removed);
+        if removed.is_some() {
             tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, user_id);
         }
-        Ok(removed)
+        Ok(removed.is_some())
     }
 
-    /// Removes the session of a token. Returns whether it existed.
+    /// Drops the cached entries of a removed session and, since its series' other sessions
+    /// ended with it, of its user.
+    fn invalidate_removed(&self, id: SessionId, user_id: Option<i64>) {
+        self.with_cached(|cache| match user_id {
+            Some(user_id) => cache.invalidate_user(user_id),
+            None => cache.invalidate_session(id),
+        });
+    }
+
+    /// Removes the session of a token (logout), with its remember-me series as
+    /// [`remove`](Self::remove) does. Returns whether it existed.
     pub async fn remove_by_token(&self, token: &SessionToken) -> Result<bool, StoreError> {
         let hash = token.hash();
         let removed = self.inner.store.remove_by_token(&hash).await?;
-        // The series' other sessions may be cached too.
-        self.with_cached(|cache| cache.invalidate_all_of_token(&hash));
-        if removed {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate_token(&hash);
+        }
+        if let Some(user_id) = removed {
+            self.with_cached(|cache| cache.invalidate_user(user_id));
             tracing::info!(
                 target: AUDIT_TARGET,
                 event = "logout",
                 token_hash = %hash.prefix(),
             );
         }
-        Ok(removed)
+        Ok(removed.is_some())
     }
 
     /// Ends the remember-me series of `presented` and its sessions, but only if the presented
-    /// secret is the series' current one: the series id is public, so a wrong or stale secret
-    /// ends nothing. Returns whether a series ended. Logout calls this with the refresh cookie.
+    /// secret is one the series issued: the series id is public, so a forged secret ends
+    /// nothing. A secret the series already rotated away still counts (the caller held it,
+    /// and a logout racing a refresh must not leave the series alive). Returns whether a
+    /// series ended. Logout calls this with the refresh cookie.
     pub async fn end_series(&self, presented: &RefreshToken) -> Result<bool, StoreError> {
         let series = presented.series();
         let ended = self
@@ -559,26 +600,30 @@ impl SessionManager {
             .store
             .end_series(series, &presented.secret_hash())
             .await?;
-        if ended {
-            self.with_cached(|cache| cache.invalidate_all());
+        if let Some(user_id) = ended {
+            self.invalidate_user(user_id);
             let series = series.simple();
-            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series);
+            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series, user_id);
         }
-        Ok(ended)
+        Ok(ended.is_some())
     }
 
-    /// Removes all of a user's sessions but `keep` ("sign out everywhere else").
+    /// Removes all of a user's sessions but `keep` ("sign out everywhere else"), and ends all
+    /// the user's remember-me series but `keep`'s (whose other session, if a refresh inside
+    /// the grace window left one, is kept too).
     pub async fn revoke_others(&self, user_id: i64, keep: SessionId) -> Result<u64, StoreError> {
         let count = self
             .inner
             .store
             .remove_for_user(user_id, Some(keep))
             .await?;
+        self.invalidate_user(user_id);
         tracing::info!(target: AUDIT_TARGET, event = "revoke_others", user_id, count);
         Ok(count)
     }
 
-    /// Removes all of a user's sessions (password change, deactivation, compromise).
+    /// Removes all of a user's sessions and remember-me series (password change,
+    /// deactivation, compromise).
     pub async fn revoke_all(&self, user_id: i64) -> Result<u64, StoreError> {
         let count = self.inner.store.remove_for_user(user_id, None).await?;
         self.invalidate_user(user_id);

@@ -319,6 +319,199 @@ mod cached {
         assert_eq!(store.take_calls(), Vec::<&str>::new());
     }
 
+    /// Every revocation path drops this instance's entries at once, without waiting for a
+    /// notification (there is no listener here, and none with `MemoryStore`): the entries
+    /// would otherwise be served for the whole (long) TTL.
+    async fn every_revocation_path_drops_local_entries_at_once(backend: Backend) {
+        use tower_session_auth::{Refresh, RefreshConfig, Validation};
+
+        let clock = Arc::new(ManualClock::default());
+        let cached = |config: SessionConfig| {
+            backend
+                .manager(config, clock.clone())
+                .with_cache(SessionCache::new(CacheConfig::default().ttl(LONG_TTL)))
+        };
+        let config = SessionConfig::default().refresh(RefreshConfig::default());
+        let manager = cached(config.clone());
+        let live = |manager: &SessionManager, login: &tower_session_auth::Login| {
+            let (manager, token) = (manager.clone(), login.token.clone());
+            async move {
+                match manager.validate(&token, Scope::User).await.unwrap() {
+                    Validation::Valid(_) => true,
+                    Validation::Unknown | Validation::Expired => false,
+                }
+            }
+        };
+        let login = |remember: bool| {
+            let manager = manager.clone();
+            async move {
+                manager
+                    .login_with(1, ClientInfo::default(), remember)
+                    .await
+                    .unwrap()
+            }
+        };
+        let refreshed = |token: tower_session_auth::RefreshToken| {
+            let manager = manager.clone();
+            async move {
+                match manager
+                    .refresh(&token, ClientInfo::default())
+                    .await
+                    .unwrap()
+                {
+                    Refresh::Refreshed(login) => *login,
+                    other => panic!("expected a refresh, got {other:?}"),
+                }
+            }
+        };
+
+        // Sign out everywhere else.
+        let (other, here) = (login(false).await, login(false).await);
+        assert!(live(&manager, &other).await);
+        manager.revoke_others(1, here.session.id).await.unwrap();
+        assert!(!live(&manager, &other).await, "revoke_others");
+        manager.revoke_all(1).await.unwrap();
+
+        // Pruning at login (single-session mode).
+        let single = cached(config.clone().max_sessions_per_user(Some(1)));
+        let first = single.login(1, ClientInfo::default()).await.unwrap();
+        assert!(live(&single, &first).await);
+        single.login(1, ClientInfo::default()).await.unwrap();
+        assert!(!live(&single, &first).await, "pruning at login");
+        single.revoke_all(1).await.unwrap();
+
+        // A refresh ends the series' earlier session.
+        let remembered = login(true).await;
+        assert!(live(&manager, &remembered).await);
+        let next = refreshed(remembered.refresh.clone().unwrap()).await;
+        assert!(
+            !live(&manager, &remembered).await,
+            "the refreshed-away session"
+        );
+
+        // A refresh that finds the user inactive ends the series and its sessions.
+        assert!(live(&manager, &next).await);
+        backend.set_active(1, false).await;
+        let outcome = manager
+            .refresh(next.refresh.as_ref().unwrap(), ClientInfo::default())
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Refresh::Invalid));
+        backend.set_active(1, true).await;
+        assert!(
+            !live(&manager, &next).await,
+            "series ended by a failed refresh"
+        );
+
+        // Revoking one session of a series drops its siblings (the grace overlap).
+        let remembered = login(true).await;
+        let r0 = remembered.refresh.clone().unwrap();
+        let (a, b) = (refreshed(r0.clone()).await, refreshed(r0.clone()).await);
+        assert!(live(&manager, &a).await && live(&manager, &b).await);
+        assert!(manager.revoke(1, a.session.id).await.unwrap());
+        assert!(
+            !live(&manager, &b).await,
+            "a sibling of the revoked session"
+        );
+
+        // Reuse ends the family.
+        let remembered = login(true).await;
+        let r0 = remembered.refresh.clone().unwrap();
+        let next = refreshed(r0.clone()).await;
+        assert!(live(&manager, &next).await);
+        clock.advance(Duration::from_secs(6));
+        let outcome = manager.refresh(&r0, ClientInfo::default()).await.unwrap();
+        assert!(matches!(outcome, Refresh::ReuseDetected));
+        assert!(!live(&manager, &next).await, "reuse");
+    }
+
+    #[tokio::test]
+    async fn every_revocation_path_drops_local_entries_at_once_on_postgres() {
+        every_revocation_path_drops_local_entries_at_once(Backend::pg().await).await;
+    }
+
+    #[tokio::test]
+    async fn every_revocation_path_drops_local_entries_at_once_in_memory() {
+        every_revocation_path_drops_local_entries_at_once(Backend::memory().await).await;
+    }
+
+    /// A statement that deletes many sessions sends one notification per 200 ids, not one
+    /// per row, and each listener drops exactly those sessions.
+    #[tokio::test]
+    async fn a_mass_revocation_is_notified_in_batches() {
+        const SESSIONS: usize = 450;
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
+        let (_, b) = instance(db, SessionConfig::default());
+        let mut ids = std::collections::HashSet::new();
+        let mut first = None;
+        for _ in 0..SESSIONS {
+            let login = b.login(1, ClientInfo::default()).await.unwrap();
+            ids.insert(login.session.id.to_string());
+            first.get_or_insert(login);
+        }
+        let first = first.unwrap();
+        let bystander = b.login(2, ClientInfo::default()).await.unwrap();
+        for login in [&first, &bystander] {
+            assert_eq!(
+                role_of(&a.app, login.token.expose()).await.0,
+                StatusCode::OK
+            );
+        }
+        assert_eq!(a.cache.entry_count(), 2);
+
+        let (client, mut connection) =
+            tokio_postgres::connect(&common::database_url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        let (sender, mut notes) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            while let Some(Ok(message)) =
+                std::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let tokio_postgres::AsyncMessage::Notification(note) = message {
+                    let _ = sender.send(note.payload().to_owned());
+                }
+            }
+        });
+        client
+            .batch_execute("LISTEN tower_session_auth")
+            .await
+            .unwrap();
+
+        assert_eq!(b.revoke_all(1).await.unwrap(), SESSIONS as u64);
+        let mut notified = std::collections::HashSet::new();
+        let mut notifications = 0;
+        while notified.len() < SESSIONS {
+            let payload = tokio::time::timeout(NOTIFIED_WITHIN, notes.recv())
+                .await
+                .expect("notifications of every revoked session")
+                .unwrap();
+            // The channel is shared by every schema of the database: skip other tests' news.
+            let Some(list) = payload.strip_prefix("sessions:") else {
+                continue;
+            };
+            let listed: Vec<String> = list.split(',').map(str::to_owned).collect();
+            if !listed.iter().any(|id| ids.contains(id)) {
+                continue;
+            }
+            assert!(listed.iter().all(|id| ids.contains(id)), "{payload}");
+            notifications += 1;
+            notified.extend(listed);
+        }
+        assert_eq!(notified, ids);
+        assert_eq!(notifications, SESSIONS.div_ceil(200));
+        driver.abort();
+
+        // The listener dropped the revoked session's entry; the bystander's session lives on.
+        seen_within_bound(&a.app, first.token.expose(), (StatusCode::UNAUTHORIZED, "")).await;
+        assert_eq!(
+            role_of(&a.app, bystander.token.expose()).await.0,
+            StatusCode::OK
+        );
+    }
+
     /// A validation whose statement ran before a logout committed, but which returns after the
     /// logout invalidated the cache, must not put the ended session back into the cache.
     #[tokio::test]

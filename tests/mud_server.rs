@@ -432,8 +432,34 @@ async fn remember_me_contract(server: &Server) {
     let plain = anonymous(server).login("builder").await;
     assert!(plain.get("refresh_token").is_none());
 
-    // Refresh by body: a new session and a rotated token.
+    // A made-up secret for the (public) series id is invalid and changes nothing: the
+    // session and the real token keep working.
     let api = anonymous(server);
+    let forged = format!(
+        "{}{}",
+        &r0[..33],
+        tower_session_auth::SessionToken::generate().expose()
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/refresh",
+            Some(json!({"refresh_token": forged})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid or expired refresh token")
+        )
+    );
+    assert_eq!(
+        get_bearer(server, "/me", &first_token).await.0,
+        StatusCode::OK
+    );
+
+    // Refresh by body: a new session and a rotated token.
     let (status, body) = api
         .call(Method::POST, "/refresh", Some(json!({"refresh_token": r0})))
         .await;

@@ -38,8 +38,8 @@ use common::app::{bearer, get_with, router, send};
 use common::{Backend, database_url, pool_for_schema, warm};
 use tokio::sync::{Barrier, Semaphore};
 use tower_session_auth::{
-    CharacterRecord, CharacterSelection, ClientInfo, ManualClock, PgStore, Scope, SessionConfig,
-    SessionId, SessionManager, Validation,
+    CharacterRecord, CharacterSelection, ClientInfo, Login, ManualClock, PgStore, Refresh,
+    RefreshToken, Scope, SessionConfig, SessionId, SessionManager, Validation,
 };
 
 /// How long any single await may take before the test fails instead of hanging.
@@ -458,12 +458,323 @@ async fn character_selection_racing_validation(backend: Backend) {
     assert_eq!(stored.world_id.as_deref(), Some(world));
 }
 
+/// Every way a session ends by revocation.
+#[derive(Clone, Copy, Debug)]
+enum Revocation {
+    Logout,
+    RevokeOne,
+    RevokeOthers,
+    RevokeAll,
+    AdminKick,
+    Deactivation,
+}
+
+const REVOCATIONS: [Revocation; 6] = [
+    Revocation::Logout,
+    Revocation::RevokeOne,
+    Revocation::RevokeOthers,
+    Revocation::RevokeAll,
+    Revocation::AdminKick,
+    Revocation::Deactivation,
+];
+
+impl Revocation {
+    /// Revokes `target` (a session of the series) the way this path does; `keep` is the
+    /// session "sign out everywhere else" keeps. Returns whether the target was found.
+    async fn run(
+        self,
+        backend: &Backend,
+        manager: &SessionManager,
+        user_id: i64,
+        target: &Login,
+        keep: SessionId,
+    ) -> bool {
+        let id = target.session.id;
+        match self {
+            Self::Logout => manager.remove_by_token(&target.token).await.unwrap(),
+            Self::RevokeOne => manager.revoke(user_id, id).await.unwrap(),
+            Self::AdminKick => manager.remove(id).await.unwrap(),
+            Self::RevokeOthers => manager.revoke_others(user_id, keep).await.unwrap() > 0,
+            Self::RevokeAll => manager.revoke_all(user_id).await.unwrap() > 0,
+            Self::Deactivation => {
+                backend.set_active(user_id, false).await;
+                manager.revoke_all(user_id).await.unwrap() > 0
+            }
+        }
+    }
+
+    /// The sessions this path leaves to the user, who also has a plain session `keep`.
+    fn survivors(self, keep: SessionId) -> Vec<SessionId> {
+        match self {
+            Self::RevokeAll | Self::Deactivation => Vec::new(),
+            _ => vec![keep],
+        }
+    }
+}
+
+/// A refresh loop races each revocation path: once the revocation returns, the series is
+/// over, and no session of it is left, whatever the refresh loop was doing (each path, four
+/// trials).
+async fn revocation_racing_a_refresh_loop(backend: Backend) {
+    const TRIALS: i64 = 4;
+    // With a session limit, refreshes prune too and take the user's lock: the revocations
+    // must not deadlock with them.
+    let config = SessionConfig::default().max_sessions_per_user(Some(10));
+    let manager = racing_manager(&backend, config).await;
+    for (n, path) in REVOCATIONS.into_iter().enumerate() {
+        for trial in 0..TRIALS {
+            let user_id = 500 + n as i64 * TRIALS + trial;
+            backend
+                .add_user(user_id, &format!("racer_{user_id}"), Some("player"), true)
+                .await;
+            let keep = manager.login(user_id, ClientInfo::default()).await.unwrap();
+            let login = manager
+                .login_with(user_id, ClientInfo::default(), true)
+                .await
+                .unwrap();
+            let (latest, mut refreshes) = tokio::sync::watch::channel((0u32, Arc::new(login)));
+            let refresher = tokio::spawn({
+                let manager = manager.clone();
+                let mut token: RefreshToken = latest.borrow().1.refresh.clone().unwrap();
+                async move {
+                    for count in 1.. {
+                        match manager
+                            .refresh(&token, ClientInfo::default())
+                            .await
+                            .unwrap()
+                        {
+                            Refresh::Refreshed(login) => {
+                                token = login.refresh.clone().unwrap();
+                                latest.send_replace((count, Arc::new(*login)));
+                            }
+                            Refresh::Invalid => return count,
+                            Refresh::ReuseDetected => panic!("no secret was used twice"),
+                        }
+                        assert!(count < 100_000, "the series never ended");
+                    }
+                    unreachable!()
+                }
+            });
+            // Revoke once the loop is going, aiming at its latest session (which the next
+            // refresh ends; then aim again).
+            within(
+                "the refresh loop to start",
+                refreshes.wait_for(|(n, _)| *n >= 2),
+            )
+            .await
+            .unwrap();
+            let mut attempts = 0;
+            loop {
+                let target = refreshes.borrow_and_update().1.clone();
+                let found = within(
+                    "the revocation",
+                    path.run(&backend, &manager, user_id, &target, keep.session.id),
+                )
+                .await;
+                if found {
+                    break;
+                }
+                attempts += 1;
+                assert!(attempts < 10_000, "{path:?}: never caught a live session");
+            }
+            within("the refresh loop to end", refresher)
+                .await
+                .expect("refresh loop");
+            if let Revocation::Deactivation = path {
+                backend.set_active(user_id, true).await;
+            }
+            let left: Vec<SessionId> = manager
+                .list_for_user(user_id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(
+                left,
+                path.survivors(keep.session.id),
+                "{path:?}, trial {trial}: a session of the ended series survived"
+            );
+        }
+    }
+}
+
+/// Logins that prune, refreshes that prune and revocations of one user, all at once, take
+/// their locks in one order: none fails (PostgreSQL would abort one of a deadlock), and once
+/// everything has settled a revoke-all leaves nothing.
+async fn pruning_logins_refreshes_and_revocations_do_not_deadlock(backend: Backend) {
+    const DEVICES: usize = 3;
+    let config = SessionConfig::default().max_sessions_per_user(Some(2));
+    let manager = racing_manager(&backend, config).await;
+    let start = Arc::new(Barrier::new(DEVICES + 2));
+    let mut tasks = Vec::new();
+    for _ in 0..DEVICES {
+        let (manager, start) = (manager.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let login = manager.login_with(1, ClientInfo::default(), true).await;
+            let mut token = login.unwrap().refresh.unwrap();
+            start.wait().await;
+            // Refresh until a pruning login or a revocation ends the series.
+            for _ in 0..200 {
+                match manager
+                    .refresh(&token, ClientInfo::default())
+                    .await
+                    .unwrap()
+                {
+                    Refresh::Refreshed(login) => token = login.refresh.unwrap(),
+                    Refresh::Invalid => return,
+                    Refresh::ReuseDetected => panic!("no secret was used twice"),
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn({
+        let (manager, start) = (manager.clone(), start.clone());
+        async move {
+            start.wait().await;
+            for n in 0..20 {
+                manager
+                    .login_with(1, ClientInfo::default(), n % 2 == 0)
+                    .await
+                    .unwrap();
+            }
+        }
+    }));
+    tasks.push(tokio::spawn({
+        let (manager, start) = (manager.clone(), start.clone());
+        async move {
+            start.wait().await;
+            for n in 0..10 {
+                let sessions = manager.list_for_user(1).await.unwrap();
+                if let Some(session) = sessions.first() {
+                    if n % 2 == 0 {
+                        manager.revoke_others(1, session.id).await.unwrap();
+                    } else {
+                        manager.revoke(1, session.id).await.unwrap();
+                    }
+                }
+            }
+        }
+    }));
+    for task in tasks {
+        within("a racing task", task).await.expect("no store error");
+    }
+    manager.revoke_all(1).await.unwrap();
+    assert!(manager.list_for_user(1).await.unwrap().is_empty());
+    assert_eq!(backend.stored_sessions().await, 0);
+}
+
 both_stores!(
+    pruning_logins_refreshes_and_revocations_do_not_deadlock,
     logout_racing_fifty_requests,
     two_hundred_users_never_see_each_other,
     concurrent_logins_keep_exactly_one_session,
     character_selection_racing_validation,
+    revocation_racing_a_refresh_loop,
 );
+
+/// A refresh in flight holds the series row lock (as `refresh` does) and has inserted its
+/// new session when a revocation starts; the revocation waits for the lock, and once the
+/// refresh commits, no session of the series is left, on every revocation path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_a_refresh_in_flight_and_leaves_no_session_of_the_series() {
+    let backend = Backend::pg().await;
+    let Backend::Pg(db) = &backend else {
+        unreachable!("Backend::pg is on PostgreSQL")
+    };
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    for (n, path) in REVOCATIONS.into_iter().enumerate() {
+        let user_id = 100 + n as i64;
+        backend
+            .add_user(user_id, &format!("device_{user_id}"), Some("player"), true)
+            .await;
+        let keep = manager.login(user_id, ClientInfo::default()).await.unwrap();
+        let login = manager
+            .login_with(user_id, ClientInfo::default(), true)
+            .await
+            .unwrap();
+        let series = login.refresh.as_ref().unwrap().series();
+
+        let mut refresh_conn = db.client().await;
+        let refresh = refresh_conn.transaction().await.unwrap();
+        refresh
+            .execute(
+                "SELECT 1 FROM refresh_series WHERE id = $1 FOR UPDATE",
+                &[&series],
+            )
+            .await
+            .unwrap();
+        refresh
+            .execute(
+                "INSERT INTO sessions (id, token_hash, user_id, created_at, last_activity, \
+                     authenticated_at, refreshed, series_id) \
+                 VALUES (gen_random_uuid(), sha256(gen_random_uuid()::text::bytea), $1, \
+                     now(), now(), now(), true, $2)",
+                &[&user_id, &series],
+            )
+            .await
+            .unwrap();
+        let refresh_pid: i32 = refresh
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let revocation = tokio::spawn({
+            let (backend, manager, keep) = (backend.clone(), manager.clone(), keep.session.id);
+            async move { path.run(&backend, &manager, user_id, &login, keep).await }
+        });
+        wait_until_blocked_by(db, refresh_pid).await;
+        assert!(!revocation.is_finished(), "{path:?} did not wait");
+        refresh.commit().await.unwrap();
+        assert!(
+            within("the revocation", revocation).await.unwrap(),
+            "{path:?}"
+        );
+
+        let left: i64 = db
+            .client()
+            .await
+            .query_one(
+                "SELECT (SELECT count(*) FROM sessions WHERE series_id = $1) \
+                      + (SELECT count(*) FROM refresh_series WHERE id = $1)",
+                &[&series],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{path:?}: the series or a session of it survived");
+        let others: Vec<SessionId> = manager
+            .list_for_user(user_id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(others, path.survivors(keep.session.id), "{path:?}");
+    }
+}
+
+/// Waits until some backend is blocked by `pid`.
+async fn wait_until_blocked_by(db: &common::TestDb, pid: i32) {
+    let watcher = db.client().await;
+    within("a statement to wait on the lock", async {
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
 
 /// A character switch holds the row lock (as `select_character`'s UPDATE does) while a
 /// validation that wants to touch the row waits for it. The validation read the session

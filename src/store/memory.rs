@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, Scope,
-    SecretMatch, SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord,
-    Validation, is_expired, match_secret,
+    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, RefreshOutcome,
+    RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -53,9 +53,8 @@ struct Entry {
 #[derive(Debug)]
 struct Series {
     user_id: i64,
-    secret_hash: TokenHash,
-    previous_hash: Option<TokenHash>,
-    rotated_at: Option<OffsetDateTime>,
+    /// The secrets the series remembers, oldest issued first.
+    secrets: Vec<(TokenHash, SecretState)>,
     created_at: OffsetDateTime,
     expires_at: Option<OffsetDateTime>,
     absolute_expires_at: Option<OffsetDateTime>,
@@ -77,16 +76,13 @@ impl State {
     }
 
     /// Deletes one session and, if it belongs to a series, the series and its sessions.
-    fn revoke(&mut self, id: SessionId) -> bool {
-        match self.delete(id) {
-            Some(entry) => {
-                if let Some(series) = entry.series_id {
-                    self.end_series(series);
-                }
-                true
-            }
-            None => false,
+    /// Returns the session's user if it existed.
+    fn revoke(&mut self, id: SessionId) -> Option<i64> {
+        let entry = self.delete(id)?;
+        if let Some(series) = entry.series_id {
+            self.end_series(series);
         }
+        Some(entry.record.user_id)
     }
 
     fn end_series(&mut self, series: Uuid) {
@@ -104,7 +100,8 @@ impl State {
         ids.iter().filter(|id| self.delete(**id).is_some()).count() as u64
     }
 
-    /// Inserts a session; with `max_per_user` removes the user's oldest beyond the limit.
+    /// Inserts a session; with `max_per_user` removes the user's oldest beyond the limit and
+    /// ends their series (except `series_id`, the new session's own).
     fn insert(
         &mut self,
         new: NewSession,
@@ -126,7 +123,10 @@ impl State {
             older.sort_by(|a, b| b.cmp(a));
             let keep_older = max.max(1) as usize - 1;
             for (_, id) in older.into_iter().skip(keep_older) {
-                self.delete(id);
+                match self.delete(id).and_then(|entry| entry.series_id) {
+                    Some(series) if Some(series) != series_id => self.end_series(series),
+                    _ => {}
+                }
             }
         }
         let record = SessionRecord {
@@ -305,13 +305,15 @@ impl SessionStore for MemoryStore {
         let (user_id, created_at) = (new.user_id, new.created_at);
         let record = state.insert(new, created_at, false, series_id, max_per_user)?;
         if let Some(series) = remember {
+            let unused = SecretState {
+                used_at: None,
+                spent: false,
+            };
             state.series.insert(
                 series.id,
                 Series {
                     user_id,
-                    secret_hash: series.secret_hash,
-                    previous_hash: None,
-                    rotated_at: None,
+                    secrets: vec![(series.secret_hash, unused)],
                     created_at,
                     expires_at: series.expires_at,
                     absolute_expires_at: series.absolute_expires_at,
@@ -393,20 +395,20 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock();
         let owned = state
             .sessions
             .get(&id)
             .is_some_and(|entry| owner.is_none_or(|user| entry.record.user_id == user));
-        Ok(owned && state.revoke(id))
+        Ok(if owned { state.revoke(id) } else { None })
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock();
         match state.by_token.get(token_hash).copied() {
             Some(id) => Ok(state.revoke(id)),
-            None => Ok(false),
+            None => Ok(None),
         }
     }
 
@@ -422,8 +424,13 @@ impl SessionStore for MemoryStore {
         state
             .series
             .retain(|id, series| series.user_id != user_id || Some(*id) == kept_series);
-        Ok(state
-            .delete_where(|entry| entry.record.user_id == user_id && Some(entry.record.id) != keep))
+        Ok(state.delete_where(|entry| {
+            entry.record.user_id == user_id
+                && keep.is_none_or(|keep| {
+                    entry.record.id != keep
+                        && (kept_series.is_none() || entry.series_id != kept_series)
+                })
+        }))
     }
 
     async fn list_for_user(
@@ -474,16 +481,21 @@ impl SessionStore for MemoryStore {
         Ok(state.delete_where(|entry| is_expired(&entry.record, now)))
     }
 
-    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+    async fn end_series(
+        &self,
+        series: Uuid,
+        secret_hash: &TokenHash,
+    ) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock();
-        let matches = state
+        let holder = state
             .series
             .get(&series)
-            .is_some_and(|stored| stored.secret_hash == *secret_hash);
-        if matches {
+            .filter(|stored| stored.secrets.iter().any(|(hash, _)| hash == secret_hash))
+            .map(|stored| stored.user_id);
+        if holder.is_some() {
             state.end_series(series);
         }
-        Ok(matches)
+        Ok(holder)
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
@@ -491,44 +503,72 @@ impl SessionStore for MemoryStore {
         let Some(series) = state.series.get(&request.series) else {
             return Ok(RefreshOutcome::Invalid);
         };
-        let user_ok = state
-            .users
-            .get(&series.user_id)
-            .is_some_and(|user| user.is_active);
-        if series.is_expired(request.now) || !user_ok {
-            state.end_series(request.series);
-            return Ok(RefreshOutcome::Invalid);
-        }
+        let presented = series
+            .secrets
+            .iter()
+            .position(|(hash, _)| *hash == request.secret_hash);
         let decision = match_secret(
-            &request.secret_hash,
-            series.secret_hash.as_bytes(),
-            series
-                .previous_hash
-                .as_ref()
-                .map(|hash| hash.as_bytes().as_slice()),
-            series.rotated_at,
+            presented.map(|at| series.secrets[at].1),
             request.grace_since,
         );
+        let user_id = series.user_id;
+        let presented = match (&decision, presented) {
+            (SecretMatch::Unknown | SecretMatch::Refused, _) | (_, None) => {
+                return Ok(RefreshOutcome::Invalid);
+            }
+            (_, Some(at)) => at,
+        };
+        let user_ok = state.users.get(&user_id).is_some_and(|user| user.is_active);
+        if series.is_expired(request.now) || !user_ok {
+            state.end_series(request.series);
+            return Ok(RefreshOutcome::Ended { user_id });
+        }
+        let keep_since = match decision {
+            SecretMatch::Reuse => {
+                state.end_series(request.series);
+                return Ok(RefreshOutcome::ReuseDetected { user_id });
+            }
+            SecretMatch::Grace { used_at } => Some(used_at),
+            _ => None,
+        };
         let series = state
             .series
             .get_mut(&request.series)
             .expect("looked up above");
-        match decision {
-            SecretMatch::Reuse => {
-                state.end_series(request.series);
-                return Ok(RefreshOutcome::ReuseDetected);
-            }
-            SecretMatch::Current => {
-                series.previous_hash = Some(series.secret_hash);
-                series.rotated_at = Some(request.now);
-            }
-            SecretMatch::Grace => {}
+        let secret = &mut series.secrets[presented].1;
+        match keep_since {
+            None => secret.used_at = Some(request.now),
+            Some(_) => secret.spent = true,
         }
-        series.secret_hash = request.new_secret_hash;
+        // Forget the oldest beyond the bound (never the secret just presented), then issue.
+        let keep_from = series
+            .secrets
+            .len()
+            .saturating_sub(MAX_SECRETS_PER_SERIES as usize - 1);
+        let mut index = 0;
+        series.secrets.retain(|_| {
+            let keep = index >= keep_from || index == presented;
+            index += 1;
+            keep
+        });
+        series.secrets.push((
+            request.new_secret_hash,
+            SecretState {
+                used_at: None,
+                spent: false,
+            },
+        ));
         series.expires_at = request.series_expires_at;
-        let (user_id, authenticated_at) = (series.user_id, series.created_at);
+        let (authenticated_at, series_absolute) = (series.created_at, series.absolute_expires_at);
+        // One device, one session: the series' earlier sessions end, but for those that the
+        // first use of a secret exchanged again inside the grace window created.
+        state.delete_where(|entry| {
+            entry.series_id == Some(request.series)
+                && keep_since.is_none_or(|since| entry.record.created_at < since)
+        });
         let session = NewSession {
             user_id,
+            absolute_expires_at: earliest(request.session.absolute_expires_at, series_absolute),
             ..request.session
         };
         let record = state.insert(

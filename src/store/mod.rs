@@ -187,7 +187,7 @@ pub struct RefreshRequest {
     pub new_secret_hash: TokenHash,
     /// Now.
     pub now: OffsetDateTime,
-    /// A superseded secret rotated after this instant is still accepted (the grace window).
+    /// A secret first used after this instant may be used once more (the grace window).
     pub grace_since: OffsetDateTime,
     /// The series' new idle expiry.
     pub series_expires_at: Option<OffsetDateTime>,
@@ -201,13 +201,25 @@ pub struct RefreshRequest {
 /// Outcome of [`SessionStore::refresh`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefreshOutcome {
-    /// A new session was created and the secret rotated.
+    /// A new session was created and a new secret issued; the series' earlier sessions ended
+    /// (but for the grace overlap, see [`RefreshConfig`](crate::RefreshConfig)).
     Refreshed(Box<SessionRecord>),
-    /// No such series, or it expired, or its user is gone or inactive (it is deleted then).
+    /// No such series, a secret the series did not issue (or no longer remembers), or a
+    /// superseded secret presented again inside the grace window after its one extra use.
+    /// Nothing changed.
     Invalid,
-    /// A superseded secret was presented after the grace window: the series and all its
-    /// sessions were revoked.
-    ReuseDetected,
+    /// The series had expired or its user is gone or inactive: the series and its sessions
+    /// ended.
+    Ended {
+        /// The series' user.
+        user_id: i64,
+    },
+    /// A secret the series issued and that was already used was presented after the grace
+    /// window: the series and all its sessions were revoked.
+    ReuseDetected {
+        /// The series' user.
+        user_id: i64,
+    },
 }
 
 /// A stored session, as listings show it. It holds no token and no token hash.
@@ -374,14 +386,18 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<CharacterSelection, StoreError>;
 
     /// Removes a session by id; with `owner = Some(u)` only if it belongs to user `u`. If the
-    /// session belongs to a remember-me series, the series and its other sessions end too.
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError>;
+    /// session belongs to a remember-me series, the series and its other sessions end too,
+    /// including a session that a refresh of the series commits meanwhile. Returns the
+    /// session's user if it existed (so that a cache can drop that user's entries).
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError>;
 
     /// Removes the session with this token hash, and its remember-me series as `remove` does.
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError>;
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError>;
 
-    /// Removes all sessions of a user except `keep`, and all the user's remember-me series
-    /// except `keep`'s; returns how many sessions were removed.
+    /// Removes all sessions of a user except `keep` and the other sessions of `keep`'s
+    /// remember-me series, and ends all the user's series except `keep`'s; returns how many
+    /// sessions were removed. No session of an ended series survives, even one that a
+    /// concurrent refresh commits.
     async fn remove_for_user(
         &self,
         user_id: i64,
@@ -408,17 +424,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes expired sessions and series; returns how many sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
-    /// Ends the remember-me series `series` and its sessions if `secret_hash` is the series'
-    /// current secret; returns whether it did. A wrong secret changes nothing. Stores without
-    /// remember-me support keep this default, which has no series to end.
-    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+    /// Ends the remember-me series `series` and its sessions if `secret_hash` is a secret the
+    /// series issued and still remembers; returns the series' user if it did. A forged secret
+    /// changes nothing (the series id is public). Stores without remember-me support keep this
+    /// default, which has no series to end.
+    async fn end_series(
+        &self,
+        series: Uuid,
+        secret_hash: &TokenHash,
+    ) -> Result<Option<i64>, StoreError> {
         let _ = (series, secret_hash);
-        Ok(false)
+        Ok(None)
     }
 
-    /// Exchanges a remember-me secret for a new session, atomically: rotates the secret,
-    /// honours the grace window, and revokes the series on reuse. Stores without remember-me
-    /// support keep this default, which fails.
+    /// Exchanges a remember-me secret for a new session, atomically, by the family rules of
+    /// [`RefreshConfig`](crate::RefreshConfig): issues a new secret, ends the series' earlier
+    /// sessions (but for the grace overlap), caps the new session's absolute expiry by the
+    /// series', honours one more use inside the grace window, revokes the series on reuse of
+    /// a used secret, and changes nothing for a secret the series does not hold. Stores
+    /// without remember-me support keep this default, which fails.
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
         let _ = request;
         Err(StoreError::Other(
@@ -427,31 +451,67 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
-/// Decides a refresh from the series' stored secrets; shared by both stores.
+/// How many secrets a series remembers (unused, used and spent together); the oldest issued
+/// are forgotten first, and a forgotten secret is invalid (never reuse).
+pub(crate) const MAX_SECRETS_PER_SERIES: i64 = 8;
+
+/// What a series remembers of one secret it issued.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SecretState {
+    /// When it was exchanged; `None` while unused.
+    pub(crate) used_at: Option<OffsetDateTime>,
+    /// Whether it was exchanged a second time, inside the grace window.
+    pub(crate) spent: bool,
+}
+
+/// Decides a refresh from what the series remembers of the presented secret; shared by both
+/// stores (the family rules are drawn in [`RefreshConfig`](crate::RefreshConfig)).
 pub(crate) enum SecretMatch {
-    /// The current secret: rotate.
-    Current,
-    /// The secret superseded by the last rotation, within the grace window.
-    Grace,
-    /// Anything else: reuse of an old secret.
+    /// Not a secret of this series (or forgotten): invalid, nothing changes.
+    Unknown,
+    /// An unused secret: exchange it.
+    Rotate,
+    /// A secret used once, inside the grace window: exchange it once more. Sessions created
+    /// since `used_at` (by its first use) are kept.
+    Grace {
+        /// When the secret was first used.
+        used_at: OffsetDateTime,
+    },
+    /// A secret already used twice, inside the grace window: invalid, nothing changes.
+    Refused,
+    /// A used secret after the grace window: reuse.
     Reuse,
 }
 
 pub(crate) fn match_secret(
-    presented: &TokenHash,
-    current: &[u8],
-    previous: Option<&[u8]>,
-    rotated_at: Option<OffsetDateTime>,
+    stored: Option<SecretState>,
     grace_since: OffsetDateTime,
 ) -> SecretMatch {
-    if presented.as_bytes() == current {
-        SecretMatch::Current
-    } else if previous == Some(presented.as_bytes().as_slice())
-        && rotated_at.is_some_and(|at| at > grace_since)
-    {
-        SecretMatch::Grace
-    } else {
-        SecretMatch::Reuse
+    match stored {
+        None => SecretMatch::Unknown,
+        Some(SecretState { used_at: None, .. }) => SecretMatch::Rotate,
+        Some(SecretState {
+            used_at: Some(used_at),
+            spent,
+        }) if used_at > grace_since => {
+            if spent {
+                SecretMatch::Refused
+            } else {
+                SecretMatch::Grace { used_at }
+            }
+        }
+        Some(_) => SecretMatch::Reuse,
+    }
+}
+
+/// The earlier of two optional instants (`None`: never).
+pub(crate) fn earliest(
+    a: Option<OffsetDateTime>,
+    b: Option<OffsetDateTime>,
+) -> Option<OffsetDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -12,18 +12,25 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, Scope,
-    SecretMatch, SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord,
-    Validation, is_expired, match_secret,
+    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, RefreshOutcome,
+    RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
 /// The crate's migrations, applied in order by [`PgStore::migrate`].
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_sessions.sql",
-    include_str!("migrations/0001_sessions.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_sessions.sql",
+        include_str!("migrations/0001_sessions.sql"),
+    ),
+    (
+        2,
+        "0002_refresh_secrets.sql",
+        include_str!("migrations/0002_refresh_secrets.sql"),
+    ),
+];
 
 /// Where the application keeps its users and characters. The validating statement joins them.
 ///
@@ -230,13 +237,17 @@ impl Statements {
             live("s", "$1")
         );
         // The series row is locked for the rest of the refresh transaction, so concurrent
-        // refreshes of one series are decided one after the other.
+        // refreshes of one series are decided one after the other, and a revocation that
+        // ends the series waits for a refresh in flight (and sees its session). A secret the
+        // series does not hold (a guess for a public series id) takes no lock at all.
         let refresh_lock = format!(
-            "SELECT r.user_id, r.secret_hash, r.previous_hash, r.rotated_at, r.created_at, \
+            "SELECT r.user_id, r.created_at, r.absolute_expires_at, \
                     (r.expires_at <= $2 OR r.absolute_expires_at <= $2) IS TRUE, \
                     u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
              FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
-             WHERE r.id = $1 FOR UPDATE OF r"
+             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets k \
+                WHERE k.series_id = $1 AND k.secret_hash = $3) \
+             FOR UPDATE OF r"
         );
         Self {
             validate_user: validate_sql(app, Scope::User),
@@ -551,10 +562,11 @@ impl PgStore {
     }
 
     /// Installs the triggers that feed cross-instance cache invalidation (feature `cache`):
-    /// they `NOTIFY tower_session_auth` when a session is deleted or rebound to another
-    /// character, when a user's role, active flag or name changes or the user is deleted, and
-    /// when a character changes world or owner or is deleted. Idempotent; run it at start-up.
-    /// Touches and other hot-path writes fire nothing.
+    /// they `NOTIFY tower_session_auth` when sessions are deleted (once per statement, ids in
+    /// batches of 200) or a session is rebound to another character, when a user's role,
+    /// active flag or name changes or the user is deleted, and when a character changes world
+    /// or owner or is deleted. Idempotent; run it at start-up. Touches and other hot-path
+    /// writes fire nothing.
     #[cfg(feature = "cache")]
     pub async fn install_invalidation_triggers(&self) -> Result<(), StoreError> {
         let AppSchema {
@@ -576,10 +588,29 @@ impl PgStore {
             )
         };
         let sql = [
-            notify("tower_session_auth_session_changed", "'session:' || OLD.id"),
+            notify(
+                "tower_session_auth_session_changed",
+                "'sessions:' || OLD.id",
+            ),
             "CREATE OR REPLACE TRIGGER tower_session_auth_session_changed \
-             AFTER DELETE OR UPDATE OF character_id, user_id ON sessions \
+             AFTER UPDATE OF character_id, user_id ON sessions \
              FOR EACH ROW EXECUTE FUNCTION tower_session_auth_session_changed();"
+                .to_owned(),
+            // Deletions are reported once per statement, with the ids in batches that fit a
+            // notification's payload (under 8000 bytes), so that a purge or a mass revocation
+            // costs each listener one lookup per id rather than a notification per row.
+            format!(
+                "CREATE OR REPLACE FUNCTION tower_session_auth_sessions_deleted() RETURNS trigger \
+                 LANGUAGE plpgsql AS $$ BEGIN \
+                     PERFORM pg_notify('{CHANNEL}', 'sessions:' || string_agg(id::text, ',')) \
+                     FROM (SELECT id, (row_number() OVER () - 1) / 200 AS batch FROM gone) ids \
+                     GROUP BY batch; \
+                     RETURN NULL; \
+                 END $$;"
+            ),
+            "CREATE OR REPLACE TRIGGER tower_session_auth_sessions_deleted \
+             AFTER DELETE ON sessions REFERENCING OLD TABLE AS gone \
+             FOR EACH STATEMENT EXECUTE FUNCTION tower_session_auth_sessions_deleted();"
                 .to_owned(),
             notify(
                 "tower_session_auth_user_changed",
@@ -626,6 +657,42 @@ impl PgStore {
                 cache.set_serving(false);
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
+        })
+    }
+
+    /// Removes the session that `condition` (on `sessions`) names and, if it belongs to a
+    /// series, the series and all its sessions. The series row is deleted first, which waits
+    /// for a refresh of the series in flight; the sessions are deleted by a later statement,
+    /// whose snapshot includes the session that refresh committed. Returns the user.
+    async fn end_session(
+        &self,
+        condition: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<i64>, StoreError> {
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            let find = tx
+                .prepare_cached(&format!(
+                    "WITH target AS (SELECT id, user_id, series_id FROM sessions WHERE {condition}), \
+                     ended AS (DELETE FROM refresh_series \
+                        WHERE id IN (SELECT series_id FROM target)) \
+                     SELECT id, user_id, series_id FROM target"
+                ))
+                .await?;
+            let Some(target) = tx.query_opt(&find, params).await? else {
+                return Ok(None);
+            };
+            let (id, user_id, series): (Uuid, i64, Option<Uuid>) = (
+                column(&target, 0, "uuid")?,
+                column(&target, 1, "bigint")?,
+                column(&target, 2, "uuid")?,
+            );
+            let delete = tx
+                .prepare_cached("DELETE FROM sessions WHERE id = $1 OR series_id = $2")
+                .await?;
+            tx.execute(&delete, &[&id, &series]).await?;
+            tx.commit().await?;
+            Ok(Some(user_id))
         })
     }
 
@@ -757,37 +824,40 @@ impl SessionStore for PgStore {
         max_per_user: Option<u32>,
     ) -> Result<SessionRecord, StoreError> {
         let series_id = new.remember.as_ref().map(|series| series.id);
-        let mut client = self.pool.get().await?;
-        if max_per_user.is_none() && series_id.is_none() {
-            // The common case needs no transaction: one INSERT.
-            return insert_session(&client, &new, new.created_at, false, series_id, None).await;
-        }
-        let tx = client.transaction().await?;
-        let record =
-            insert_session(&tx, &new, new.created_at, false, series_id, max_per_user).await?;
-        if let Some(series) = &new.remember {
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO refresh_series (id, user_id, secret_hash, created_at, \
-                         last_used_at, expires_at, absolute_expires_at) \
-                     VALUES ($1, $2, $3, $4, $4, $5, $6)",
+        bounded!(self, |client| {
+            if max_per_user.is_none() && series_id.is_none() {
+                // The common case needs no transaction: one INSERT.
+                return insert_session(&client, &new, new.created_at, false, series_id, None).await;
+            }
+            let tx = client.transaction().await?;
+            let record =
+                insert_session(&tx, &new, new.created_at, false, series_id, max_per_user).await?;
+            if let Some(series) = &new.remember {
+                let insert = tx
+                    .prepare_cached(
+                        "WITH series AS ( \
+                            INSERT INTO refresh_series (id, user_id, created_at, last_used_at, \
+                                expires_at, absolute_expires_at) \
+                            VALUES ($1, $2, $4, $4, $5, $6)) \
+                         INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $3)",
+                    )
+                    .await?;
+                tx.execute(
+                    &insert,
+                    &[
+                        &series.id,
+                        &new.user_id,
+                        &series.secret_hash.0.as_slice(),
+                        &new.created_at,
+                        &series.expires_at,
+                        &series.absolute_expires_at,
+                    ],
                 )
                 .await?;
-            tx.execute(
-                &insert,
-                &[
-                    &series.id,
-                    &new.user_id,
-                    &series.secret_hash.0.as_slice(),
-                    &new.created_at,
-                    &series.expires_at,
-                    &series.absolute_expires_at,
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(record)
+            }
+            tx.commit().await?;
+            Ok(record)
+        })
     }
 
     async fn validate(
@@ -855,26 +925,17 @@ impl SessionStore for PgStore {
         }))
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
-        let sql = format!(
-            "WITH gone AS ( \
-                DELETE FROM sessions WHERE id = $1 AND ($2::int8 IS NULL OR user_id = $2) \
-                RETURNING id, series_id) {END_SERIES_OF_GONE}"
-        );
-        let row = self.query_one_opt(&sql, &[&id.0, &owner]).await?;
-        Ok(count(row.as_ref())? > 0)
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
+        self.end_session(
+            "id = $1 AND ($2::int8 IS NULL OR user_id = $2)",
+            &[&id.0, &owner],
+        )
+        .await
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
-        let sql = format!(
-            "WITH gone AS ( \
-                DELETE FROM sessions WHERE token_hash = $1 RETURNING id, series_id) \
-             {END_SERIES_OF_GONE}"
-        );
-        let row = self
-            .query_one_opt(&sql, &[&token_hash.0.as_slice()])
-            .await?;
-        Ok(count(row.as_ref())? > 0)
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+        self.end_session("token_hash = $1", &[&token_hash.0.as_slice()])
+            .await
     }
 
     async fn remove_for_user(
@@ -882,20 +943,38 @@ impl SessionStore for PgStore {
         user_id: i64,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
-        let row = self
-            .query_one_opt(
-                "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
-                 gone AS ( \
-                    DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2) \
-                    RETURNING 1), \
-                 series AS ( \
-                    DELETE FROM refresh_series WHERE user_id = $1 \
-                    AND id IS DISTINCT FROM (SELECT series_id FROM kept)) \
-                 SELECT count(*) FROM gone",
-                &[&user_id, &keep.map(|id| id.0)],
-            )
-            .await?;
-        count(row.as_ref())
+        let keep = keep.map(|id| id.0);
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            lock_user(&tx, user_id).await?;
+            // First end the series, in id order (each waits for a refresh in flight) ...
+            let end = tx
+                .prepare_cached(
+                    "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
+                     doomed AS ( \
+                        SELECT id FROM refresh_series WHERE user_id = $1 \
+                        AND id IS DISTINCT FROM (SELECT series_id FROM kept) ORDER BY id FOR UPDATE), \
+                     ended AS (DELETE FROM refresh_series WHERE id IN (SELECT id FROM doomed)) \
+                     SELECT (SELECT series_id FROM kept)",
+                )
+                .await?;
+            let kept_series: Option<Uuid> =
+                column(&tx.query_one(&end, &[&user_id, &keep]).await?, 0, "uuid")?;
+            // ... then delete the sessions in a later statement, whose snapshot includes what
+            // those refreshes committed.
+            let delete = tx
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE user_id = $1 \
+                     AND ($2::uuid IS NULL OR (id <> $2 \
+                          AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
+                )
+                .await?;
+            let count = tx
+                .execute(&delete, &[&user_id, &keep, &kept_series])
+                .await?;
+            tx.commit().await?;
+            Ok(count)
+        })
     }
 
     async fn list_for_user(
@@ -938,110 +1017,186 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+    async fn end_series(
+        &self,
+        series: Uuid,
+        secret_hash: &TokenHash,
+    ) -> Result<Option<i64>, StoreError> {
         bounded!(self, |client| {
             let tx = client.transaction().await?;
             // The series row first: this waits for a refresh that holds it, so the sessions
             // statement after it (a new snapshot) also sees the session that refresh created.
+            // Any secret the series issued proves the caller held it; a forged one ends nothing.
             let delete = tx
-                .prepare_cached("DELETE FROM refresh_series WHERE id = $1 AND secret_hash = $2")
+                .prepare_cached(
+                    "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
+                        SELECT 1 FROM refresh_secrets WHERE series_id = $1 AND secret_hash = $2) \
+                     RETURNING user_id",
+                )
                 .await?;
-            let ended = tx
-                .execute(&delete, &[&series, &secret_hash.0.as_slice()])
+            let Some(row) = tx
+                .query_opt(&delete, &[&series, &secret_hash.0.as_slice()])
                 .await?
-                > 0;
-            if ended {
-                let sessions = tx
-                    .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
-                    .await?;
-                tx.execute(&sessions, &[&series]).await?;
-            }
+            else {
+                return Ok(None);
+            };
+            let user_id: i64 = column(&row, 0, "bigint")?;
+            let sessions = tx
+                .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
+                .await?;
+            tx.execute(&sessions, &[&series]).await?;
             tx.commit().await?;
-            Ok(ended)
+            Ok(Some(user_id))
         })
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let lock = tx.prepare_cached(&self.sql.refresh_lock).await?;
-        let Some(series) = tx
-            .query_opt(&lock, &[&request.series, &request.now])
-            .await?
-        else {
-            return Ok(RefreshOutcome::Invalid);
-        };
-        let user_id: i64 = column(&series, 0, "bigint")?;
-        let expired: bool = column(&series, 5, "boolean")?;
-        let user_ok: bool = column(&series, 6, "boolean")?;
-        if expired || !user_ok {
-            end_series(&tx, request.series).await?;
-            tx.commit().await?;
-            return Ok(RefreshOutcome::Invalid);
-        }
-        let current: &[u8] = column(&series, 1, "bytea")?;
-        let previous: Option<&[u8]> = column(&series, 2, "bytea")?;
-        let rotation = match match_secret(
-            &request.secret_hash,
-            current,
-            previous,
-            column(&series, 3, "timestamptz")?,
-            request.grace_since,
-        ) {
-            SecretMatch::Reuse => {
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            if request.max_per_user.is_some() {
+                // Locks are taken in one order everywhere: the user's (when pruning), the series',
+                // then sessions.
+                let lock = tx
+                    .prepare_cached(
+                        "SELECT pg_advisory_xact_lock(hashtextextended( \
+                             'tower_session_auth.user:' || user_id::text, 0)) \
+                         FROM refresh_series WHERE id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets \
+                            WHERE series_id = $1 AND secret_hash = $2)",
+                    )
+                    .await?;
+                tx.execute(&lock, &[&request.series, &request.secret_hash.0.as_slice()])
+                    .await?;
+            }
+            let lock = tx.prepare_cached(&self.sql.refresh_lock).await?;
+            let Some(series) = tx
+                .query_opt(
+                    &lock,
+                    &[
+                        &request.series,
+                        &request.now,
+                        &request.secret_hash.0.as_slice(),
+                    ],
+                )
+                .await?
+            else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            // Read after the lock, in a statement of its own: its snapshot includes what the
+            // refresh that held the lock before committed.
+            let secret = tx
+                .prepare_cached(
+                    "SELECT used_at, spent FROM refresh_secrets \
+                     WHERE series_id = $1 AND secret_hash = $2",
+                )
+                .await?;
+            let stored = tx
+                .query_opt(
+                    &secret,
+                    &[&request.series, &request.secret_hash.0.as_slice()],
+                )
+                .await?
+                .map(|row| {
+                    Ok::<_, StoreError>(SecretState {
+                        used_at: column(&row, 0, "timestamptz")?,
+                        spent: column(&row, 1, "boolean")?,
+                    })
+                })
+                .transpose()?;
+            let user_id: i64 = column(&series, 0, "bigint")?;
+            let decision = match_secret(stored, request.grace_since);
+            if let SecretMatch::Unknown | SecretMatch::Refused = decision {
+                return Ok(RefreshOutcome::Invalid);
+            }
+            let expired: bool = column(&series, 3, "boolean")?;
+            let user_ok: bool = column(&series, 4, "boolean")?;
+            if expired || !user_ok {
                 end_series(&tx, request.series).await?;
                 tx.commit().await?;
-                return Ok(RefreshOutcome::ReuseDetected);
+                return Ok(RefreshOutcome::Ended { user_id });
             }
-            // The current secret becomes the previous one; within the grace window the
-            // previous one stays, so the rotation that superseded it remains the reference.
-            SecretMatch::Current => {
-                "UPDATE refresh_series SET previous_hash = secret_hash, secret_hash = $2, \
-                     rotated_at = $3, last_used_at = $3, expires_at = $4 WHERE id = $1"
-            }
-            SecretMatch::Grace => {
-                "UPDATE refresh_series SET secret_hash = $2, last_used_at = $3, expires_at = $4 \
-                 WHERE id = $1"
-            }
-        };
-        let rotate = tx.prepare_cached(rotation).await?;
-        tx.execute(
-            &rotate,
-            &[
-                &request.series,
-                &request.new_secret_hash.0.as_slice(),
-                &request.now,
-                &request.series_expires_at,
-            ],
-        )
-        .await?;
-        let session = NewSession {
-            user_id,
-            ..request.session
-        };
-        let authenticated_at: OffsetDateTime = column(&series, 4, "timestamptz")?;
-        let record = insert_session(
-            &tx,
-            &session,
-            authenticated_at,
-            true,
-            Some(request.series),
-            request.max_per_user,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(RefreshOutcome::Refreshed(Box::new(record)))
+            let keep_since = match decision {
+                SecretMatch::Reuse => {
+                    end_series(&tx, request.series).await?;
+                    tx.commit().await?;
+                    return Ok(RefreshOutcome::ReuseDetected { user_id });
+                }
+                SecretMatch::Grace { used_at } => Some(used_at),
+                _ => None,
+            };
+            // Mark the presented secret used (or spent), issue the new one, forget the oldest
+            // beyond the bound, and end the series' earlier sessions (one device, one session),
+            // but for those created by the first use of a secret exchanged again in the grace
+            // window.
+            let exchange = tx
+                .prepare_cached(
+                    "WITH used AS ( \
+                        UPDATE refresh_secrets SET used_at = COALESCE(used_at, $3), \
+                            spent = used_at IS NOT NULL \
+                        WHERE series_id = $1 AND secret_hash = $2), \
+                     issued AS (INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $4)), \
+                     series AS (UPDATE refresh_series SET last_used_at = $3, expires_at = $5 \
+                        WHERE id = $1), \
+                     earlier AS (DELETE FROM sessions WHERE series_id = $1 \
+                        AND ($6::timestamptz IS NULL OR created_at < $6)) \
+                     DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
+                     AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
+                        ORDER BY issued DESC OFFSET $7 LIMIT 1)",
+                )
+                .await?;
+            // The statement does not see the secret it inserts: keep one fewer of the others (and
+            // the one presented, which it updates).
+            let keep_others = MAX_SECRETS_PER_SERIES - 1;
+            tx.execute(
+                &exchange,
+                &[
+                    &request.series,
+                    &request.secret_hash.0.as_slice(),
+                    &request.now,
+                    &request.new_secret_hash.0.as_slice(),
+                    &request.series_expires_at,
+                    &keep_since,
+                    &keep_others,
+                ],
+            )
+            .await?;
+            let session = NewSession {
+                user_id,
+                absolute_expires_at: earliest(
+                    request.session.absolute_expires_at,
+                    column(&series, 2, "timestamptz")?,
+                ),
+                ..request.session
+            };
+            let authenticated_at: OffsetDateTime = column(&series, 1, "timestamptz")?;
+            let record = insert_session(
+                &tx,
+                &session,
+                authenticated_at,
+                true,
+                Some(request.series),
+                request.max_per_user,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(RefreshOutcome::Refreshed(Box::new(record)))
+        })
     }
 }
 
-/// Ends the remember-me series of the sessions a `gone` CTE deleted, with the series' other
-/// sessions, and counts what `gone` deleted.
-const END_SERIES_OF_GONE: &str = ", series AS ( \
-        DELETE FROM refresh_series WHERE id IN (SELECT series_id FROM gone)), \
-     siblings AS ( \
-        DELETE FROM sessions WHERE series_id IN (SELECT series_id FROM gone) \
-        AND id NOT IN (SELECT id FROM gone)) \
-     SELECT count(*) FROM gone";
+/// Takes the per-user advisory lock for the rest of the transaction. It comes first in the
+/// crate's lock order (user, then series rows in id order, then sessions), which login
+/// pruning, refreshes that prune, and user-wide revocations all follow, so they cannot
+/// deadlock.
+async fn lock_user(client: &impl GenericClient, user_id: i64) -> Result<(), StoreError> {
+    let lock = client
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock( \
+                 hashtextextended('tower_session_auth.user:' || $1::int8::text, 0))",
+        )
+        .await?;
+    client.execute(&lock, &[&user_id]).await?;
+    Ok(())
+}
 
 async fn end_series(client: &impl GenericClient, series: Uuid) -> Result<(), StoreError> {
     let statement = client
@@ -1067,13 +1222,7 @@ async fn insert_session(
     if max_per_user.is_some() {
         // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
         // holds even when they race.
-        let lock = client
-            .prepare_cached(
-                "SELECT pg_advisory_xact_lock( \
-                     hashtextextended('tower_session_auth.user:' || $1::int8::text, 0))",
-            )
-            .await?;
-        client.execute(&lock, &[&new.user_id]).await?;
+        lock_user(client, new.user_id).await?;
     }
     let insert = client.prepare_cached(INSERT).await?;
     let row = client
@@ -1096,17 +1245,36 @@ async fn insert_session(
         )
         .await?;
     if let Some(max) = max_per_user {
-        let prune = client
+        // The user's oldest sessions beyond the limit, and their series (but the new
+        // session's own), locked in id order before any session is deleted.
+        let doomed = client
             .prepare_cached(
-                "DELETE FROM sessions WHERE id IN ( \
-                    SELECT id FROM sessions WHERE user_id = $1 \
-                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3)",
+                "WITH doomed AS ( \
+                    SELECT id, series_id FROM sessions WHERE user_id = $1 \
+                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3), \
+                 series AS ( \
+                    SELECT id FROM refresh_series \
+                    WHERE id IN (SELECT series_id FROM doomed) AND id IS DISTINCT FROM $4 \
+                    ORDER BY id FOR UPDATE) \
+                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)",
             )
             .await?;
         let keep = i64::from(max.max(1));
-        client
-            .execute(&prune, &[&new.user_id, &new.id.0, &keep])
+        let row = client
+            .query_one(&doomed, &[&new.user_id, &new.id.0, &keep, &series_id])
             .await?;
+        let sessions: Vec<Uuid> = column(&row, 0, "uuid[]")?;
+        let series: Vec<Uuid> = column(&row, 1, "uuid[]")?;
+        if !sessions.is_empty() {
+            // A later statement, so that it sees what a refresh of those series committed.
+            let prune = client
+                .prepare_cached(
+                    "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
+                     DELETE FROM sessions WHERE id = ANY($1) OR series_id = ANY($2)",
+                )
+                .await?;
+            client.execute(&prune, &[&sessions, &series]).await?;
+        }
     }
     record_from_row(&row)
 }

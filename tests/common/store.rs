@@ -114,12 +114,12 @@ impl SessionStore for InstrumentedStore {
             .await
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<bool, StoreError> {
+    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
         self.record("remove");
         self.inner.remove(id, owner).await
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
         self.record("remove_by_token");
         self.inner.remove_by_token(token_hash).await
     }
