@@ -397,6 +397,33 @@ async fn logout_clears_the_cookies_whatever_the_session_state() {
         assert_eq!(reply.body, false);
         assert_eq!(reply.set_cookies(), [REFRESH_REMOVAL]);
         assert!(manager.lookup(&other.token).await.is_none());
+
+        // A secret the series issued and has since rotated away (a logout that raced a
+        // refresh of its own series, say) still ends the series and the session the refresh
+        // made: the caller held a real secret.
+        let raced = manager
+            .login_with(1, ClientInfo::default(), true)
+            .await
+            .unwrap();
+        let first = raced.refresh.clone().unwrap();
+        let Refresh::Refreshed(rotated) = manager
+            .refresh(&first, ClientInfo::default())
+            .await
+            .unwrap()
+        else {
+            panic!("the first refresh of a fresh series succeeds");
+        };
+        let reply = send(&app, bye(format!("refresh={}", first.expose()))).await;
+        assert_eq!(reply.set_cookies(), [REFRESH_REMOVAL]);
+        assert!(manager.lookup(&rotated.token).await.is_none());
+        assert!(matches!(
+            manager
+                .refresh(rotated.refresh.as_ref().unwrap(), ClientInfo::default())
+                .await
+                .unwrap(),
+            Refresh::Invalid
+        ));
+        assert_eq!(backend.stored_sessions().await, 0);
     }
 }
 
