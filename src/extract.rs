@@ -67,6 +67,21 @@ pub enum AuthRejection {
     /// ([`CsrfConfig`](crate::CsrfConfig)).
     #[error("Cross-site request rejected")]
     CrossSiteRequest,
+    /// 403: a [`RecentAuth`] route, and the session's user has not proved their credentials
+    /// within [`recent_auth_max_age`](crate::SessionConfig::recent_auth_max_age), or the
+    /// session was made by a remember-me refresh and not re-authenticated since. The body
+    /// names the re-authentication route in a `reauthenticate` field when one is configured
+    /// ([`SessionConfig::reauthenticate_route`](crate::SessionConfig::reauthenticate_route)),
+    /// and the response carries `WWW-Authenticate: Bearer
+    /// error="insufficient_user_authentication", max_age=<seconds>` (the step-up challenge of
+    /// RFC 9470).
+    #[error("Recent authentication required")]
+    RecentAuthRequired {
+        /// The required recency, in seconds.
+        max_age_secs: u64,
+        /// Where the client re-authenticates, if configured.
+        reauthenticate: Option<String>,
+    },
     /// 500: the store failed (database down, pool timeout).
     #[error("Session store unavailable")]
     StoreUnavailable,
@@ -83,9 +98,10 @@ impl AuthRejection {
             Self::NoCharacterSelected | Self::CharacterNotFound | Self::CharacterWorldNotFound => {
                 StatusCode::CONFLICT
             }
-            Self::MissingPermission(_) | Self::MissingRole(_) | Self::CrossSiteRequest => {
-                StatusCode::FORBIDDEN
-            }
+            Self::MissingPermission(_)
+            | Self::MissingRole(_)
+            | Self::CrossSiteRequest
+            | Self::RecentAuthRequired { .. } => StatusCode::FORBIDDEN,
             Self::StoreUnavailable | Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,12 +110,29 @@ impl AuthRejection {
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({ "detail": self.to_string() }).to_string();
-        let mut response = (status, body).into_response();
+        let mut body = serde_json::json!({ "detail": self.to_string() });
+        let mut challenge = None;
+        if let Self::RecentAuthRequired {
+            max_age_secs,
+            reauthenticate,
+        } = &self
+        {
+            if let Some(route) = reauthenticate {
+                body["reauthenticate"] = route.as_str().into();
+            }
+            challenge = HeaderValue::try_from(format!(
+                "Bearer error=\"insufficient_user_authentication\", max_age={max_age_secs}"
+            ))
+            .ok();
+        }
+        let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(challenge) = challenge {
+            headers.insert(WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -349,3 +382,112 @@ guard_extractor!(
     |policy, role, name| policy.has_role_at_least(role, name),
     AuthRejection::MissingRole
 );
+
+/// An extractor that yields the session's [`AuthUser`]: the ones this crate defines
+/// ([`AuthUser`], [`RequirePermission`], [`RequireRole`], and [`RecentAuth`] itself), or an
+/// application's own wrapper, so that [`RecentAuth`] can guard it.
+pub trait AuthUserExtractor {
+    /// The authenticated user this extractor holds.
+    fn auth_user(&self) -> &AuthUser;
+}
+
+impl AuthUserExtractor for AuthUser {
+    fn auth_user(&self) -> &AuthUser {
+        self
+    }
+}
+
+impl<P: Permission> AuthUserExtractor for RequirePermission<P> {
+    fn auth_user(&self) -> &AuthUser {
+        &self.0
+    }
+}
+
+impl<R: Role> AuthUserExtractor for RequireRole<R> {
+    fn auth_user(&self) -> &AuthUser {
+        &self.0
+    }
+}
+
+impl<E: AuthUserExtractor> AuthUserExtractor for RecentAuth<E> {
+    fn auth_user(&self) -> &AuthUser {
+        self.0.auth_user()
+    }
+}
+
+/// Sudo mode: extractor `E` (by default [`AuthUser`]), and the session's user proved their
+/// credentials recently; otherwise 403 `Recent authentication required`
+/// ([`AuthRejection::RecentAuthRequired`]).
+///
+/// "Recently" means within [`SessionConfig::recent_auth_max_age`](crate::SessionConfig)
+/// (default 10 minutes) of a login or of a re-authentication
+/// ([`Session::reauthenticate`](crate::Session::reauthenticate),
+/// [`SessionManager::reauthenticate`](crate::SessionManager::reauthenticate)). A session
+/// made by a remember-me refresh never counts until it re-authenticates, however recent the
+/// login that started its series: a stolen refresh token does not unlock these routes.
+///
+/// It composes with the other guards at no cost: `E` runs first (its own 401 or 403 wins,
+/// so nobody is asked for a password only to be refused), and the recency check reads the
+/// session that `E` already validated: one statement per request in all.
+///
+/// ```
+/// use tower_session_auth::{AuthUser, RecentAuth, RequirePermission, permissions::ChangeRoles};
+///
+/// // A user's own sensitive change: any authenticated user, recently authenticated.
+/// async fn sign_out_elsewhere(RecentAuth(user): RecentAuth) -> String {
+///     format!("{} signs out everywhere else", user.username)
+/// }
+///
+/// // An administrator's: permission first, then recency.
+/// async fn change_role(RecentAuth(admin): RecentAuth<RequirePermission<ChangeRoles>>) -> String {
+///     format!("{} changes a role", admin.username)
+/// }
+/// ```
+pub struct RecentAuth<E = AuthUser>(pub E);
+
+impl<E> RecentAuth<E> {
+    /// The wrapped extractor.
+    pub fn into_inner(self) -> E {
+        self.0
+    }
+}
+
+impl<E> Deref for RecentAuth<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: std::fmt::Debug> std::fmt::Debug for RecentAuth<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RecentAuth").field(&self.0).finish()
+    }
+}
+
+impl<E, S> FromRequestParts<S> for RecentAuth<E>
+where
+    E: AuthUserExtractor + FromRequestParts<S, Rejection = AuthRejection> + Send,
+    S: Send + Sync,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let inner = E::from_request_parts(parts, state).await?;
+        let session = session_of(parts)?;
+        // The validation `E` made, reused: no second statement.
+        let view = live_view(session, Scope::User).await?;
+        let manager = session.manager();
+        if view.session.id == inner.auth_user().session_id
+            && manager.is_recently_authenticated(&view.session)
+        {
+            return Ok(Self(inner));
+        }
+        let config = manager.config();
+        Err(AuthRejection::RecentAuthRequired {
+            max_age_secs: config.recent_auth_max_age.as_secs(),
+            reauthenticate: config.reauthenticate_route.clone(),
+        })
+    }
+}

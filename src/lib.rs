@@ -98,7 +98,10 @@ mod token;
 pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
-pub use extract::{AuthRejection, AuthUser, GameUser, RequirePermission, RequireRole};
+pub use extract::{
+    AuthRejection, AuthUser, AuthUserExtractor, GameUser, RecentAuth, RequirePermission,
+    RequireRole,
+};
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
     TokenSource, find_token,
