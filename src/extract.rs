@@ -8,6 +8,7 @@
 //! | [`GameUser`] | as `AuthUser`, and a selected character with a world | 409 |
 //! | [`RequirePermission<P>`] | as `AuthUser`, and the role grants `P` | 403 |
 //! | [`RequireRole<R>`] | as `AuthUser`, and the role is at least `R` | 403 |
+//! | [`RecentAuth<E>`] | as `E` (default `AuthUser`), and a recent password entry | 403 |
 //!
 //! A store failure is always `500 Session store unavailable`: never anonymous, never 403.
 //!
@@ -477,17 +478,47 @@ where
         let inner = E::from_request_parts(parts, state).await?;
         let session = session_of(parts)?;
         // The validation `E` made, reused: no second statement.
-        let view = live_view(session, Scope::User).await?;
-        let manager = session.manager();
-        if view.session.id == inner.auth_user().session_id
-            && manager.is_recently_authenticated(&view.session)
-        {
-            return Ok(Self(inner));
+        let view = session.require_recent_auth().await?;
+        if view.session.id != inner.auth_user().session_id {
+            // An application's extractor that names another session: not this one's proof.
+            return Err(session.recent_auth_rejection());
         }
-        let config = manager.config();
-        Err(AuthRejection::RecentAuthRequired {
+        Ok(Self(inner))
+    }
+}
+
+impl Session {
+    /// The check of [`RecentAuth`], for a handler that needs recent authentication only in
+    /// some cases (say, revoking another device's session but not its own): the request's
+    /// live session if its user proved their credentials recently, otherwise
+    /// [`AuthRejection::RecentAuthRequired`] (or the rejection of the validation itself).
+    /// It reuses the request's validation when an extractor already made one.
+    ///
+    /// ```
+    /// use tower_session_auth::{AuthRejection, AuthUser, Session, SessionId};
+    ///
+    /// async fn revoke(user: AuthUser, session: Session, other: SessionId) -> Result<(), AuthRejection> {
+    ///     if other != user.session_id {
+    ///         session.require_recent_auth().await?;
+    ///     }
+    ///     // ... revoke `other` ...
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn require_recent_auth(&self) -> Result<&SessionView, AuthRejection> {
+        let view = live_view(self, Scope::User).await?;
+        if self.manager().is_recently_authenticated(&view.session) {
+            Ok(view)
+        } else {
+            Err(self.recent_auth_rejection())
+        }
+    }
+
+    fn recent_auth_rejection(&self) -> AuthRejection {
+        let config = self.manager().config();
+        AuthRejection::RecentAuthRequired {
             max_age_secs: config.recent_auth_max_age.as_secs(),
             reauthenticate: config.reauthenticate_route.clone(),
-        })
+        }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! [`SessionLayer`] finds the session token (`Authorization: Bearer`, an optional extra header,
 //! or a cookie), and typed extractors resolve it against a [`SessionStore`] in **one round
-//! trip**: [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`] and
-//! [`RequireRole<R>`]. A handler's signature is its access policy.
+//! trip**: [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`],
+//! [`RequireRole<R>`] and [`RecentAuth<E>`]. A handler's signature is its access policy.
 //!
 //! ```no_run
 //! use axum::{Json, Router, routing::{get, post}};
@@ -53,6 +53,12 @@
 //!   token came from a header, the layer never sets a cookie.
 //! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for cookie-authenticated
 //!   unsafe requests, and per-session form tokens ([`Session::csrf_token`]).
+//! - **Sudo mode**: [`RecentAuth`] in a handler's signature admits only a session whose user
+//!   proved their credentials within [`SessionConfig::recent_auth_max_age`] (default 10
+//!   minutes); a session made by a remember-me refresh never counts until
+//!   [`Session::reauthenticate`] records a fresh password entry on it. Otherwise 403
+//!   `Recent authentication required` ([`AuthRejection::RecentAuthRequired`]). It wraps the
+//!   other guards (`RecentAuth<RequirePermission<P>>`) without a second query.
 //!
 //! # How a request flows
 //!
