@@ -14,30 +14,52 @@
 //! deactivated `banned` (`banned-pass`). `REFRESH_GRACE_SECS` (default 5) sets the
 //! remember-me reuse grace window. Open <http://127.0.0.1:3000/account/sessions> in a browser
 //! for the session-management page.
+//!
+//! Abuse limits (see `mud_server/login_guard.rs`): `PASSWORD_WORKERS` (the number of cores)
+//! argon2 checks run at once and `PASSWORD_QUEUE` (16) more may wait, beyond which a login is
+//! `503` with `Retry-After`; `LOGIN_RATE_PER_ADDRESS` (30) and `LOGIN_RATE_PER_USERNAME` (10)
+//! are the login attempts per minute (as a burst, then evenly) before `429` with
+//! `Retry-After`; 0 turns one off.
+//!
+//! What a client sends: an API client authenticates with `Authorization: Bearer <token>` and
+//! needs nothing else. A client that uses the session cookie (a browser's `fetch`, or `curl`
+//! with a cookie jar) must send `X-Requested-With: <anything>` or its `Origin` on `POST`,
+//! `PUT`, `PATCH` and `DELETE`, else `403 Cross-site request rejected`. The HTML forms carry a
+//! CSRF token and the browser's `Origin`.
 
 #[path = "mud_server/account_page.rs"]
 mod account_page;
+#[path = "mud_server/login_guard.rs"]
+mod login_guard;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, SaltString};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, Path, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, RETRY_AFTER, SET_COOKIE,
+    WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use deadpool_postgres::Pool;
+use login_guard::{LoginRefusal, LoginThrottle, PasswordChecker};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
-    AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, GameUser, MemoryStore,
-    PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig, SessionId,
-    SessionLayer, SessionManager, StoreError,
+    AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
+    MemoryStore, PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig,
+    SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
 };
 
 #[derive(Clone, Copy)]
@@ -95,6 +117,8 @@ const DEMO_WORLDS: &[(&str, &str)] = &[
 
 /// Window for `active_players` on `/health`, as the original server counted it.
 const ACTIVE_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// `/health` counts active sessions at most this often; requests in between share the count.
+const HEALTH_COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -106,6 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let config = session_config_from_env()?;
+    let guard = LoginGuard::from_env()?;
     let (manager, directory) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
             let store = PgStore::connect(&url)?;
@@ -121,7 +146,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let sweeper = manager.spawn_sweeper(Duration::from_secs(300));
-    let app = app(manager, directory);
+    let pruner = {
+        let throttle = Arc::clone(&guard.throttle);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                ticks.tick().await;
+                throttle.prune();
+            }
+        })
+    };
+    let app = app(manager, directory, guard);
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -133,29 +168,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     sweeper.abort();
+    pruner.abort();
     Ok(())
 }
 
-fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>> {
-    fn var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
-        match std::env::var(name) {
-            Ok(value) => value
-                .trim()
-                .parse()
-                .map_err(|_| format!("{name}: cannot parse {value:?}")),
-            Err(_) => Ok(default),
-        }
+fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}: cannot parse {value:?}")),
+        Err(_) => Ok(default),
     }
-    let ttl: u64 = var("SESSION_TTL_SECS", 28_800)?;
-    let max: u32 = var("MAX_SESSIONS_PER_USER", 0)?;
+}
+
+fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>> {
+    let ttl: u64 =  env_var("SESSION_TTL_SECS", 28_800)?;
+    let max: u32 =  env_var("MAX_SESSIONS_PER_USER", 0)?;
     Ok(SessionConfig::default()
         .idle_timeout((ttl > 0).then(|| Duration::from_secs(ttl)))
-        .sliding(var("SESSION_SLIDING", true)?)
-        .touch_interval(Duration::from_secs(var("SESSION_TOUCH_INTERVAL_SECS", 60)?))
+        .sliding(env_var("SESSION_SLIDING", true)?)
+        .touch_interval(Duration::from_secs(env_var("SESSION_TOUCH_INTERVAL_SECS", 60)?))
         .max_sessions_per_user((max > 0).then_some(max))
-        .cookie(CookieConfig::default().secure(var("SESSION_COOKIE_SECURE", false)?))
+        .cookie(CookieConfig::default().secure(env_var("SESSION_COOKIE_SECURE", false)?))
+        // Cookie-authenticated POST/PUT/PATCH/DELETE must carry `X-Requested-With` or this
+        // server's `Origin`.
+        .csrf(Some(CsrfConfig::default()))
         .refresh(
-            RefreshConfig::default().grace(Duration::from_secs(var("REFRESH_GRACE_SECS", 5)?)),
+            RefreshConfig::default().grace(Duration::from_secs(env_var("REFRESH_GRACE_SECS", 5)?)),
         ))
 }
 
@@ -184,12 +224,39 @@ async fn shutdown_signal() {
 struct AppState {
     manager: SessionManager,
     directory: Directory,
+    guard: LoginGuard,
+    health: Arc<HealthCount>,
 }
 
-fn app(manager: SessionManager, directory: Directory) -> Router {
+/// The login's defences: the bounded password workers, the dummy hash that unknown users are
+/// checked against, and the brute-force throttle.
+#[derive(Clone)]
+struct LoginGuard {
+    passwords: PasswordChecker,
+    dummy_hash: Arc<str>,
+    throttle: Arc<LoginThrottle>,
+}
+
+impl LoginGuard {
+    fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
+        let workers = env_var("PASSWORD_WORKERS", login_guard::default_workers())?;
+        Ok(Self {
+            passwords: PasswordChecker::new(workers, env_var("PASSWORD_QUEUE", 16)?)?,
+            dummy_hash: hash_password("not a password anyone has").into(),
+            throttle: Arc::new(LoginThrottle::new(
+                env_var("LOGIN_RATE_PER_ADDRESS", 30)?,
+                env_var("LOGIN_RATE_PER_USERNAME", 10)?,
+            )),
+        })
+    }
+}
+
+fn app(manager: SessionManager, directory: Directory, guard: LoginGuard) -> Router {
     let state = AppState {
         manager: manager.clone(),
         directory,
+        guard,
+        health: Arc::default(),
     };
     Router::new()
         .route("/login", post(login))
@@ -220,6 +287,7 @@ fn app(manager: SessionManager, directory: Directory) -> Router {
             post(account_page::revoke_others),
         )
         .route("/account/sessions/{id}/revoke", post(account_page::revoke))
+        .route("/account/style.css", get(account_page::stylesheet))
         .with_state(state)
         .layer(
             SessionLayer::new(manager).client_ip(|extensions, _headers| {
@@ -228,15 +296,54 @@ fn app(manager: SessionManager, directory: Directory) -> Router {
                     .map(|info| info.0.ip())
             }),
         )
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Headers on every response: nothing is cached unless a handler says otherwise (token bodies
+/// and pages about the user must not be), nothing may frame the pages, the pages run no
+/// script and load only this origin's stylesheet, no MIME sniffing, no cross-origin
+/// `Referer`, and every 401 names its scheme.
+async fn security_headers(mut response: Response) -> Response {
+    let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if unauthorized && !headers.contains_key(WWW_AUTHENTICATE) {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/// A handler error: an extractor-style rejection, or an `{"detail"}` with a status.
+/// A handler error: an extractor-style rejection, a refused login, or an `{"detail"}` with a
+/// status.
 enum ApiError {
     Auth(AuthRejection),
-    Detail(StatusCode, &'static str),
+    Login(LoginRefusal),
+    Detail(StatusCode, Cow<'static, str>),
+}
+
+fn detail(status: StatusCode, text: &'static str) -> ApiError {
+    ApiError::Detail(status, Cow::Borrowed(text))
+}
+
+impl From<AuthRejection> for ApiError {
+    fn from(rejection: AuthRejection) -> Self {
+        Self::Auth(rejection)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -258,10 +365,25 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
+/// A body that is not the expected JSON is answered `{"detail": ...}` like every other error.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::Detail(rejection.status(), Cow::Owned(rejection.body_text()))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Auth(rejection) => rejection.into_response(),
+            Self::Login(refusal) => {
+                let mut response =
+                    (refusal.status(), Json(json!({ "detail": refusal.detail() }))).into_response();
+                if let Some(secs) = refusal.retry_after() {
+                    response.headers_mut().insert(RETRY_AFTER, secs.into());
+                }
+                response
+            }
             Self::Detail(status, detail) => {
                 (status, Json(json!({ "detail": detail }))).into_response()
             }
@@ -270,6 +392,11 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// `Json<T>` whose rejection is `{"detail": ...}`.
+#[derive(FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+struct ApiJson<T>(T);
 
 // ---------------------------------------------------------------------------------------------
 // Handlers: each signature states its access rule.
@@ -282,45 +409,91 @@ struct LoginRequest {
     remember: bool,
 }
 
-/// Checks a username and password; the error is the `detail` to answer with.
+/// Checks a username and password behind the size limit, the throttle and the bounded
+/// password workers. Unknown users are checked against a dummy hash, so that they cost (and
+/// take as long as) a real check.
 async fn check_credentials(
     state: &AppState,
+    session: &Session,
     username: &str,
     password: &str,
-) -> Result<UserRow, &'static str> {
+) -> Result<UserRow, LoginRefusal> {
+    if password.len() > login_guard::MAX_PASSWORD_BYTES {
+        return Err(LoginRefusal::TooLong("Password too long"));
+    }
+    if username.len() > login_guard::MAX_USERNAME_BYTES {
+        return Err(LoginRefusal::TooLong("Username too long"));
+    }
+    let guard = &state.guard;
+    guard
+        .throttle
+        .check(session.client_ip(), username)
+        .map_err(LoginRefusal::Throttled)?;
     let user = state
         .directory
         .find_user(username)
         .await
-        .map_err(|_| "Session store unavailable")?;
-    // Verify against a dummy hash for unknown users, so timing does not reveal which exist.
+        .map_err(|_| LoginRefusal::StoreUnavailable)?;
     let hash = user
         .as_ref()
-        .map_or(dummy_hash(), |user| user.password_hash.as_str());
-    let password_ok = verify_password(password, hash).await;
+        .map_or_else(|| Arc::clone(&guard.dummy_hash), |user| user.password_hash.clone());
+    let password_ok = guard
+        .passwords
+        .verify(password, hash)
+        .await
+        .map_err(|login_guard::Busy| LoginRefusal::Busy)?;
     match user {
         Some(user) if password_ok && user.is_active => Ok(user),
-        Some(_) if password_ok => Err("Account is deactivated"),
-        _ => Err("Invalid username or password"),
+        Some(_) if password_ok => Err(LoginRefusal::Deactivated),
+        _ => Err(LoginRefusal::InvalidCredentials),
     }
+}
+
+/// Whether the crate's CSRF check ([`CsrfConfig`]) will refuse this request's login: it would
+/// set a cookie (no `Bearer` token), and it has neither `X-Requested-With` nor this origin.
+fn refuses_cross_site(session: &Session, headers: &HeaderMap) -> bool {
+    let by_header = matches!(
+        session.token_source(),
+        Some(TokenSource::Bearer | TokenSource::Header)
+    );
+    !by_header
+        && session
+            .manager()
+            .config()
+            .csrf
+            .as_ref()
+            .is_some_and(|csrf| !csrf.allows(headers))
+}
+
+/// A cookie login without remember-me drops whatever refresh cookie the browser holds (the
+/// previous user's, possibly): the refresh cookie is scoped to `/refresh`, so this request
+/// cannot see it, and clears it blindly.
+fn drops_refresh_cookie(session: &Session, remember: bool) -> bool {
+    !remember
+        && !matches!(
+            session.token_source(),
+            Some(TokenSource::Bearer | TokenSource::Header)
+        )
 }
 
 async fn login(
     State(state): State<AppState>,
     session: Session,
     headers: HeaderMap,
-    Json(body): Json<LoginRequest>,
-) -> ApiResult<Json<Value>> {
-    let user = check_credentials(&state, &body.username, &body.password)
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<Response> {
+    // The crate checks this again when it sets the cookie; checking first spares the hash.
+    if refuses_cross_site(&session, &headers) {
+        return Err(ApiError::Auth(AuthRejection::CrossSiteRequest));
+    }
+    let user = check_credentials(&state, &session, &body.username, &body.password)
         .await
-        .map_err(|detail| match detail {
-            "Session store unavailable" => ApiError::Auth(AuthRejection::StoreUnavailable),
-            detail => ApiError::Detail(StatusCode::UNAUTHORIZED, detail),
-        })?;
+        .map_err(ApiError::Login)?;
+    // Read before logging in: a failure here must not leave a session behind.
+    let characters = state.directory.characters(user.id).await?;
     let mut client = ClientInfo::from_headers(&headers);
     client.ip = session.client_ip();
     let login = session.login_with(user.id, client, body.remember).await?;
-    let characters = state.directory.characters(user.id).await?;
     let mut reply = json!({
         "token": login.token.expose(),
         "session_id": login.session.id,
@@ -331,7 +504,13 @@ async fn login(
     if let Some(refresh) = &login.refresh {
         reply["refresh_token"] = json!(refresh.expose());
     }
-    Ok(Json(reply))
+    let mut response = Json(reply).into_response();
+    if drops_refresh_cookie(&session, body.remember) {
+        response
+            .headers_mut()
+            .append(SET_COOKIE, state.manager.refresh_removal_cookie());
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -345,7 +524,7 @@ async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult
         None
     } else {
         serde_json::from_slice::<RefreshBody>(&body)
-            .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "Invalid JSON body"))?
+            .map_err(|_| detail(StatusCode::BAD_REQUEST, "Invalid JSON body"))?
             .refresh_token
     };
     let mut client = ClientInfo::from_headers(&headers);
@@ -359,22 +538,27 @@ async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult
             "session_id": login.session.id,
             "refresh_token": login.refresh.as_ref().map(|refresh| refresh.expose()),
         }))),
-        Refresh::Invalid => Err(ApiError::Detail(
+        Refresh::Invalid => Err(detail(
             StatusCode::UNAUTHORIZED,
             "Invalid or expired refresh token",
         )),
-        Refresh::ReuseDetected => Err(ApiError::Detail(
+        Refresh::ReuseDetected => Err(detail(
             StatusCode::UNAUTHORIZED,
             "Refresh token reuse detected",
         )),
     }
 }
 
-async fn logout(user: AuthUser, session: Session) -> ApiResult<Json<Value>> {
+/// Always logs out: a live session is removed (with its remember-me series), and whatever
+/// cookies the browser presented are cleared, even when its session has already expired. A
+/// cross-site cookie request is still refused (403), so another site cannot sign users out.
+async fn logout(user: Option<AuthUser>, session: Session) -> ApiResult<Json<Value>> {
     session.logout().await?;
-    Ok(Json(
-        json!({ "message": format!("Goodbye, {}!", user.username) }),
-    ))
+    let message = match user {
+        Some(user) => format!("Goodbye, {}!", user.username),
+        None => "Goodbye!".to_owned(),
+    };
+    Ok(Json(json!({ "message": message })))
 }
 
 async fn me(user: AuthUser) -> Json<Value> {
@@ -403,7 +587,7 @@ struct SelectRequest {
 async fn select_character(
     State(state): State<AppState>,
     user: AuthUser,
-    Json(body): Json<SelectRequest>,
+    ApiJson(body): ApiJson<SelectRequest>,
 ) -> ApiResult<Json<Value>> {
     match state
         .manager
@@ -414,7 +598,7 @@ async fn select_character(
             "character_name": character.name,
             "world_id": character.world_id,
         }))),
-        CharacterSelection::CharacterNotFound => Err(ApiError::Detail(
+        CharacterSelection::CharacterNotFound => Err(detail(
             StatusCode::NOT_FOUND,
             "Character not found for this user",
         )),
@@ -448,7 +632,7 @@ struct KickRequest {
 async fn kick(
     State(state): State<AppState>,
     _admin: RequirePermission<KickUsers>,
-    Json(body): Json<KickRequest>,
+    ApiJson(body): ApiJson<KickRequest>,
 ) -> ApiResult<Json<Value>> {
     let removed = match body.session_id.parse::<SessionId>() {
         Ok(id) => state.manager.remove(id).await?,
@@ -466,17 +650,14 @@ async fn change_role(
     State(state): State<AppState>,
     admin: RequirePermission<ChangeRoles>,
     Path(username): Path<String>,
-    Json(body): Json<RoleRequest>,
+    ApiJson(body): ApiJson<RoleRequest>,
 ) -> ApiResult<Json<Value>> {
     let role = body.role.trim().to_ascii_lowercase();
     if state.manager.policy().role_level(&role).is_none() {
-        return Err(ApiError::Detail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Unknown role",
-        ));
+        return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, "Unknown role"));
     }
     if !state.directory.set_role(&username, &role).await? {
-        return Err(ApiError::Detail(StatusCode::NOT_FOUND, "User not found"));
+        return Err(detail(StatusCode::NOT_FOUND, "User not found"));
     }
     tracing::info!(by = %admin.username, user = %username, %role, "role changed");
     Ok(Json(json!({ "username": username, "role": role })))
@@ -505,17 +686,19 @@ async fn list_sessions(
     ))
 }
 
+/// Revokes one of the caller's sessions. Revoking the current one is a logout: the response
+/// also clears the session and refresh cookies.
 async fn revoke_session(
-    State(state): State<AppState>,
     user: AuthUser,
+    session: Session,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let not_found = ApiError::Detail(StatusCode::NOT_FOUND, "Session not found");
-    let id: SessionId = id.parse().map_err(|_| not_found)?;
-    if state.manager.revoke(user.user_id, id).await? {
+    let not_found = || detail(StatusCode::NOT_FOUND, "Session not found");
+    let id: SessionId = id.parse().map_err(|_| not_found())?;
+    if session.revoke(user.user_id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::Detail(StatusCode::NOT_FOUND, "Session not found"))
+        Err(not_found())
     }
 }
 
@@ -531,8 +714,40 @@ async fn revoke_other_sessions(
 }
 
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let active = state.manager.count_active(Some(ACTIVE_WINDOW)).await?;
+    let active = state.health.active_players(&state.manager).await?;
     Ok(Json(json!({ "status": "ok", "active_players": active })))
+}
+
+/// The `/health` count, computed at most once per [`HEALTH_COUNT_INTERVAL`] with at most one
+/// computation in flight, so a flood of `/health` requests costs the database one count every
+/// few seconds instead of one per request.
+#[derive(Default)]
+struct HealthCount {
+    last: std::sync::Mutex<Option<(Instant, u64)>>,
+    computing: tokio::sync::Mutex<()>,
+}
+
+impl HealthCount {
+    async fn active_players(&self, manager: &SessionManager) -> Result<u64, StoreError> {
+        let fresh = || {
+            self.last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .filter(|(at, _)| at.elapsed() < HEALTH_COUNT_INTERVAL)
+                .map(|(_, count)| count)
+        };
+        if let Some(count) = fresh() {
+            return Ok(count);
+        }
+        let _computing = self.computing.lock().await;
+        // Another request may have counted while this one waited.
+        if let Some(count) = fresh() {
+            return Ok(count);
+        }
+        let count = manager.count_active(Some(ACTIVE_WINDOW)).await?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), count));
+        Ok(count)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,25 +763,6 @@ fn hash_password(password: &str) -> String {
         .to_string()
 }
 
-fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("not a password anyone has"))
-}
-
-/// Verifies off the async runtime: argon2 is deliberately slow.
-async fn verify_password(password: &str, hash: &str) -> bool {
-    let (password, hash) = (password.to_owned(), hash.to_owned());
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-    })
-    .await
-    .unwrap_or(false)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The application's own users and characters
 
@@ -575,7 +771,7 @@ struct UserRow {
     username: String,
     role: String,
     is_active: bool,
-    password_hash: String,
+    password_hash: Arc<str>,
 }
 
 #[derive(Serialize)]
@@ -591,7 +787,7 @@ struct Character {
 enum Directory {
     Memory {
         store: MemoryStore,
-        passwords: std::sync::Arc<HashMap<String, String>>,
+        passwords: Arc<HashMap<String, Arc<str>>>,
     },
     Pg(Pool),
 }
@@ -629,7 +825,7 @@ impl Directory {
             store.upsert_user(user_id, username, Some(role), active);
             passwords.insert(
                 username.to_owned(),
-                hash_password(&format!("{username}-pass")),
+                hash_password(&format!("{username}-pass")).into(),
             );
             for &(name, world) in characters {
                 character_id += 1;
@@ -638,7 +834,7 @@ impl Directory {
         }
         Self::Memory {
             store,
-            passwords: std::sync::Arc::new(passwords),
+            passwords: Arc::new(passwords),
         }
     }
 
@@ -722,7 +918,7 @@ impl Directory {
                         username: row.get(1),
                         role: row.get(2),
                         is_active: row.get(3),
-                        password_hash: row.get(4),
+                        password_hash: row.get::<_, String>(4).into(),
                     }))
             }
         }

@@ -139,6 +139,14 @@ impl IntoResponse for AuthRejection {
     }
 }
 
+/// A store error seen by the [`Session`] handle: logged, and answered like the extractors'.
+impl From<StoreError> for AuthRejection {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "session store unavailable");
+        Self::StoreUnavailable
+    }
+}
+
 /// A store error returned from a handler fails closed, like the extractors: it is logged and
 /// answered with `500 Session store unavailable`.
 impl IntoResponse for StoreError {

@@ -39,8 +39,8 @@ use tower_service::Service;
 
 use crate::extract::AuthRejection;
 use crate::lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
-use crate::store::{ClientInfo, Scope, SessionView, StoreError, Validation};
-use crate::token::{RefreshToken, SessionToken};
+use crate::store::{ClientInfo, Scope, SessionView, Validation};
+use crate::token::{RefreshToken, SessionId, SessionToken};
 
 /// Cookie header values longer than this (in total) are treated as carrying no token.
 pub const MAX_COOKIE_HEADER: usize = 4096;
@@ -155,6 +155,11 @@ where
 pin_project_lite::pin_project! {
     /// Response future of [`SessionService`]: adds `Set-Cookie` and `Cache-Control: no-store`
     /// when the handler logged in or out.
+    ///
+    /// A server error (5xx) gets none of the session's cookies: a handler that failed after
+    /// [`Session::login`] must not hand the browser a session it did not finish setting up
+    /// (the stored session then just expires unused), and one that failed after
+    /// [`Session::logout`] leaves the browser's cookie to a retry.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
@@ -172,7 +177,7 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         let cookies = this.session.take_cookies();
-        if !cookies.is_empty() {
+        if !cookies.is_empty() && !response.status().is_server_error() {
             let headers = response.headers_mut();
             for cookie in cookies {
                 headers.append(SET_COOKIE, cookie);
@@ -212,7 +217,10 @@ struct State {
     /// `None` when no token was presented or the presented one was malformed.
     token: Option<SessionToken>,
     client_ip: Option<IpAddr>,
-    /// A cookie-authenticated unsafe request failed the opt-in CSRF check.
+    /// The refresh cookie as presented: `None` when absent, `Some(None)` when malformed or
+    /// ambiguous.
+    refresh_cookie: Option<Option<RefreshToken>>,
+    /// An unsafe request that failed the opt-in CSRF check (whatever its credentials).
     cross_site: bool,
     /// The session resolved at [`Scope::User`] and at [`Scope::Game`].
     user: OnceCell<Resolved>,
@@ -252,26 +260,21 @@ impl Session {
         if source.is_some() && token.is_none() {
             manager.record_rejected_token(client_ip, "malformed");
         }
-        let cross_site = source == Some(TokenSource::Cookie)
-            && !is_safe(method)
+        let refresh_cookie = cookie_value(headers, &manager.config().refresh.cookie_name)
+            .map(|value| value.and_then(RefreshToken::parse_bytes));
+        let cross_site = !is_safe(method)
             && manager
                 .config()
                 .csrf
                 .as_ref()
                 .is_some_and(|csrf| !csrf.allows(headers));
-        if cross_site {
-            tracing::warn!(
-                target: AUDIT_TARGET,
-                event = "cross_site_request_rejected",
-                ip = client_ip.map(tracing::field::display),
-            );
-        }
         Self {
             state: Arc::new(State {
                 manager: manager.clone(),
                 source,
                 token,
                 client_ip,
+                refresh_cookie,
                 cross_site,
                 user: OnceCell::new(),
                 game: OnceCell::new(),
@@ -327,9 +330,7 @@ impl Session {
     /// [`GameUser`](crate::GameUser) and an [`AuthUser`](crate::AuthUser)-based extractor
     /// should list `GameUser` first: its request then costs one round trip.
     pub async fn resolve(&self, scope: Scope) -> Result<Option<&SessionView>, AuthRejection> {
-        if self.state.cross_site {
-            return Err(AuthRejection::CrossSiteRequest);
-        }
+        self.check_cross_site(self.by_cookie())?;
         let (user, game) = (&self.state.user, &self.state.game);
         let resolved = match (scope, game.get()) {
             (Scope::User, Some(resolved)) => resolved,
@@ -382,7 +383,11 @@ impl Session {
     /// Logs `user_id` in with a fresh token and, unless the request authenticated by header,
     /// sets the session cookie on the response. A session that this request presented by
     /// cookie is removed first: the new cookie replaces it in the browser anyway.
-    pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
+    ///
+    /// With [`CsrfConfig`](crate::CsrfConfig) on, a login that would set a cookie is checked
+    /// like the extractors: a cross-site request gets [`AuthRejection::CrossSiteRequest`] and
+    /// nothing changes. A store failure is [`AuthRejection::StoreUnavailable`] (and logged).
+    pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, AuthRejection> {
         self.login_with(user_id, client, false).await
     }
 
@@ -393,7 +398,8 @@ impl Session {
         user_id: i64,
         client: ClientInfo,
         remember: bool,
-    ) -> Result<Login, StoreError> {
+    ) -> Result<Login, AuthRejection> {
+        self.check_cross_site(!self.by_header())?;
         let manager = &self.state.manager;
         if let (Some(TokenSource::Cookie), Some(old)) = (self.state.source, &self.state.token) {
             manager.remove_by_token(old).await?;
@@ -409,12 +415,15 @@ impl Session {
     /// client sent one, else the refresh cookie in `headers`. When it came by cookie, the
     /// response sets the new session and refresh cookies, or clears the refresh cookie if the
     /// refresh failed. A malformed token is [`Refresh::Invalid`] without a store call.
+    ///
+    /// With [`CsrfConfig`](crate::CsrfConfig) on, a refresh by cookie is checked like the
+    /// extractors ([`AuthRejection::CrossSiteRequest`], nothing changes).
     pub async fn refresh(
         &self,
         body_token: Option<&str>,
         headers: &HeaderMap,
         client: ClientInfo,
-    ) -> Result<Refresh, StoreError> {
+    ) -> Result<Refresh, AuthRejection> {
         let manager = &self.state.manager;
         let (presented, by_cookie) = match body_token {
             Some(text) => (RefreshToken::parse(text), false),
@@ -426,6 +435,7 @@ impl Session {
                 }
             }
         };
+        self.check_cross_site(by_cookie)?;
         let outcome = match presented {
             Some(presented) => manager.refresh(&presented, client).await?,
             None => {
@@ -444,17 +454,39 @@ impl Session {
         Ok(outcome)
     }
 
-    /// Ends this request's session (and its remember-me series, if any). When the token came
-    /// from the cookie, the response clears the session and refresh cookies. Returns whether a
-    /// session was removed.
-    pub async fn logout(&self) -> Result<bool, StoreError> {
-        let Some(token) = &self.state.token else {
-            return Ok(false);
-        };
+    /// Ends this request's session and its remember-me series, and clears the cookies the
+    /// request presented. Returns whether a session was removed.
+    ///
+    /// - The session cookie, if the request carried one, is cleared even when the session had
+    ///   already expired, was unknown or the cookie was malformed; the refresh cookie is
+    ///   cleared with it. A token that came by header clears nothing (header clients keep no
+    ///   cookie).
+    /// - A refresh cookie the request carried is cleared too, and if its secret is the current
+    ///   one of its series, that series and its sessions end. A wrong or stale secret ends
+    ///   nothing: the series id is not a secret.
+    /// - The refresh cookie has `Path=/refresh` by default, so browsers do not send it to a
+    ///   logout route; the removal cookie still reaches them (it names that path), and the
+    ///   series of the session being logged out ends with it anyway.
+    ///
+    /// On a store failure nothing is cleared ([`AuthRejection::StoreUnavailable`]), so the
+    /// browser keeps a cookie that may still be live. With [`CsrfConfig`](crate::CsrfConfig)
+    /// on, a cross-site logout that would act on cookies is rejected and changes nothing.
+    pub async fn logout(&self) -> Result<bool, AuthRejection> {
+        let session_cookie = self.by_cookie();
+        let refresh_cookie = self.state.refresh_cookie.as_ref();
+        self.check_cross_site(session_cookie || refresh_cookie.is_some())?;
         let manager = &self.state.manager;
-        let removed = manager.remove_by_token(token).await?;
-        if self.state.source == Some(TokenSource::Cookie) {
+        let removed = match &self.state.token {
+            Some(token) => manager.remove_by_token(token).await?,
+            None => false,
+        };
+        if let Some(Some(refresh)) = refresh_cookie {
+            manager.end_series(refresh).await?;
+        }
+        if session_cookie {
             self.push_cookie(manager.removal_cookie());
+        }
+        if session_cookie || refresh_cookie.is_some() {
             self.push_cookie(manager.refresh_removal_cookie());
         }
         Ok(removed)
@@ -479,14 +511,58 @@ impl Session {
         let Some(view) = self.resolve(Scope::User).await? else {
             return Ok(false);
         };
-        self.state
-            .manager
-            .reauthenticate(view.session.id)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "session store unavailable");
-                AuthRejection::StoreUnavailable
-            })
+        Ok(self.state.manager.reauthenticate(view.session.id).await?)
+    }
+
+    /// Self-service revocation of one of `user_id`'s sessions, as
+    /// [`SessionManager::revoke`]; when `id` is this request's own session and it came by
+    /// cookie, the response clears the session and refresh cookies.
+    pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, AuthRejection> {
+        let current = self.is_current(id).await;
+        let removed = self.state.manager.revoke(user_id, id).await?;
+        self.clear_if_current(removed && current);
+        Ok(removed)
+    }
+
+    /// An administrator's kick of any session, as [`SessionManager::remove`]; when `id` is
+    /// this request's own session and it came by cookie, the response clears the session and
+    /// refresh cookies.
+    pub async fn kick(&self, id: SessionId) -> Result<bool, AuthRejection> {
+        let current = self.is_current(id).await;
+        let removed = self.state.manager.remove(id).await?;
+        self.clear_if_current(removed && current);
+        Ok(removed)
+    }
+
+    /// Whether `id` is the session this request presented (resolving it if no extractor has).
+    async fn is_current(&self, id: SessionId) -> bool {
+        matches!(self.resolve(Scope::User).await, Ok(Some(view)) if view.session.id == id)
+    }
+
+    fn clear_if_current(&self, current: bool) {
+        if current && self.by_cookie() {
+            let manager = &self.state.manager;
+            self.push_cookie(manager.removal_cookie());
+            self.push_cookie(manager.refresh_removal_cookie());
+        }
+    }
+
+    /// Rejects a request that failed the CSRF check when `applies` (the operation acts on a
+    /// cookie), and logs it.
+    fn check_cross_site(&self, applies: bool) -> Result<(), AuthRejection> {
+        if applies && self.state.cross_site {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "cross_site_request_rejected",
+                ip = self.state.client_ip.map(tracing::field::display),
+            );
+            return Err(AuthRejection::CrossSiteRequest);
+        }
+        Ok(())
+    }
+
+    fn by_cookie(&self) -> bool {
+        self.state.source == Some(TokenSource::Cookie)
     }
 
     fn by_header(&self) -> bool {

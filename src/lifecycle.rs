@@ -553,6 +553,24 @@ impl SessionManager {
         Ok(removed)
     }
 
+    /// Ends the remember-me series of `presented` and its sessions, but only if the presented
+    /// secret is the series' current one: the series id is public, so a wrong or stale secret
+    /// ends nothing. Returns whether a series ended. Logout calls this with the refresh cookie.
+    pub async fn end_series(&self, presented: &RefreshToken) -> Result<bool, StoreError> {
+        let series = presented.series();
+        let ended = self
+            .inner
+            .store
+            .end_series(series, &presented.secret_hash())
+            .await?;
+        if ended {
+            self.with_cached(|cache| cache.invalidate_all());
+            let series = series.simple();
+            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series);
+        }
+        Ok(ended)
+    }
+
     /// Removes all of a user's sessions but `keep` ("sign out everywhere else").
     pub async fn revoke_others(&self, user_id: i64, keep: SessionId) -> Result<u64, StoreError> {
         let count = self

@@ -100,6 +100,7 @@ async fn login_elsewhere(server: &Server, user_agent: &str) -> String {
     let reply: Value = reqwest::Client::new()
         .post(format!("{}/login", server.base))
         .header("user-agent", user_agent)
+        .header("x-requested-with", "browser-test")
         .header("x-client-type", "mobile")
         .json(&json!({"username": "player", "password": "player-pass"}))
         .send()

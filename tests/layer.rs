@@ -220,3 +220,212 @@ async fn extractors_without_the_layer_fail_closed() {
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.detail(), "Session layer not installed");
 }
+
+#[tokio::test]
+async fn a_server_error_after_login_sets_no_cookie() {
+    let backend = Backend::pg().await;
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    // A handler that logs in (with remember-me, so two cookies are pending) and then fails.
+    let app = axum::Router::new()
+        .route(
+            "/login-then-fail",
+            axum::routing::post(|session: tower_session_auth::Session| async move {
+                session
+                    .login_with(1, tower_session_auth::ClientInfo::default(), true)
+                    .await
+                    .unwrap();
+                (StatusCode::INTERNAL_SERVER_ERROR, "the handler failed")
+            }),
+        )
+        .route(
+            "/login-then-refuse",
+            axum::routing::post(|session: tower_session_auth::Session| async move {
+                session
+                    .login(1, tower_session_auth::ClientInfo::default())
+                    .await
+                    .unwrap();
+                StatusCode::UNPROCESSABLE_ENTITY
+            }),
+        )
+        .layer(tower_session_auth::SessionLayer::new(manager));
+    let reply = send(&app, post("/login-then-fail", None)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
+    // Below 500 the handler answered on purpose: the login's cookie goes out as usual.
+    let reply = send(&app, post("/login-then-refuse", None)).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(cookie_of(&reply).starts_with("id="));
+    assert_eq!(reply.headers["cache-control"], "no-store");
+}
+
+/// Routes that drive the `Session` handle directly: a logout that needs no live session, and
+/// self-service revocation and kick through the handle.
+fn handle_routes(manager: &SessionManager) -> axum::Router {
+    use axum::Json;
+    use axum::extract::Path;
+    use axum::routing::post;
+    use tower_session_auth::{AuthUser, Session, SessionId, SessionLayer};
+
+    axum::Router::new()
+        .route(
+            "/bye",
+            post(|session: Session| async move {
+                session.logout().await.map(|removed| Json(removed))
+            }),
+        )
+        .route(
+            "/revoke/{id}",
+            post(
+                |session: Session, user: AuthUser, Path(id): Path<SessionId>| async move {
+                    session.revoke(user.user_id, id).await.map(Json)
+                },
+            ),
+        )
+        .route(
+            "/kick/{id}",
+            post(|session: Session, _user: AuthUser, Path(id): Path<SessionId>| async move {
+                session.kick(id).await.map(Json)
+            }),
+        )
+        .layer(SessionLayer::new(manager.clone()))
+}
+
+const SESSION_REMOVAL: &str = "id=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0";
+const REFRESH_REMOVAL: &str =
+    "refresh=; HttpOnly; SameSite=Strict; Secure; Path=/refresh; Max-Age=0";
+
+/// A refresh token of `real`'s series with a secret the server never issued.
+fn forged(real: &tower_session_auth::RefreshToken) -> String {
+    let text = real.expose();
+    let other = tower_session_auth::RefreshToken::generate().expose();
+    format!("{}{}", &text[..33], &other[33..])
+}
+
+#[tokio::test]
+async fn logout_clears_the_cookies_whatever_the_session_state() {
+    use tower_session_auth::{ClientInfo, Refresh, SessionToken};
+
+    for backend in [Backend::pg().await, Backend::memory().await] {
+        let clock = Arc::new(ManualClock::default());
+        let config = SessionConfig::default().idle_timeout(Some(Duration::from_secs(60)));
+        let manager = backend.manager(config, clock.clone());
+        let app = handle_routes(&manager);
+        let bye = |cookie: String| post("/bye", Some(("cookie", &cookie)));
+
+        // Expired: nothing to remove, both cookies cleared all the same.
+        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        clock.advance(Duration::from_secs(120));
+        let reply = send(&app, bye(format!("id={}", login.token.expose()))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.set_cookies(), [SESSION_REMOVAL, REFRESH_REMOVAL]);
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        assert_eq!(backend.stored_sessions().await, 0);
+
+        // Unknown, malformed (no store call), and a repeated cookie name.
+        let unknown = SessionToken::generate().expose().to_owned();
+        for cookie in [
+            format!("id={unknown}"),
+            "id=garbage".to_owned(),
+            format!("id={unknown}; id={unknown}"),
+        ] {
+            let reply = send(&app, bye(cookie.clone())).await;
+            assert_eq!(reply.status, StatusCode::OK, "{cookie}: {:?}", reply.body);
+            assert_eq!(
+                reply.set_cookies(),
+                [SESSION_REMOVAL, REFRESH_REMOVAL],
+                "{cookie}"
+            );
+        }
+
+        // No cookie at all, or a Bearer token: no cookie to clear.
+        let reply = send(&app, post("/bye", None)).await;
+        assert!(reply.set_cookies().is_empty());
+        let reply = send(
+            &app,
+            post(
+                "/bye",
+                Some(("authorization", &format!("Bearer {unknown}"))),
+            ),
+        )
+        .await;
+        assert!(reply.set_cookies().is_empty());
+
+        // A refresh cookie with a forged secret for a real series (the id is public): the
+        // cookie is cleared, the series lives on.
+        let remembered = manager
+            .login_with(1, ClientInfo::default(), true)
+            .await
+            .unwrap();
+        let refresh = remembered.refresh.clone().unwrap();
+        let reply = send(&app, bye(format!("refresh={}", forged(&refresh)))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.set_cookies(), [REFRESH_REMOVAL]);
+        assert!(manager.lookup(&remembered.token).await.is_some());
+
+        // The right secret ends the series and its session, and clears both cookies.
+        let cookie = format!(
+            "id={}; refresh={}",
+            remembered.token.expose(),
+            refresh.expose()
+        );
+        let reply = send(&app, bye(cookie)).await;
+        assert_eq!(reply.body, true);
+        assert_eq!(reply.set_cookies(), [SESSION_REMOVAL, REFRESH_REMOVAL]);
+        assert!(manager.lookup(&remembered.token).await.is_none());
+        assert!(matches!(
+            manager
+                .refresh(&refresh, ClientInfo::default())
+                .await
+                .unwrap(),
+            Refresh::Invalid
+        ));
+        assert_eq!(backend.stored_sessions().await, 0);
+
+        // Only a refresh cookie (another series, current secret): the series ends.
+        let other = manager
+            .login_with(1, ClientInfo::default(), true)
+            .await
+            .unwrap();
+        let reply = send(
+            &app,
+            bye(format!(
+                "refresh={}",
+                other.refresh.as_ref().unwrap().expose()
+            )),
+        )
+        .await;
+        assert_eq!(reply.body, false);
+        assert_eq!(reply.set_cookies(), [REFRESH_REMOVAL]);
+        assert!(manager.lookup(&other.token).await.is_none());
+    }
+}
+
+#[tokio::test]
+async fn revoking_the_current_session_through_the_handle_clears_its_cookie() {
+    use tower_session_auth::ClientInfo;
+
+    for backend in [Backend::pg().await, Backend::memory().await] {
+        let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+        let app = handle_routes(&manager);
+        for route in ["revoke", "kick"] {
+            let current = manager.login(1, ClientInfo::default()).await.unwrap();
+            let other = manager.login(1, ClientInfo::default()).await.unwrap();
+            let cookie = format!("id={}", current.token.expose());
+            // Another session: removed, the browser's cookie stays.
+            let path = format!("/{route}/{}", other.session.id);
+            let reply = send(&app, post(&path, Some(("cookie", &cookie)))).await;
+            assert_eq!(reply.body, true, "{route}");
+            assert!(reply.set_cookies().is_empty(), "{route}");
+            // Its own session: removed, and the cookies cleared.
+            let path = format!("/{route}/{}", current.session.id);
+            let reply = send(&app, post(&path, Some(("cookie", &cookie)))).await;
+            assert_eq!(reply.body, true, "{route}");
+            assert_eq!(
+                reply.set_cookies(),
+                [SESSION_REMOVAL, REFRESH_REMOVAL],
+                "{route}"
+            );
+            assert!(manager.lookup(&current.token).await.is_none());
+        }
+    }
+}

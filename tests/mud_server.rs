@@ -34,7 +34,11 @@ impl Browser {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        // What a cookie client sends on unsafe requests (the example's CSRF check).
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-requested-with", "contract-test");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -63,6 +67,15 @@ impl Browser {
     }
 }
 
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
 fn anonymous(server: &Server) -> Browser {
     Browser::new(server)
 }
@@ -83,6 +96,7 @@ async fn http_contract(server: &Server) {
     // Login: body and hardened cookie.
     let raw = Client::new()
         .post(format!("{}/login", server.base))
+        .header("x-requested-with", "contract-test")
         .header("x-client-type", "  Web ")
         .header("user-agent", "contract-test/1.0")
         .json(&json!({"username": "player", "password": "player-pass"}))
@@ -90,14 +104,19 @@ async fn http_contract(server: &Server) {
         .await
         .unwrap();
     assert_eq!(raw.status(), StatusCode::OK);
-    let cookie = raw.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookies = set_cookies(&raw);
     assert_eq!(raw.headers()["cache-control"], "no-store");
     let body: Value = raw.json().await.unwrap();
     let token = body["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 43);
+    // The session cookie, and (a login without remember-me) the removal of any refresh cookie
+    // a previous user of this browser left.
     assert_eq!(
-        cookie,
-        format!("id={token}; HttpOnly; SameSite=Lax; Path=/")
+        cookies,
+        [
+            "refresh=; HttpOnly; SameSite=Strict; Path=/refresh; Max-Age=0".to_owned(),
+            format!("id={token}; HttpOnly; SameSite=Lax; Path=/"),
+        ]
     );
     assert_eq!(body["username"], "player");
     assert_eq!(body["role"], "player");
@@ -361,13 +380,17 @@ async fn http_contract(server: &Server) {
     let raw = admin
         .http
         .post(format!("{}/logout", server.base))
+        .header("x-requested-with", "contract-test")
         .send()
         .await
         .unwrap();
     assert_eq!(raw.status(), StatusCode::OK);
     assert_eq!(
-        raw.headers()["set-cookie"],
-        "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+        set_cookies(&raw),
+        [
+            "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0",
+            "refresh=; HttpOnly; SameSite=Strict; Path=/refresh; Max-Age=0"
+        ]
     );
     let body: Value = raw.json().await.unwrap();
     assert_eq!(body, json!({"message": "Goodbye, admin!"}));
@@ -386,17 +409,13 @@ async fn remember_me_contract(server: &Server) {
     // Login with remember: a refresh token in the body and in its own narrow cookie.
     let raw = Client::new()
         .post(format!("{}/login", server.base))
+        .header("x-requested-with", "contract-test")
         .json(&json!({"username": "builder", "password": "builder-pass", "remember": true}))
         .send()
         .await
         .unwrap();
     assert_eq!(raw.status(), StatusCode::OK);
-    let cookies: Vec<String> = raw
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
+    let cookies = set_cookies(&raw);
     let body: Value = raw.json().await.unwrap();
     let r0 = body["refresh_token"].as_str().unwrap().to_owned();
     let first_token = body["token"].as_str().unwrap().to_owned();

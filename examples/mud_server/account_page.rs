@@ -4,21 +4,37 @@
 //! gets a browser a cookie session.
 //!
 //! Every action is a same-origin HTML form `POST` carrying the session's CSRF token
-//! ([`Session::csrf_token`]); the cookie itself is `SameSite=Lax`, so cross-site forms do not
-//! carry it either.
+//! ([`Session::csrf_token`]), and the crate's `CsrfConfig` checks its `Origin`; the cookie
+//! itself is `SameSite=Lax`, so cross-site forms do not carry it either.
+//!
+//! The login form has no session yet to bind a token to, so it uses a double-submit token: the
+//! form page sets a random value in a `SameSite=Strict` cookie scoped to `/account/login` and
+//! repeats it in a hidden field, and the post must carry both, equal. The post must also come
+//! from this origin by `Sec-Fetch-Site` / `Origin` (which also refuses a sibling subdomain that
+//! could plant the cookie). So a page elsewhere cannot sign a visitor into another account.
+//!
+//! Pages send no script at all; the stylesheet is a file of this origin, so the
+//! `Content-Security-Policy` allows nothing inline.
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
-use tower_session_auth::{AuthUser, ClientInfo, Session, SessionId, SessionRecord};
+use tower_session_auth::{AuthRejection, AuthUser, ClientInfo, Session, SessionId, SessionRecord};
 
-use super::{AppState, check_credentials};
+use super::login_guard::{LoginRefusal, same_origin};
+use super::{AppState, check_credentials, drops_refresh_cookie, refuses_cross_site};
 
 const PAGE: &str = "/account/sessions";
+const LOGIN: &str = "/account/login";
+/// The double-submit cookie of the login form.
+const LOGIN_CSRF_COOKIE: &str = "login_csrf";
 
 #[derive(Deserialize)]
 pub struct LoginForm {
@@ -26,6 +42,8 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     remember: Option<String>,
+    #[serde(default)]
+    csrf: String,
 }
 
 #[derive(Deserialize)]
@@ -33,8 +51,52 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn login_page() -> Html<String> {
-    Html(login_html(None))
+/// The login form. It reuses the browser's double-submit token when it has a well-formed one
+/// (so two open tabs both work), else makes a new one.
+pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = presented_login_token(&headers).unwrap_or_else(|| {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the operating system's CSPRNG");
+        URL_SAFE_NO_PAD.encode(bytes)
+    });
+    let cookie = format!(
+        "{LOGIN_CSRF_COOKIE}={token}; HttpOnly; SameSite=Strict; Path={LOGIN}{secure}",
+        secure = if state.manager.config().cookie.secure {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    let mut response = Html(login_html(&token, None)).into_response();
+    if let Ok(cookie) = HeaderValue::try_from(cookie) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The double-submit token the browser sent, if it is one this server could have made.
+fn presented_login_token(headers: &HeaderMap) -> Option<String> {
+    let mut found = None;
+    for header in headers.get_all(COOKIE) {
+        let Ok(header) = header.to_str() else {
+            continue;
+        };
+        for cookie in cookie::Cookie::split_parse(header).flatten() {
+            if cookie.name() == LOGIN_CSRF_COOKIE {
+                if found.is_some() {
+                    return None; // twice: ambiguous
+                }
+                found = Some(cookie.value().to_owned());
+            }
+        }
+    }
+    found.filter(|token| {
+        token.len() == 43 && URL_SAFE_NO_PAD.decode(token).is_ok_and(|b| b.len() == 32)
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 pub async fn login(
@@ -43,24 +105,70 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let user = match check_credentials(&state, &form.username, &form.password).await {
+    let token = presented_login_token(&headers);
+    let token_ok = token
+        .as_deref()
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), form.csrf.as_bytes()));
+    if !same_origin(&headers) || refuses_cross_site(&session, &headers) || !token_ok {
+        return csrf_failure(LOGIN);
+    }
+    let token = token.unwrap_or_default();
+    let user = match check_credentials(&state, &session, &form.username, &form.password).await
+    {
         Ok(user) => user,
-        Err(message) => {
-            return (StatusCode::UNAUTHORIZED, Html(login_html(Some(message)))).into_response();
-        }
+        Err(refusal) => return login_refused(&token, refusal),
     };
     let mut client = ClientInfo::from_headers(&headers);
     client.ip = session.client_ip();
     if client.client_type == "unknown" {
         client.client_type = "web".to_owned();
     }
-    match session
-        .login_with(user.id, client, form.remember.is_some())
-        .await
-    {
-        Ok(_) => Redirect::to(PAGE).into_response(),
-        Err(error) => error.into_response(),
+    let remember = form.remember.is_some();
+    match session.login_with(user.id, client, remember).await {
+        Ok(_) => {
+            let mut response = Redirect::to(PAGE).into_response();
+            if drops_refresh_cookie(&session, remember) {
+                response
+                    .headers_mut()
+                    .append(SET_COOKIE, state.manager.refresh_removal_cookie());
+            }
+            response
+        }
+        Err(rejection) => refused(rejection, LOGIN),
     }
+}
+
+/// A page for a crate rejection: the CSRF refusal, or a server error.
+fn refused(rejection: AuthRejection, back: &str) -> Response {
+    match rejection {
+        AuthRejection::CrossSiteRequest => csrf_failure(back),
+        _ => server_error(),
+    }
+}
+
+/// The login form again, with the refusal's message, status and `Retry-After`.
+fn login_refused(token: &str, refusal: LoginRefusal) -> Response {
+    let mut response = (
+        refusal.status(),
+        Html(login_html(token, Some(refusal.detail()))),
+    )
+        .into_response();
+    if let Some(secs) = refusal.retry_after() {
+        response.headers_mut().insert(RETRY_AFTER, secs.into());
+    }
+    response
+}
+
+fn server_error() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Html(layout(
+            "Something went wrong",
+            "<p class=\"error\">The server could not complete this request. \
+             Please try again in a moment.</p>",
+        )),
+    )
+        .into_response()
 }
 
 pub async fn page(
@@ -69,37 +177,35 @@ pub async fn page(
     session: Session,
 ) -> Response {
     let Some(user) = user else {
-        return Redirect::to("/account/login").into_response();
+        return Redirect::to(LOGIN).into_response();
     };
     let (Some(csrf), Ok(sessions)) = (
         session.csrf_token(),
         state.manager.list_for_user(user.user_id).await,
     ) else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Session store unavailable",
-        )
-            .into_response();
+        return server_error();
     };
     Html(sessions_html(&user, &sessions, &csrf)).into_response()
 }
 
+/// Revokes one of the user's sessions; revoking this browser's own is a sign-out.
 pub async fn revoke(
-    State(state): State<AppState>,
     user: AuthUser,
     session: Session,
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if !session.verify_csrf_token(&form.csrf) {
-        return csrf_failure();
+        return csrf_failure(PAGE);
     }
-    if let Ok(id) = id.parse::<SessionId>() {
-        if let Err(error) = state.manager.revoke(user.user_id, id).await {
-            return error.into_response();
-        }
+    let Ok(id) = id.parse::<SessionId>() else {
+        return Redirect::to(PAGE).into_response();
+    };
+    // The page sends a browser whose own session this was to the login form.
+    match session.revoke(user.user_id, id).await {
+        Ok(_) => Redirect::to(PAGE).into_response(),
+        Err(rejection) => refused(rejection, PAGE),
     }
-    Redirect::to(PAGE).into_response()
 }
 
 pub async fn revoke_others(
@@ -109,7 +215,7 @@ pub async fn revoke_others(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if !session.verify_csrf_token(&form.csrf) {
-        return csrf_failure();
+        return csrf_failure(PAGE);
     }
     match state
         .manager
@@ -117,27 +223,46 @@ pub async fn revoke_others(
         .await
     {
         Ok(_) => Redirect::to(PAGE).into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => {
+            tracing::error!(%error, "revoking the other sessions failed");
+            server_error()
+        }
     }
 }
 
-pub async fn logout(_user: AuthUser, session: Session, Form(form): Form<CsrfForm>) -> Response {
+/// Signs out even when the session has expired meanwhile: the form token is derived from the
+/// cookie, not from the stored session, so it still verifies, and the response clears the
+/// cookies.
+pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Response {
     if !session.verify_csrf_token(&form.csrf) {
-        return csrf_failure();
+        return csrf_failure(PAGE);
     }
     match session.logout().await {
-        Ok(_) => Redirect::to("/account/login").into_response(),
-        Err(error) => error.into_response(),
+        Ok(_) => Redirect::to(LOGIN).into_response(),
+        Err(rejection) => refused(rejection, PAGE),
     }
 }
 
-fn csrf_failure() -> Response {
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+fn csrf_failure(back: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         Html(layout(
             "Request refused",
-            "<p class=\"error\">This form has expired or did not come from this site. \
-             <a href=\"/account/sessions\">Reload the page</a> and try again.</p>",
+            &format!(
+                "<p class=\"error\">This form has expired or did not come from this site. \
+                 <a href=\"{back}\">Reload the page</a> and try again.</p>"
+            ),
         )),
     )
         .into_response()
@@ -252,7 +377,7 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> Str
     layout("Your sessions", &body)
 }
 
-fn login_html(error: Option<&str>) -> String {
+fn login_html(csrf: &str, error: Option<&str>) -> String {
     let error = error.map_or_else(String::new, |message| {
         format!("<p class=\"error\">{}</p>", escape(message))
     });
@@ -265,6 +390,7 @@ fn login_html(error: Option<&str>) -> String {
              autocomplete=\"current-password\" required></label>\
              <label class=\"inline\"><input type=\"checkbox\" name=\"remember\" value=\"1\"> \
              Remember me</label>\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button type=\"submit\" id=\"sign-in\">Sign in</button></form>"
         ),
     )
@@ -274,7 +400,8 @@ fn layout(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · MUD account</title><style>{STYLE}</style></head>\
+         <title>{title} · MUD account</title>\
+         <link rel=\"stylesheet\" href=\"/account/style.css\"></head>\
          <body><main><h1>{title}</h1>{body}</main></body></html>"
     )
 }

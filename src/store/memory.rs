@@ -474,6 +474,18 @@ impl SessionStore for MemoryStore {
         Ok(state.delete_where(|entry| is_expired(&entry.record, now)))
     }
 
+    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let matches = state
+            .series
+            .get(&series)
+            .is_some_and(|stored| stored.secret_hash == *secret_hash);
+        if matches {
+            state.end_series(series);
+        }
+        Ok(matches)
+    }
+
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
         let mut state = self.lock();
         let Some(series) = state.series.get(&request.series) else {

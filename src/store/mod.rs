@@ -400,6 +400,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes expired sessions and series; returns how many sessions.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
+    /// Ends the remember-me series `series` and its sessions if `secret_hash` is the series'
+    /// current secret; returns whether it did. A wrong secret changes nothing. Stores without
+    /// remember-me support keep this default, which has no series to end.
+    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+        let _ = (series, secret_hash);
+        Ok(false)
+    }
+
     /// Exchanges a remember-me secret for a new session, atomically: rotates the secret,
     /// honours the grace window, and revokes the series on reuse. Stores without remember-me
     /// support keep this default, which fails.

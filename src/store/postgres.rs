@@ -780,6 +780,28 @@ impl SessionStore for PgStore {
         .await
     }
 
+    async fn end_series(&self, series: Uuid, secret_hash: &TokenHash) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The series row first: this waits for a refresh that holds it, so the sessions
+        // statement after it (a new snapshot) also sees the session that refresh created.
+        let delete = tx
+            .prepare_cached("DELETE FROM refresh_series WHERE id = $1 AND secret_hash = $2")
+            .await?;
+        let ended = tx
+            .execute(&delete, &[&series, &secret_hash.0.as_slice()])
+            .await?
+            > 0;
+        if ended {
+            let sessions = tx
+                .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
+                .await?;
+            tx.execute(&sessions, &[&series]).await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
