@@ -15,6 +15,14 @@
 //! remember-me reuse grace window. Open <http://127.0.0.1:3000/account/sessions> in a browser
 //! for the session-management page.
 //!
+//! Sudo mode: signing out other devices (`DELETE /sessions`, `DELETE /sessions/{id}` of
+//! another session) and changing a role (`POST /admin/users/{username}/role`) need a password
+//! entered within `SESSION_RECENT_AUTH_SECS` (default 600) on this session; a session made
+//! by a remember-me refresh needs one first. Otherwise they answer
+//! `403 {"detail": "Recent authentication required", "reauthenticate": "/reauthenticate"}`,
+//! and `POST /reauthenticate {"password": ...}` (throttled like login) records a fresh one on
+//! the same session.
+//!
 //! Abuse limits (see `mud_server/login_guard.rs`): `PASSWORD_WORKERS` (the number of cores)
 //! argon2 checks run at once and `PASSWORD_QUEUE` (16) more may wait, beyond which a login is
 //! `503` with `Retry-After`; `LOGIN_RATE_PER_ADDRESS` (30) and `LOGIN_RATE_PER_USERNAME` (10)
@@ -58,8 +66,8 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
-    MemoryStore, PgStore, Refresh, RefreshConfig, RequirePermission, Session, SessionConfig,
-    SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
+    MemoryStore, PgStore, RecentAuth, Refresh, RefreshConfig, RequirePermission, Session,
+    SessionConfig, SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
 };
 
 #[derive(Clone, Copy)]
@@ -183,12 +191,15 @@ fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 }
 
 fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>> {
-    let ttl: u64 =  env_var("SESSION_TTL_SECS", 28_800)?;
-    let max: u32 =  env_var("MAX_SESSIONS_PER_USER", 0)?;
+    let ttl: u64 = env_var("SESSION_TTL_SECS", 28_800)?;
+    let max: u32 = env_var("MAX_SESSIONS_PER_USER", 0)?;
     Ok(SessionConfig::default()
         .idle_timeout((ttl > 0).then(|| Duration::from_secs(ttl)))
         .sliding(env_var("SESSION_SLIDING", true)?)
-        .touch_interval(Duration::from_secs(env_var("SESSION_TOUCH_INTERVAL_SECS", 60)?))
+        .touch_interval(Duration::from_secs(env_var(
+            "SESSION_TOUCH_INTERVAL_SECS",
+            60,
+        )?))
         .max_sessions_per_user((max > 0).then_some(max))
         .cookie(CookieConfig::default().secure(env_var("SESSION_COOKIE_SECURE", false)?))
         // Cookie-authenticated POST/PUT/PATCH/DELETE must carry `X-Requested-With` or this
@@ -196,7 +207,12 @@ fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>
         .csrf(Some(CsrfConfig::default()))
         .refresh(
             RefreshConfig::default().grace(Duration::from_secs(env_var("REFRESH_GRACE_SECS", 5)?)),
-        ))
+        )
+        .recent_auth_max_age(Duration::from_secs(env_var(
+            "SESSION_RECENT_AUTH_SECS",
+            600,
+        )?))
+        .reauthenticate_route("/reauthenticate"))
 }
 
 async fn shutdown_signal() {
@@ -262,6 +278,7 @@ fn app(manager: SessionManager, directory: Directory, guard: LoginGuard) -> Rout
         .route("/login", post(login))
         .route("/refresh", post(refresh))
         .route("/logout", post(logout))
+        .route("/reauthenticate", post(reauthenticate))
         .route("/me", get(me))
         .route("/ping", post(ping))
         .route("/characters", get(characters))
@@ -377,8 +394,11 @@ impl IntoResponse for ApiError {
         match self {
             Self::Auth(rejection) => rejection.into_response(),
             Self::Login(refusal) => {
-                let mut response =
-                    (refusal.status(), Json(json!({ "detail": refusal.detail() }))).into_response();
+                let mut response = (
+                    refusal.status(),
+                    Json(json!({ "detail": refusal.detail() })),
+                )
+                    .into_response();
                 if let Some(secs) = refusal.retry_after() {
                     response.headers_mut().insert(RETRY_AFTER, secs.into());
                 }
@@ -434,9 +454,10 @@ async fn check_credentials(
         .find_user(username)
         .await
         .map_err(|_| LoginRefusal::StoreUnavailable)?;
-    let hash = user
-        .as_ref()
-        .map_or_else(|| Arc::clone(&guard.dummy_hash), |user| user.password_hash.clone());
+    let hash = user.as_ref().map_or_else(
+        || Arc::clone(&guard.dummy_hash),
+        |user| user.password_hash.clone(),
+    );
     let password_ok = guard
         .passwords
         .verify(password, hash)
@@ -561,6 +582,30 @@ async fn logout(user: Option<AuthUser>, session: Session) -> ApiResult<Json<Valu
     Ok(Json(json!({ "message": message })))
 }
 
+#[derive(Deserialize)]
+struct ReauthenticateRequest {
+    password: String,
+}
+
+/// Sudo mode: the caller enters their own password again, and the same session (same token,
+/// same remember-me series) counts as recently authenticated. Throttled, bounded and answered
+/// like a login; a wrong password changes nothing.
+async fn reauthenticate(
+    State(state): State<AppState>,
+    user: AuthUser,
+    session: Session,
+    ApiJson(body): ApiJson<ReauthenticateRequest>,
+) -> ApiResult<Json<Value>> {
+    check_credentials(&state, &session, &user.username, &body.password)
+        .await
+        .map_err(ApiError::Login)?;
+    if !session.reauthenticate().await? {
+        // Logged out or expired since the extractor ran.
+        return Err(ApiError::Auth(AuthRejection::InvalidSession));
+    }
+    Ok(Json(json!({ "reauthenticated": true })))
+}
+
 async fn me(user: AuthUser) -> Json<Value> {
     Json(json!({
         "user_id": user.user_id,
@@ -648,7 +693,7 @@ struct RoleRequest {
 
 async fn change_role(
     State(state): State<AppState>,
-    admin: RequirePermission<ChangeRoles>,
+    RecentAuth(admin): RecentAuth<RequirePermission<ChangeRoles>>,
     Path(username): Path<String>,
     ApiJson(body): ApiJson<RoleRequest>,
 ) -> ApiResult<Json<Value>> {
@@ -687,14 +732,19 @@ async fn list_sessions(
 }
 
 /// Revokes one of the caller's sessions. Revoking the current one is a logout: the response
-/// also clears the session and refresh cookies.
+/// also clears the session and refresh cookies. Revoking another needs recent authentication
+/// (asked before anything else, so a stale session learns nothing about other ids).
 async fn revoke_session(
     user: AuthUser,
     session: Session,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let not_found = || detail(StatusCode::NOT_FOUND, "Session not found");
-    let id: SessionId = id.parse().map_err(|_| not_found())?;
+    let id = id.parse::<SessionId>().ok();
+    if id != Some(user.session_id) {
+        session.require_recent_auth().await?;
+    }
+    let id = id.ok_or_else(not_found)?;
     if session.revoke(user.user_id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -704,7 +754,7 @@ async fn revoke_session(
 
 async fn revoke_other_sessions(
     State(state): State<AppState>,
-    user: AuthUser,
+    RecentAuth(user): RecentAuth,
 ) -> ApiResult<Json<Value>> {
     let revoked = state
         .manager
