@@ -481,6 +481,11 @@ pub mod example {
 
     impl Server {
         pub async fn start(database_url: Option<&str>) -> Self {
+            Self::start_with(database_url, &[]).await
+        }
+
+        /// Starts the server with extra environment variables.
+        pub async fn start_with(database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
             let mut command = Command::new(example_binary());
             command
                 .env("BIND_ADDR", "127.0.0.1:0")
@@ -494,6 +499,7 @@ pub mod example {
             if let Some(url) = database_url {
                 command.env("DATABASE_URL", url);
             }
+            command.envs(env.iter().copied());
             let mut child = command.spawn().expect("start mud_server");
             let stdout = child.stdout.take().unwrap();
             let mut lines = BufReader::new(stdout).lines();
