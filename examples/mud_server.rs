@@ -125,8 +125,6 @@ const DEMO_WORLDS: &[(&str, &str)] = &[
 
 /// Window for `active_players` on `/health`, as the original server counted it.
 const ACTIVE_WINDOW: Duration = Duration::from_secs(30 * 60);
-/// `/health` counts active sessions at most this often; requests in between share the count.
-const HEALTH_COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -164,7 +162,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
     };
-    let app = app(manager, directory, guard);
+    let health = HealthCount {
+        interval: Duration::from_secs(env_var("HEALTH_COUNT_INTERVAL_SECS", 5)?),
+        last: std::sync::Mutex::new(None),
+        computing: tokio::sync::Mutex::new(()),
+    };
+    let app = app(manager, directory, guard, health);
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -267,12 +270,17 @@ impl LoginGuard {
     }
 }
 
-fn app(manager: SessionManager, directory: Directory, guard: LoginGuard) -> Router {
+fn app(
+    manager: SessionManager,
+    directory: Directory,
+    guard: LoginGuard,
+    health_count: HealthCount,
+) -> Router {
     let state = AppState {
         manager: manager.clone(),
         directory,
         guard,
-        health: Arc::default(),
+        health: Arc::new(health_count),
     };
     Router::new()
         .route("/login", post(login))
@@ -768,11 +776,11 @@ async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "status": "ok", "active_players": active })))
 }
 
-/// The `/health` count, computed at most once per [`HEALTH_COUNT_INTERVAL`] with at most one
-/// computation in flight, so a flood of `/health` requests costs the database one count every
-/// few seconds instead of one per request.
-#[derive(Default)]
+/// The `/health` count, computed at most once per `interval` (`HEALTH_COUNT_INTERVAL_SECS`,
+/// default 5) with at most one computation in flight, so a flood of `/health` requests costs
+/// the database one count every few seconds instead of one per request.
 struct HealthCount {
+    interval: Duration,
     last: std::sync::Mutex<Option<(Instant, u64)>>,
     computing: tokio::sync::Mutex<()>,
 }
@@ -783,7 +791,7 @@ impl HealthCount {
             self.last
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .filter(|(at, _)| at.elapsed() < HEALTH_COUNT_INTERVAL)
+                .filter(|(at, _)| at.elapsed() < self.interval)
                 .map(|(_, count)| count)
         };
         if let Some(count) = fresh() {

@@ -282,3 +282,102 @@ async fn drive(
     wait_for(browser, "/account/login", None).await;
     Ok(())
 }
+
+/// Serves `html` at `/` on a port of its own: a page of another origin.
+async fn serve_page(html: String) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_form_on_another_origin_cannot_sign_a_visitor_in() {
+    let server = Server::start(Some(&schema_url().await)).await;
+    let driver = start_chromedriver().await;
+    let profile = tempdir();
+    let browser = open_browser(&driver, &profile).await;
+    let outcome = cross_site_login(&server, &browser).await;
+    let _ = browser.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    outcome.unwrap();
+    server.stop().await;
+}
+
+async fn cross_site_login(
+    server: &Server,
+    browser: &Client,
+) -> Result<(), fantoccini::error::CmdError> {
+    // The visitor has opened the login form, so the browser holds its double-submit cookie;
+    // the attacker is even given its value, so only the origin check stands in the way.
+    browser
+        .goto(&format!("{}/account/login", server.base))
+        .await?;
+    let token = browser
+        .get_named_cookie("login_csrf")
+        .await?
+        .value()
+        .to_owned();
+    let form = format!(
+        "<!doctype html><form method=\"post\" action=\"{}/account/login\">\
+         <input name=\"username\" value=\"player\"><input name=\"password\" value=\"player-pass\">\
+         <input name=\"csrf\" value=\"{token}\"><button id=\"go\">Win a prize</button></form>",
+        server.base
+    );
+    let (port, page) = serve_page(form).await;
+    // `localhost` is another site; `127.0.0.1` on another port is the same site, another origin.
+    for attacker in [
+        format!("http://localhost:{port}/"),
+        format!("http://127.0.0.1:{port}/"),
+    ] {
+        browser.goto(&attacker).await?;
+        browser.find(Locator::Id("go")).await?.click().await?;
+        wait_for(browser, "/account/login", None).await;
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = browser.find(Locator::Css("body")).await?.text().await?;
+            if text.contains("Request refused") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(text.contains("Request refused"), "{attacker}: {text}");
+        // No session cookie was set: the account page still asks the visitor to sign in.
+        browser
+            .goto(&format!("{}/account/sessions", server.base))
+            .await?;
+        wait_for(browser, "/account/login", None).await;
+        assert!(
+            browser.get_named_cookie("id").await.is_err(),
+            "{attacker} signed the visitor in"
+        );
+    }
+    page.abort();
+
+    // The same form on this origin, with the same token, signs in.
+    browser
+        .goto(&format!("{}/account/login", server.base))
+        .await?;
+    browser
+        .find(Locator::Css("input[name=username]"))
+        .await?
+        .send_keys("player")
+        .await?;
+    browser
+        .find(Locator::Css("input[name=password]"))
+        .await?
+        .send_keys("player-pass")
+        .await?;
+    browser.find(Locator::Id("sign-in")).await?.click().await?;
+    wait_for(browser, "/account/sessions", Some(1)).await;
+    Ok(())
+}

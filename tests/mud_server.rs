@@ -545,6 +545,648 @@ async fn postgres_store_serves_the_contract_and_survives_restarts() {
     server.stop().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Abuse resistance: login CSRF, headers, throttling, bounded password hashing, logout.
+
+/// The `login_csrf` cookie value and the form's hidden field of a fresh login page.
+async fn login_form(server: &Server) -> (String, String) {
+    let page = Client::new()
+        .get(format!("{}/account/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_page_headers(&page);
+    let cookie = set_cookies(&page)
+        .into_iter()
+        .find(|c| c.starts_with("login_csrf="))
+        .expect("the login page sets its double-submit cookie");
+    assert!(
+        cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/account/login"),
+        "{cookie}"
+    );
+    let value = cookie["login_csrf=".len()..cookie.find(';').unwrap()].to_owned();
+    let html = page.text().await.unwrap();
+    let field = format!("name=\"csrf\" value=\"{value}\"");
+    assert!(html.contains(&field), "{html}");
+    assert!(
+        !html.contains("<script") && !html.contains("<style"),
+        "{html}"
+    );
+    (format!("login_csrf={value}"), value)
+}
+
+/// The headers every HTML page carries.
+fn assert_page_headers(response: &reqwest::Response) {
+    let headers = response.headers();
+    assert_eq!(headers["cache-control"], "no-store");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert_eq!(headers["x-frame-options"], "DENY");
+}
+
+/// Posts the HTML login form as `player` with the given cookie, field and extra headers.
+async fn post_login_form(
+    server: &Server,
+    cookie: Option<&str>,
+    csrf: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = client
+        .post(format!("{}/account/login", server.base))
+        .form(&[
+            ("username", "player"),
+            ("password", "player-pass"),
+            ("csrf", csrf),
+        ]);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// Login CSRF: the HTML form needs this origin and its double-submit token; the JSON login
+/// needs `X-Requested-With` or this origin. A refused login sets no cookie.
+async fn login_csrf_contract(server: &Server) {
+    let origin = server.base.clone();
+    let (cookie, token) = login_form(server).await;
+    let same_origin = [
+        ("origin", origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let refused: [(&str, Option<&str>, &str, Vec<(&str, &str)>); 6] = [
+        (
+            "another origin",
+            Some(&cookie),
+            &token,
+            vec![("origin", "http://evil.example")],
+        ),
+        (
+            "a sibling site",
+            Some(&cookie),
+            &token,
+            vec![("origin", &origin), ("sec-fetch-site", "same-site")],
+        ),
+        (
+            "an opaque origin",
+            Some(&cookie),
+            &token,
+            vec![("origin", "null")],
+        ),
+        ("no token cookie", None, &token, same_origin.to_vec()),
+        (
+            "a wrong token",
+            Some(&cookie),
+            "forged",
+            same_origin.to_vec(),
+        ),
+        ("no origin at all", Some(&cookie), &token, vec![]),
+    ];
+    for (case, cookie, csrf, headers) in refused {
+        let response = post_login_form(server, cookie, csrf, &headers).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{case}");
+        assert!(set_cookies(&response).is_empty(), "{case}");
+        assert_page_headers(&response);
+    }
+    let response = post_login_form(server, Some(&cookie), &token, &same_origin).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/account/sessions");
+    assert!(
+        set_cookies(&response).iter().any(|c| c.starts_with("id=")),
+        "{:?}",
+        set_cookies(&response)
+    );
+
+    // The JSON login: a browser page elsewhere cannot send it.
+    let login = json!({"username": "player", "password": "player-pass"});
+    for headers in [vec![], vec![("origin", "http://evil.example")]] {
+        let mut request = Client::new()
+            .post(format!("{}/login", server.base))
+            .json(&login);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(set_cookies(&response).is_empty());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["detail"], "Cross-site request rejected");
+    }
+    let response = Client::new()
+        .post(format!("{}/login", server.base))
+        .header("origin", &origin)
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Headers, `{"detail"}` bodies and `WWW-Authenticate` on the example's own responses.
+async fn response_headers_contract(server: &Server) {
+    let api = anonymous(server);
+    // A failed login is the example's own 401: it names the scheme.
+    let response = api
+        .http
+        .post(format!("{}/login", server.base))
+        .header("x-requested-with", "contract-test")
+        .json(&json!({"username": "player", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    // Bodies that are not the expected JSON are answered with a detail, like every error.
+    for (content_type, body, status) in [
+        ("application/json", "{\"username\": \"player\"}", 422),
+        ("application/json", "not json", 400),
+        ("text/plain", "{}", 415),
+    ] {
+        let response = api
+            .http
+            .post(format!("{}/login", server.base))
+            .header("x-requested-with", "contract-test")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
+    // A token body is never cached, whether or not a cookie came with it.
+    let response = api
+        .http
+        .post(format!("{}/login", server.base))
+        .header("x-requested-with", "contract-test")
+        .bearer_auth("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .json(&json!({"username": "player", "password": "player-pass", "remember": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        set_cookies(&response).is_empty(),
+        "a header client gets no cookie"
+    );
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    let refreshed = api
+        .http
+        .post(format!("{}/refresh", server.base))
+        .json(&json!({"refresh_token": body["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(refreshed.headers()["cache-control"], "no-store");
+    // The session page and the redirect to the login form.
+    let browser = Browser::new(server);
+    browser.login("player").await;
+    let page = browser
+        .http
+        .get(format!("{}/account/sessions", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_page_headers(&page);
+    let css = api
+        .http
+        .get(format!("{}/account/style.css", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+}
+
+/// Logout always logs out; revoking the current session clears the cookies too.
+async fn logout_contract(server: &Server) {
+    const REMOVED: [&str; 2] = [
+        "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0",
+        "refresh=; HttpOnly; SameSite=Strict; Path=/refresh; Max-Age=0",
+    ];
+    // Revoking this session by id is a logout.
+    let browser = Browser::new(server);
+    let login = browser.login("builder").await;
+    let path = format!("/sessions/{}", login["session_id"].as_str().unwrap());
+    let response = browser
+        .http
+        .delete(format!("{}{path}", server.base))
+        .header("x-requested-with", "contract-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(set_cookies(&response), REMOVED);
+    assert_eq!(
+        browser.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A cookie the server no longer knows: logout still clears it, with a 200.
+    let response = Client::new()
+        .post(format!("{}/logout", server.base))
+        .header("x-requested-with", "contract-test")
+        .header("cookie", format!("id={}", login["token"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(set_cookies(&response), REMOVED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"message": "Goodbye!"}));
+    // A cross-site logout is refused and clears nothing.
+    let response = Client::new()
+        .post(format!("{}/logout", server.base))
+        .header("origin", "http://evil.example")
+        .header("cookie", "id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookies(&response).is_empty());
+}
+
+/// The /health count is shared: a login in between does not show until the interval ends
+/// (the server under test counts once an hour).
+async fn health_count_is_shared(server: &Server) {
+    let health = || async {
+        let (status, body) = anonymous(server).call(Method::GET, "/health", None).await;
+        assert_eq!(status, StatusCode::OK);
+        body["active_players"].as_u64().unwrap()
+    };
+    let before = health().await;
+    anonymous(server).login("admin").await;
+    assert_eq!(health().await, before);
+}
+
+async fn abuse_contract(server: &Server) {
+    login_csrf_contract(server).await;
+    response_headers_contract(server).await;
+    logout_contract(server).await;
+    health_count_is_shared(server).await;
+}
+
+const ABUSE_ENV: &[(&str, &str)] = &[("HEALTH_COUNT_INTERVAL_SECS", "3600")];
+
+#[tokio::test]
+async fn memory_store_refuses_login_csrf_and_always_logs_out() {
+    let server = Server::start_with(None, ABUSE_ENV).await;
+    abuse_contract(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_store_refuses_login_csrf_and_always_logs_out() {
+    let url = schema_url().await;
+    let server = Server::start_with(Some(&url), ABUSE_ENV).await;
+    abuse_contract(&server).await;
+
+    // The directory failing at the HTML login is a 500 page, never a 401, and sets no cookie.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("ALTER TABLE users RENAME TO users_away")
+        .await
+        .unwrap();
+    let (cookie, token) = login_form(&server).await;
+    let response = post_login_form(
+        &server,
+        Some(&cookie),
+        &token,
+        &[("origin", &server.base), ("sec-fetch-site", "same-origin")],
+    )
+    .await;
+    client
+        .batch_execute("ALTER TABLE users_away RENAME TO users")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(set_cookies(&response).is_empty());
+    assert_page_headers(&response);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Something went wrong")
+    );
+    server.stop().await;
+}
+
+/// A client bound to another loopback address, so the per-address limit can be told apart.
+fn client_from(address: &str) -> Client {
+    Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn try_login(
+    client: &Client,
+    server: &Server,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{}/login", server.base))
+        .header("x-requested-with", "contract-test")
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `429` with `Retry-After` once an address or a username has spent its attempts; other
+/// addresses and usernames are unaffected, and the wait is bounded by the refill period.
+async fn throttling_contract(server: &Server) {
+    let here = client_from("127.0.0.1");
+    let elsewhere = client_from("127.0.0.2");
+    let assert_throttled = |response: &reqwest::Response, max_wait: u64| {
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=max_wait).contains(&wait), "Retry-After: {wait}");
+    };
+    // Per username (3 a minute): the fourth attempt is throttled, even with the right password
+    // and from another address; other usernames are not.
+    for _ in 0..3 {
+        let response = try_login(&here, server, "builder", "wrong").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = try_login(&elsewhere, server, "builder", "builder-pass").await;
+    assert_throttled(&response, 20);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"], "Too many login attempts. Try again later.");
+    assert_eq!(
+        try_login(&elsewhere, server, "admin", "admin-pass")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Per address (5 a minute, 3 spent here): two more, then 429 whatever the username;
+    // another address still logs in.
+    for username in ["nobody", "ghost"] {
+        assert_eq!(
+            try_login(&here, server, username, "x").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_throttled(&try_login(&here, server, "player", "player-pass").await, 12);
+    assert_eq!(
+        try_login(&elsewhere, server, "player", "player-pass")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+const THROTTLE_ENV: &[(&str, &str)] = &[
+    ("LOGIN_RATE_PER_ADDRESS", "5"),
+    ("LOGIN_RATE_PER_USERNAME", "3"),
+];
+
+#[tokio::test]
+async fn memory_store_throttles_logins_per_address_and_username() {
+    let server = Server::start_with(None, THROTTLE_ENV).await;
+    throttling_contract(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_store_throttles_logins_per_address_and_username() {
+    let server = Server::start_with(Some(&schema_url().await), THROTTLE_ENV).await;
+    throttling_contract(&server).await;
+    server.stop().await;
+}
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// 300 concurrent logins for unknown users: the password checks are bounded (some are told
+/// `503` with `Retry-After` at once), the process grows by well under 256 MiB, and `/health`
+/// keeps answering meanwhile. Over-long passwords are refused without hashing.
+async fn flood_contract(server: &Server) {
+    // One login first, so the worker threads and the allocator are set up before the baseline.
+    anonymous(server).login("player").await;
+    let baseline = proc_status_kib(server.pid(), "VmRSS");
+    let client = Client::new();
+    let floods = (0..300).map(|i| {
+        let client = client.clone();
+        let url = format!("{}/login", server.base);
+        async move {
+            let response = client
+                .post(url)
+                .header("x-requested-with", "flood")
+                .json(&json!({"username": format!("nobody-{i}"), "password": "guess"}))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    });
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let health = async {
+        let mut answered = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let (status, body) = anonymous(server).call(Method::GET, "/health", None).await;
+            assert_eq!(
+                (status, body["status"].as_str()),
+                (StatusCode::OK, Some("ok"))
+            );
+            answered += 1;
+            tokio::task::yield_now().await;
+        }
+        answered
+    };
+    let flood = async {
+        let replies = join_all(floods).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        replies
+    };
+    let (replies, health_answers) = tokio::join!(flood, health);
+    let peak = proc_status_kib(server.pid(), "VmHWM");
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!(
+        "flood: baseline VmRSS {} MiB, VmHWM after {} MiB, growth {growth_mib} MiB; \
+         /health answered {health_answers} times during the flood",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(growth_mib < 128, "the process grew by {growth_mib} MiB");
+    assert!(health_answers > 0);
+    let mut busy = 0;
+    for (status, retry_after, body) in &replies {
+        match *status {
+            StatusCode::UNAUTHORIZED => {
+                assert_eq!(body["detail"], "Invalid username or password")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                assert_eq!(retry_after.as_ref().unwrap(), "1");
+                assert_eq!(body["detail"], "Server busy. Try again later.");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(busy > 0, "300 concurrent checks were all queued");
+    assert!(busy < 300, "no check ran at all");
+
+    // Over-long passwords never reach a worker: all 300 are 422, none is 503.
+    let long = "x".repeat(1025);
+    let replies = join_all((0..300).map(|i| {
+        let client = client.clone();
+        let url = format!("{}/login", server.base);
+        let long = long.clone();
+        async move {
+            let response = client
+                .post(url)
+                .header("x-requested-with", "flood")
+                .json(&json!({"username": format!("nobody-{i}"), "password": long}))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    for (status, body) in replies {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["detail"], "Password too long");
+    }
+}
+
+/// Runs each future as a task of its own, all at once, and collects their outputs in order.
+async fn join_all<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}
+
+const FLOOD_ENV: &[(&str, &str)] = &[
+    ("LOGIN_RATE_PER_ADDRESS", "0"),
+    ("LOGIN_RATE_PER_USERNAME", "0"),
+];
+
+#[tokio::test]
+async fn memory_store_bounds_password_hashing_under_a_login_flood() {
+    let server = Server::start_with(None, FLOOD_ENV).await;
+    flood_contract(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_store_bounds_password_hashing_under_a_login_flood() {
+    let server = Server::start_with(Some(&schema_url().await), FLOOD_ENV).await;
+    flood_contract(&server).await;
+    server.stop().await;
+}
+
+/// After the session expired, logout still clears both cookies, and the browser's next
+/// `/refresh` fails; without the logout, that refresh would have signed it back in.
+async fn logout_after_expiry_contract(server: &Server) {
+    let remembered = || async {
+        let browser = Browser::new(server);
+        let (status, body) = browser
+            .call(
+                Method::POST,
+                "/login",
+                Some(json!({"username": "player", "password": "player-pass", "remember": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        browser
+    };
+    let logged_out = remembered().await;
+    let kept = remembered().await;
+    // The session idles out (TTL 1 s); the remember-me series lives on.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        logged_out.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let response = logged_out
+        .http
+        .post(format!("{}/logout", server.base))
+        .header("x-requested-with", "contract-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        set_cookies(&response),
+        [
+            "id=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0",
+            "refresh=; HttpOnly; SameSite=Strict; Path=/refresh; Max-Age=0"
+        ]
+    );
+    let (status, body) = logged_out.call(Method::POST, "/refresh", None).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid or expired refresh token")
+        )
+    );
+    let (status, body) = kept.call(Method::POST, "/refresh", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn memory_store_logs_out_after_expiry() {
+    let server = Server::start_with(None, &[("SESSION_TTL_SECS", "1")]).await;
+    logout_after_expiry_contract(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_store_logs_out_after_expiry() {
+    let server = Server::start_with(Some(&schema_url().await), &[("SESSION_TTL_SECS", "1")]).await;
+    logout_after_expiry_contract(&server).await;
+    server.stop().await;
+}
+
 const RECENT_AUTH_REQUIRED: &str = "Recent authentication required";
 
 fn assert_recent_auth_required(status: StatusCode, body: &Value, label: &str) {

@@ -161,6 +161,9 @@ fn refused(rejection: AuthRejection, back: &str) -> Response {
 
 /// The login form again, with the refusal's message, status and `Retry-After`.
 fn login_refused(token: &str, refusal: LoginRefusal) -> Response {
+    if refusal == LoginRefusal::StoreUnavailable {
+        return server_error();
+    }
     let mut response = (
         refusal.status(),
         Html(login_html(token, Some(refusal.detail()))),

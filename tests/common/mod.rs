@@ -521,6 +521,11 @@ pub mod example {
             }
         }
 
+        /// The server's process id.
+        pub fn pid(&self) -> u32 {
+            self.child.id().expect("the server is running")
+        }
+
         pub async fn stop(mut self) {
             #[cfg(unix)]
             {
