@@ -1495,9 +1495,36 @@ async fn stale_login_contract(server: &Server) {
         (status, body["role"].as_str()),
         (StatusCode::OK, Some("superuser"))
     );
-    // (With a one-second window, whether a request right after the right password still
-    // falls inside it depends on the machine's speed; the default-window contract checks it.)
-    assert_eq!(player.reauthenticate("player-pass").await.0, StatusCode::OK);
+    // Re-authentication is throttled like login (10 attempts per username and minute by
+    // default): guessing runs into 429, and then even the right password changes nothing.
+    let mut throttled = None;
+    for _ in 0..12 {
+        let response = player
+            .http
+            .post(format!("{}/reauthenticate", server.base))
+            .header("x-requested-with", "contract-test")
+            .json(&json!({"password": "guess"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let throttled = throttled.expect("re-authentication was never throttled");
+    assert!(throttled.headers().contains_key("retry-after"));
+    let body: Value = throttled.json().await.unwrap();
+    assert_eq!(body["detail"], "Too many login attempts. Try again later.");
+    let (status, _) = player.reauthenticate("player-pass").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, body) = player.call(Method::DELETE, "/sessions", None).await;
+    assert_recent_auth_required(status, &body, "while throttled");
+    assert_eq!(
+        second.call(Method::GET, "/me", None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
