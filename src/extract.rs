@@ -392,40 +392,46 @@ guard_extractor!(
     AuthRejection::MissingRole
 );
 
-/// An extractor that yields the session's [`AuthUser`]: the ones this crate defines
-/// ([`AuthUser`], [`RequirePermission`], [`RequireRole`], and [`RecentAuth`] itself), or an
-/// application's own wrapper, so that [`RecentAuth`] can guard it.
-pub trait AuthUserExtractor {
-    /// The authenticated user this extractor holds.
-    fn auth_user(&self) -> &AuthUser;
+/// An extractor that proves an authenticated session: the ones this crate defines
+/// ([`AuthUser`], [`GameUser`], [`RequirePermission`], [`RequireRole`], and [`RecentAuth`]
+/// itself), or an application's own, so that [`RecentAuth`] can guard it.
+pub trait Authenticated {
+    /// The session the extractor validated.
+    fn session_id(&self) -> SessionId;
 }
 
-impl AuthUserExtractor for AuthUser {
-    fn auth_user(&self) -> &AuthUser {
-        self
+impl Authenticated for AuthUser {
+    fn session_id(&self) -> SessionId {
+        self.session_id
     }
 }
 
-impl<P: Permission> AuthUserExtractor for RequirePermission<P> {
-    fn auth_user(&self) -> &AuthUser {
-        &self.0
+impl Authenticated for GameUser {
+    fn session_id(&self) -> SessionId {
+        self.session_id
     }
 }
 
-impl<R: Role> AuthUserExtractor for RequireRole<R> {
-    fn auth_user(&self) -> &AuthUser {
-        &self.0
+impl<P: Permission> Authenticated for RequirePermission<P> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id
     }
 }
 
-impl<E: AuthUserExtractor> AuthUserExtractor for RecentAuth<E> {
-    fn auth_user(&self) -> &AuthUser {
-        self.0.auth_user()
+impl<R: Role> Authenticated for RequireRole<R> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id
     }
 }
 
-/// Sudo mode: extractor `E` (by default [`AuthUser`]), and the session's user proved their
-/// credentials recently; otherwise 403 `Recent authentication required`
+impl<E: Authenticated> Authenticated for RecentAuth<E> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id()
+    }
+}
+
+/// Sudo mode: extractor `E` (by default [`AuthUser`]; any [`Authenticated`] extractor), and
+/// the session's user proved their credentials recently; otherwise 403 `Recent authentication required`
 /// ([`AuthRejection::RecentAuthRequired`]).
 ///
 /// "Recently" means within [`SessionConfig::recent_auth_max_age`](crate::SessionConfig)
@@ -477,7 +483,7 @@ impl<E: std::fmt::Debug> std::fmt::Debug for RecentAuth<E> {
 
 impl<E, S> FromRequestParts<S> for RecentAuth<E>
 where
-    E: AuthUserExtractor + FromRequestParts<S, Rejection = AuthRejection> + Send,
+    E: Authenticated + FromRequestParts<S, Rejection = AuthRejection> + Send,
     S: Send + Sync,
 {
     type Rejection = AuthRejection;
@@ -487,7 +493,7 @@ where
         let session = session_of(parts)?;
         // The validation `E` made, reused: no second statement.
         let view = session.require_recent_auth().await?;
-        if view.session.id != inner.auth_user().session_id {
+        if view.session.id != inner.session_id() {
             // An application's extractor that names another session: not this one's proof.
             return Err(session.recent_auth_rejection());
         }

@@ -105,8 +105,7 @@ pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
 pub use extract::{
-    AuthRejection, AuthUser, AuthUserExtractor, GameUser, RecentAuth, RequirePermission,
-    RequireRole,
+    AuthRejection, AuthUser, Authenticated, GameUser, RecentAuth, RequirePermission, RequireRole,
 };
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,

@@ -40,7 +40,8 @@ impl NoCache {
     fn invalidate_all_of_token(&self, _: &crate::TokenHash) {}
 }
 
-/// tracing target of the audit events (login, logout, revoke, expiry, rejected tokens).
+/// tracing target of the audit events (login, logout, revoke, expiry, re-authentication,
+/// rejected tokens).
 pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
 
 /// A successful login or refresh: the new token (hand it to the client once), the stored

@@ -16,7 +16,7 @@ use common::{Backend, Harness, harness};
 use serde_json::json;
 use tower_session_auth::permissions::ChangeRoles;
 use tower_session_auth::{
-    AuthRejection, AuthUser, ClientInfo, RecentAuth, Refresh, RequirePermission, Session,
+    AuthRejection, AuthUser, ClientInfo, GameUser, RecentAuth, Refresh, RequirePermission, Session,
     SessionConfig, SessionLayer, SessionManager,
 };
 
@@ -35,6 +35,10 @@ fn sudo_app(manager: SessionManager) -> Router {
                     RequirePermission<ChangeRoles>,
                 >| async move { user.username },
             ),
+        )
+        .route(
+            "/sudo/game",
+            get(|RecentAuth(user): RecentAuth<GameUser>| async move { user.character_name }),
         )
         .route(
             "/reauthenticate",
@@ -186,6 +190,23 @@ async fn recent_auth_composes_with_require_permission(backend: Backend) {
     );
 }
 
+async fn recent_auth_guards_game_routes_too(backend: Backend) {
+    let (h, app) = setup(backend, config());
+    let (token, session_id, _) = login(&app, 1).await;
+    // GameUser's own 409 first.
+    let reply = send(&app, bearer("/sudo/game", &token)).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    let id: tower_session_auth::SessionId = session_id.parse().unwrap();
+    h.manager.select_character(id, 1, 11).await.unwrap();
+    let reply = send(&app, bearer("/sudo/game", &token)).await;
+    assert_eq!(
+        (reply.status, reply.body),
+        (StatusCode::OK, json!("player_alt"))
+    );
+    h.clock.advance(10 * MINUTE);
+    assert_recent_auth_required(&send(&app, bearer("/sudo/game", &token)).await, 600);
+}
+
 async fn without_a_configured_route_the_body_has_only_the_detail(backend: Backend) {
     let config = SessionConfig::default().recent_auth_max_age(Duration::from_secs(30));
     let (h, app) = setup(backend, config);
@@ -219,6 +240,7 @@ both_stores!(
     a_fresh_login_passes_and_an_old_one_must_reauthenticate,
     a_refreshed_session_never_counts_until_it_reauthenticates,
     recent_auth_composes_with_require_permission,
+    recent_auth_guards_game_routes_too,
     without_a_configured_route_the_body_has_only_the_detail,
     reauthenticate_needs_a_live_session,
 );
