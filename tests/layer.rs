@@ -269,9 +269,7 @@ fn handle_routes(manager: &SessionManager) -> axum::Router {
     axum::Router::new()
         .route(
             "/bye",
-            post(|session: Session| async move {
-                session.logout().await.map(|removed| Json(removed))
-            }),
+            post(|session: Session| async move { session.logout().await.map(Json) }),
         )
         .route(
             "/revoke/{id}",
@@ -283,9 +281,11 @@ fn handle_routes(manager: &SessionManager) -> axum::Router {
         )
         .route(
             "/kick/{id}",
-            post(|session: Session, _user: AuthUser, Path(id): Path<SessionId>| async move {
-                session.kick(id).await.map(Json)
-            }),
+            post(
+                |session: Session, _user: AuthUser, Path(id): Path<SessionId>| async move {
+                    session.kick(id).await.map(Json)
+                },
+            ),
         )
         .layer(SessionLayer::new(manager.clone()))
 }

@@ -625,6 +625,7 @@ async fn login_csrf_contract(server: &Server) {
         ("origin", origin.as_str()),
         ("sec-fetch-site", "same-origin"),
     ];
+    #[allow(clippy::type_complexity)]
     let refused: [(&str, Option<&str>, &str, Vec<(&str, &str)>); 6] = [
         (
             "another origin",
