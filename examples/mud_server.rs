@@ -29,11 +29,12 @@
 //! are the login attempts per minute (as a burst, then evenly) before `429` with
 //! `Retry-After`; 0 turns one off.
 //!
-//! What a client sends: an API client authenticates with `Authorization: Bearer <token>` and
-//! needs nothing else. A client that uses the session cookie (a browser's `fetch`, or `curl`
-//! with a cookie jar) must send `X-Requested-With: <anything>` or its `Origin` on `POST`,
-//! `PUT`, `PATCH` and `DELETE`, else `403 Cross-site request rejected`. The HTML forms carry a
-//! CSRF token and the browser's `Origin`.
+//! What a client sends: a request authenticated by `Authorization: Bearer <token>` needs
+//! nothing else. Anything that sets, uses or clears the session cookie (`POST /login` without
+//! a Bearer token, cookie-authenticated `POST`, `PUT`, `PATCH` and `DELETE`, logout and refresh
+//! by cookie) must send `X-Requested-With: <anything>` or this server's `Origin`, else
+//! `403 Cross-site request rejected`: `curl -H 'x-requested-with: curl' …`. The HTML forms
+//! carry a CSRF token and the browser's `Origin`.
 
 #[path = "mud_server/account_page.rs"]
 mod account_page;
@@ -66,8 +67,8 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
-    MemoryStore, PgStore, RecentAuth, Refresh, RefreshConfig, RequirePermission, Session,
-    SessionConfig, SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
+    MemoryStore, PgStore, RecentAuth, Refresh, RefreshConfig, RefreshToken, RequirePermission,
+    Session, SessionConfig, SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
 };
 
 #[derive(Clone, Copy)]
@@ -580,9 +581,26 @@ async fn refresh(session: Session, headers: HeaderMap, body: Bytes) -> ApiResult
 
 /// Always logs out: a live session is removed (with its remember-me series), and whatever
 /// cookies the browser presented are cleared, even when its session has already expired. A
-/// cross-site cookie request is still refused (403), so another site cannot sign users out.
-async fn logout(user: Option<AuthUser>, session: Session) -> ApiResult<Json<Value>> {
+/// client that keeps its refresh token itself may send it as `{"refresh_token": ...}`: that
+/// series ends too (if the secret is its current one), even when the session is long gone.
+/// A cross-site cookie request is still refused (403), so another site cannot sign users out.
+async fn logout(
+    State(state): State<AppState>,
+    user: Option<AuthUser>,
+    session: Session,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let refresh_token = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<RefreshBody>(&body)
+            .map_err(|_| detail(StatusCode::BAD_REQUEST, "Invalid JSON body"))?
+            .refresh_token
+    };
     session.logout().await?;
+    if let Some(token) = refresh_token.as_deref().and_then(RefreshToken::parse) {
+        state.manager.end_series(&token).await?;
+    }
     let message = match user {
         Some(user) => format!("Goodbye, {}!", user.username),
         None => "Goodbye!".to_owned(),

@@ -8,11 +8,11 @@
 //! ```no_run
 //! use axum::{Json, Router, routing::{get, post}};
 //! use tower_session_auth::{
-//!     AuthUser, ClientInfo, PgStore, RequirePermission, Session, SessionConfig, SessionLayer,
-//!     SessionManager, StoreError, permissions::ViewLogs,
+//!     AuthRejection, AuthUser, ClientInfo, PgStore, RequirePermission, Session, SessionConfig,
+//!     SessionLayer, SessionManager, permissions::ViewLogs,
 //! };
 //!
-//! async fn login(session: Session) -> Result<Json<String>, StoreError> {
+//! async fn login(session: Session) -> Result<Json<String>, AuthRejection> {
 //!     // ... verify the password, find the user id ...
 //!     let login = session.login(42, ClientInfo::default()).await?; // sets the cookie too
 //!     Ok(Json(login.token.expose().to_owned()))

@@ -625,8 +625,9 @@ async fn login_csrf_contract(server: &Server) {
         ("origin", origin.as_str()),
         ("sec-fetch-site", "same-origin"),
     ];
-    #[allow(clippy::type_complexity)]
-    let refused: [(&str, Option<&str>, &str, Vec<(&str, &str)>); 6] = [
+    // (case, double-submit cookie, form token, headers)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a str, Vec<(&'a str, &'a str)>);
+    let refused: [Case; 6] = [
         (
             "another origin",
             Some(&cookie),
@@ -1141,6 +1142,22 @@ async fn logout_after_expiry_contract(server: &Server) {
     };
     let logged_out = remembered().await;
     let kept = remembered().await;
+    // An API client that keeps its refresh token itself.
+    let api = anonymous(server);
+    let (status, login) = api
+        .call_with(
+            Method::POST,
+            "/login",
+            Some(json!({"username": "builder", "password": "builder-pass", "remember": true})),
+            &[(
+                "authorization",
+                "Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            )],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let api_token = login["token"].as_str().unwrap().to_owned();
+    let api_refresh = login["refresh_token"].clone();
     // The session idles out (TTL 1 s); the remember-me series lives on.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(
@@ -1172,6 +1189,34 @@ async fn logout_after_expiry_contract(server: &Server) {
     );
     let (status, body) = kept.call(Method::POST, "/refresh", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The API client logs out with its expired token and its refresh token: the series ends.
+    let (status, body) = api
+        .call_with(
+            Method::POST,
+            "/logout",
+            Some(json!({"refresh_token": api_refresh})),
+            &[("authorization", &format!("Bearer {api_token}"))],
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"message": "Goodbye!"}))
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/refresh",
+            Some(json!({"refresh_token": api_refresh})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid or expired refresh token")
+        )
+    );
 }
 
 #[tokio::test]
