@@ -533,6 +533,7 @@ form.login input:not([type=checkbox]) { display: block; width: 100%; padding: .4
 .error { color: #cf222e; }
 small { color: #57606a; }
 .note { color: #57606a; }
+td form { display: flex; align-items: center; }
 input.confirm { font: inherit; padding: .4rem; margin-right: .5rem; width: 11rem;
          border: 1px solid #d0d7de; border-radius: 6px; }
 ";
