@@ -6,15 +6,15 @@
 //! is due, so the debounced touch still reaches the database and idle expiry and
 //! `count_active` stay right; an entry past its session's expiry is never served.
 //!
-//! Invalidation: the instance that logs out, revokes, selects a character or re-authenticates
-//! drops the entry at once, and a validation that asked the store before that and returns after it is not cached
-//! (every invalidation bumps a generation, which an insertion checks under the shard's lock);
-//! other instances learn through PostgreSQL `LISTEN/NOTIFY`
-//! ([`PgStore::install_invalidation_triggers`](crate::PgStore::install_invalidation_triggers)
-//! and [`PgStore::spawn_invalidation_listener`](crate::PgStore::spawn_invalidation_listener)):
-//! triggers notify when a session is deleted, rebound or re-authenticated and when a user's role, active flag or
-//! a character changes. While the listener is not connected the cache serves nothing, and it is
-//! flushed whenever the listener (re)connects, since missed notifications are not replayed.
+//! Invalidation: the instance that logs out, revokes, selects a character or re-authenticates drops
+//! the entry at once, and a validation that asked the store before that and returns after it is not
+//! cached (every invalidation bumps a generation, which an insertion checks under the shard's
+//! lock); other instances learn through PostgreSQL `LISTEN/NOTIFY`
+//! ([`PgStore::install_invalidation_triggers`](crate::PgStore::install_invalidation_triggers) and
+//! [`PgStore::spawn_invalidation_listener`](crate::PgStore::spawn_invalidation_listener)): triggers
+//! notify when a session is deleted, rebound or re-authenticated and when a user's role, active
+//! flag or a character changes. While the listener is not connected the cache serves nothing, and
+//! it is flushed whenever the listener (re)connects, since missed notifications are not replayed.
 //!
 //! **Staleness bound.** On another instance, a revoked session, a role change or a
 //! deactivation is seen after the notification arrives (milliseconds on a healthy link). If a

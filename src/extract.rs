@@ -431,8 +431,8 @@ impl<E: Authenticated> Authenticated for RecentAuth<E> {
 }
 
 /// Sudo mode: extractor `E` (by default [`AuthUser`]; any [`Authenticated`] extractor), and
-/// the session's user proved their credentials recently; otherwise 403 `Recent authentication required`
-/// ([`AuthRejection::RecentAuthRequired`]).
+/// the session's user proved their credentials recently; otherwise 403
+/// `Recent authentication required` ([`AuthRejection::RecentAuthRequired`]).
 ///
 /// "Recently" means within [`SessionConfig::recent_auth_max_age`](crate::SessionConfig)
 /// (default 10 minutes) of a login or of a re-authentication
@@ -511,7 +511,11 @@ impl Session {
     /// ```
     /// use tower_session_auth::{AuthRejection, AuthUser, Session, SessionId};
     ///
-    /// async fn revoke(user: AuthUser, session: Session, other: SessionId) -> Result<(), AuthRejection> {
+    /// async fn revoke(
+    ///     user: AuthUser,
+    ///     session: Session,
+    ///     other: SessionId,
+    /// ) -> Result<(), AuthRejection> {
     ///     if other != user.session_id {
     ///         session.require_recent_auth().await?;
     ///     }

@@ -502,7 +502,10 @@ impl Session {
     /// use axum::Json;
     /// use tower_session_auth::{AuthRejection, AuthUser, Session};
     ///
-    /// async fn reauthenticate(user: AuthUser, session: Session) -> Result<Json<bool>, AuthRejection> {
+    /// async fn reauthenticate(
+    ///     user: AuthUser,
+    ///     session: Session,
+    /// ) -> Result<Json<bool>, AuthRejection> {
     ///     // ... check the password of `user.user_id` first ...
     ///     Ok(Json(session.reauthenticate().await?))
     /// }

@@ -505,7 +505,11 @@ impl SessionManager {
             .await?;
         self.with_cached(|cache| cache.invalidate_session(session_id));
         if live {
-            tracing::info!(target: AUDIT_TARGET, event = "reauthenticate", session_id = %session_id);
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "reauthenticate",
+                session_id = %session_id,
+            );
         }
         Ok(live)
     }
