@@ -1472,6 +1472,19 @@ async fn sessions_page_sudo_contract(server: &Server) {
             .await,
         StatusCode::UNAUTHORIZED
     );
+    // Revoking one other device asks the same.
+    let fresh_id = fresh.call(Method::GET, "/me", None).await.1["session_id"].clone();
+    let revoke_one = format!("/account/sessions/{}/revoke", fresh_id.as_str().unwrap());
+    assert_eq!(
+        device.post_form(&revoke_one, &[("csrf", &csrf)]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        device
+            .post_form(&revoke_one, &[("csrf", &csrf), ("password", "wrong")])
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(device.session_ids().await, before);
     // The right password re-authenticates and acts in one post (then shows the page again).
     assert_eq!(
