@@ -53,7 +53,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, Path, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, RETRY_AFTER, SET_COOKIE,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY, RETRY_AFTER, SET_COOKIE,
     WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -314,6 +314,10 @@ fn app(
         )
         .route("/account/sessions/{id}/revoke", post(account_page::revoke))
         .route("/account/style.css", get(account_page::stylesheet))
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .method_not_allowed_fallback(|| async {
+            detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
         .with_state(state)
         .layer(
             SessionLayer::new(manager).client_ip(|extensions, _headers| {
@@ -479,20 +483,18 @@ async fn check_credentials(
     }
 }
 
-/// Whether the crate's CSRF check ([`CsrfConfig`]) will refuse this request's login: it would
-/// set a cookie (no `Bearer` token), and it has neither `X-Requested-With` nor this origin.
+/// Whether a login that would set the cookie (no `Bearer` token) looks cross-site: it is not
+/// from this origin by `Sec-Fetch-Site` / `Origin`, or carries neither `Origin` nor
+/// `X-Requested-With`. This is the crate's [`CsrfConfig`] rule as the example configures it,
+/// checked before the password so that a refused login costs no hash; the crate checks again
+/// when it sets the cookie.
 fn refuses_cross_site(session: &Session, headers: &HeaderMap) -> bool {
     let by_header = matches!(
         session.token_source(),
         Some(TokenSource::Bearer | TokenSource::Header)
     );
-    !by_header
-        && session
-            .manager()
-            .config()
-            .csrf
-            .as_ref()
-            .is_some_and(|csrf| !csrf.allows(headers))
+    let announced = headers.contains_key("x-requested-with") || headers.contains_key(ORIGIN);
+    !by_header && (!login_guard::same_origin(headers) || !announced)
 }
 
 /// A cookie login without remember-me drops whatever refresh cookie the browser holds (the

@@ -731,6 +731,15 @@ async fn response_headers_contract(server: &Server) {
             "{body}"
         );
     }
+    // Unknown routes and methods too.
+    for (method, path, status) in [
+        (Method::GET, "/nowhere", StatusCode::NOT_FOUND),
+        (Method::GET, "/login", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let (got, body) = api.call(method, path, None).await;
+        assert_eq!(got, status, "{path}");
+        assert!(body["detail"].is_string(), "{path}: {body}");
+    }
     // A token body is never cached, whether or not a cookie came with it.
     let response = api
         .http

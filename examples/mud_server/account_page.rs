@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use tower_session_auth::{AuthRejection, AuthUser, ClientInfo, Session, SessionId, SessionRecord};
 
-use super::login_guard::{LoginRefusal, same_origin};
+use super::login_guard::LoginRefusal;
 use super::{AppState, check_credentials, drops_refresh_cookie, refuses_cross_site};
 
 const PAGE: &str = "/account/sessions";
@@ -123,7 +123,7 @@ pub async fn login(
     let token_ok = token
         .as_deref()
         .is_some_and(|token| constant_time_eq(token.as_bytes(), form.csrf.as_bytes()));
-    if !same_origin(&headers) || refuses_cross_site(&session, &headers) || !token_ok {
+    if refuses_cross_site(&session, &headers) || !token_ok {
         return csrf_failure(LOGIN);
     }
     let token = token.unwrap_or_default();
