@@ -426,7 +426,8 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str, recent
         } else {
             format!(
                 "<form method=\"post\" action=\"/account/sessions/{id}/revoke\">{csrf_field}\
-                 {password_field}<button type=\"submit\" class=\"revoke\" data-session=\"{id}\">Revoke</button>\
+                 {password_field}\
+                 <button type=\"submit\" class=\"revoke\" data-session=\"{id}\">Revoke</button>\
                  </form>",
                 id = record.id
             )
@@ -459,7 +460,8 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str, recent
          <tbody>{rows}</tbody></table>{confirm_note}\
          <div class=\"actions\">\
          <form method=\"post\" action=\"/account/sessions/revoke-others\">{csrf_field}\
-         {others_password}<button type=\"submit\" id=\"revoke-others\"{disabled}>Sign out everywhere else</button>\
+         {others_password}\
+         <button type=\"submit\" id=\"revoke-others\"{disabled}>Sign out everywhere else</button>\
          </form>\
          <form method=\"post\" action=\"/account/logout\">{csrf_field}\
          <button type=\"submit\" id=\"logout\" class=\"secondary\">Sign out</button></form>\
