@@ -798,33 +798,37 @@ async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 
 /// The `/health` count, computed at most once per `interval` (`HEALTH_COUNT_INTERVAL_SECS`,
 /// default 5) with at most one computation in flight, so a flood of `/health` requests costs
-/// the database one count every few seconds instead of one per request.
+/// the database one count every few seconds instead of one per request. A failed count is
+/// remembered for the interval too: while the database is down, `/health` answers its 500 at
+/// once instead of queueing each request behind a new attempt.
 struct HealthCount {
     interval: Duration,
-    last: std::sync::Mutex<Option<(Instant, u64)>>,
+    /// When the last count finished, and its outcome (`None`: the store failed).
+    last: std::sync::Mutex<Option<(Instant, Option<u64>)>>,
     computing: tokio::sync::Mutex<()>,
 }
 
 impl HealthCount {
-    async fn active_players(&self, manager: &SessionManager) -> Result<u64, StoreError> {
+    async fn active_players(&self, manager: &SessionManager) -> ApiResult<u64> {
         let fresh = || {
             self.last
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .filter(|(at, _)| at.elapsed() < self.interval)
-                .map(|(_, count)| count)
+                .map(|(_, outcome)| outcome.ok_or(ApiError::Auth(AuthRejection::StoreUnavailable)))
         };
-        if let Some(count) = fresh() {
-            return Ok(count);
+        if let Some(outcome) = fresh() {
+            return outcome;
         }
         let _computing = self.computing.lock().await;
         // Another request may have counted while this one waited.
-        if let Some(count) = fresh() {
-            return Ok(count);
+        if let Some(outcome) = fresh() {
+            return outcome;
         }
-        let count = manager.count_active(Some(ACTIVE_WINDOW)).await?;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), count));
-        Ok(count)
+        let outcome = manager.count_active(Some(ACTIVE_WINDOW)).await;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), outcome.as_ref().ok().copied()));
+        Ok(outcome?)
     }
 }
 

@@ -1151,6 +1151,20 @@ async fn logout_after_expiry_contract(server: &Server) {
     };
     let logged_out = remembered().await;
     let kept = remembered().await;
+    // A browser on the session page, whose form token was issued before the expiry.
+    let on_page = remembered().await;
+    let html = on_page
+        .http
+        .get(format!("{}/account/sessions", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("the page's form token") + marker.len();
+    let form_token = html[start..start + html[start..].find('"').unwrap()].to_owned();
     // An API client that keeps its refresh token itself.
     let api = anonymous(server);
     let (status, login) = api
@@ -1199,6 +1213,29 @@ async fn logout_after_expiry_contract(server: &Server) {
     let (status, body) = kept.call(Method::POST, "/refresh", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    // The page's sign-out does the same.
+    let response = on_page
+        .http
+        .post(format!("{}/account/logout", server.base))
+        .header("origin", &server.base)
+        .form(&[("csrf", form_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.url().path(),
+        "/account/login",
+        "redirected to the form"
+    );
+    let (status, body) = on_page.call(Method::POST, "/refresh", None).await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid or expired refresh token")
+        )
+    );
+
     // The API client logs out with its expired token and its refresh token: the series ends.
     let (status, body) = api
         .call_with(
@@ -1239,6 +1276,39 @@ async fn memory_store_logs_out_after_expiry() {
 async fn postgres_store_logs_out_after_expiry() {
     let server = Server::start_with(Some(&schema_url().await), &[("SESSION_TTL_SECS", "1")]).await;
     logout_after_expiry_contract(&server).await;
+    server.stop().await;
+}
+
+/// `/health` asks the database at most once per interval, failures included: while the
+/// sessions table is away it answers 500, and it does not ask again until the interval ends
+/// (an hour here), so a flood of health checks cannot pile up on a failing database.
+#[tokio::test]
+async fn postgres_health_counts_once_per_interval_even_when_the_store_fails() {
+    let url = schema_url().await;
+    let server = Server::start_with(Some(&url), ABUSE_ENV).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("ALTER TABLE sessions RENAME TO sessions_away")
+        .await
+        .unwrap();
+    let health = || async { anonymous(&server).call(Method::GET, "/health", None).await };
+    let (status, body) = health().await;
+    client
+        .batch_execute("ALTER TABLE sessions_away RENAME TO sessions")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("Session store unavailable")
+        )
+    );
+    // The table is back, but the remembered outcome is served without a query.
+    assert_eq!(health().await.0, StatusCode::INTERNAL_SERVER_ERROR);
     server.stop().await;
 }
 
