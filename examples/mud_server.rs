@@ -15,6 +15,14 @@
 //! remember-me reuse grace window. Open <http://127.0.0.1:3000/account/sessions> in a browser
 //! for the session-management page.
 //!
+//! Sudo mode: signing out other devices (`DELETE /sessions`, `DELETE /sessions/{id}` of
+//! another session) and changing a role (`POST /admin/users/{username}/role`) need a password
+//! entered within `SESSION_RECENT_AUTH_SECS` (default 600) on this session; a session made
+//! by a remember-me refresh needs one first. Otherwise they answer
+//! `403 {"detail": "Recent authentication required", "reauthenticate": "/reauthenticate"}`,
+//! and `POST /reauthenticate {"password": ...}` (throttled like login) records a fresh one on
+//! the same session.
+//!
 //! Abuse limits (see `mud_server/login_guard.rs`): `PASSWORD_WORKERS` (the number of cores)
 //! argon2 checks run at once and `PASSWORD_QUEUE` (16) more may wait, beyond which a login is
 //! `503` with `Retry-After`; `LOGIN_RATE_PER_ADDRESS` (30) and `LOGIN_RATE_PER_USERNAME` (10)
@@ -59,8 +67,9 @@ use serde_json::{Value, json};
 use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
-    MemoryStore, NoStore, PgStore, Refresh, RefreshConfig, RefreshToken, RequirePermission,
-    Session, SessionConfig, SessionId, SessionLayer, SessionManager, StoreError, TokenSource,
+    MemoryStore, NoStore, PgStore, RecentAuth, Refresh, RefreshConfig, RefreshToken,
+    RequirePermission, Session, SessionConfig, SessionId, SessionLayer, SessionManager, StoreError,
+    TokenSource,
 };
 
 #[derive(Clone, Copy)]
@@ -204,7 +213,12 @@ fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>
         .csrf(Some(CsrfConfig::default()))
         .refresh(
             RefreshConfig::default().grace(Duration::from_secs(env_var("REFRESH_GRACE_SECS", 5)?)),
-        ))
+        )
+        .recent_auth_max_age(Duration::from_secs(env_var(
+            "SESSION_RECENT_AUTH_SECS",
+            600,
+        )?))
+        .reauthenticate_route("/reauthenticate"))
 }
 
 async fn shutdown_signal() {
@@ -275,6 +289,7 @@ fn app(
         .route("/login", post(login))
         .route("/refresh", post(refresh))
         .route("/logout", post(logout))
+        .route("/reauthenticate", post(reauthenticate))
         .route("/me", get(me))
         .route("/ping", post(ping))
         .route("/characters", get(characters))
@@ -601,6 +616,30 @@ async fn logout(
     Ok(Json(json!({ "message": message })))
 }
 
+#[derive(Deserialize)]
+struct ReauthenticateRequest {
+    password: String,
+}
+
+/// Sudo mode: the caller enters their own password again, and the same session (same token,
+/// same remember-me series) counts as recently authenticated. Throttled, bounded and answered
+/// like a login; a wrong password changes nothing.
+async fn reauthenticate(
+    State(state): State<AppState>,
+    user: AuthUser,
+    session: Session,
+    ApiJson(body): ApiJson<ReauthenticateRequest>,
+) -> ApiResult<Json<Value>> {
+    check_credentials(&state, &session, &user.username, &body.password)
+        .await
+        .map_err(ApiError::Login)?;
+    if !session.reauthenticate().await? {
+        // Logged out or expired since the extractor ran.
+        return Err(ApiError::Auth(AuthRejection::InvalidSession));
+    }
+    Ok(Json(json!({ "reauthenticated": true })))
+}
+
 async fn me(user: AuthUser) -> Json<Value> {
     Json(json!({
         "user_id": user.user_id,
@@ -688,7 +727,7 @@ struct RoleRequest {
 
 async fn change_role(
     State(state): State<AppState>,
-    admin: RequirePermission<ChangeRoles>,
+    RecentAuth(admin): RecentAuth<RequirePermission<ChangeRoles>>,
     Path(username): Path<String>,
     ApiJson(body): ApiJson<RoleRequest>,
 ) -> ApiResult<Json<Value>> {
@@ -727,14 +766,19 @@ async fn list_sessions(
 }
 
 /// Revokes one of the caller's sessions. Revoking the current one is a logout: the response
-/// also clears the session and refresh cookies.
+/// also clears the session and refresh cookies. Revoking another needs recent authentication
+/// (asked before anything else, so a stale session learns nothing about other ids).
 async fn revoke_session(
     user: AuthUser,
     session: Session,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let not_found = || detail(StatusCode::NOT_FOUND, "Session not found");
-    let id: SessionId = id.parse().map_err(|_| not_found())?;
+    let id = id.parse::<SessionId>().ok();
+    if id != Some(user.session_id) {
+        session.require_recent_auth().await?;
+    }
+    let id = id.ok_or_else(not_found)?;
     if session.revoke(user.user_id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -744,7 +788,7 @@ async fn revoke_session(
 
 async fn revoke_other_sessions(
     State(state): State<AppState>,
-    user: AuthUser,
+    RecentAuth(user): RecentAuth,
 ) -> ApiResult<Json<Value>> {
     let revoked = state
         .manager

@@ -7,14 +7,15 @@
 //! `count_active` stay right; an entry past its session's expiry is never served.
 //!
 //! Invalidation: the instance that logs out, revokes (one, others, all, a kick, pruning at
-//! login, a refresh's earlier session, a series ended by reuse or a failed refresh) or selects
-//! a character drops the entries concerned at once, and a validation that asked the store
+//! login, a refresh's earlier session, a series ended by reuse or a failed refresh) selects
+//! a character or re-authenticates drops the entries concerned at once, and a validation that asked the store
 //! before that and returns after it is not cached (every invalidation bumps a generation,
 //! which an insertion checks under the shard's lock); other instances learn through
 //! PostgreSQL `LISTEN/NOTIFY`
 //! ([`PgStore::install_invalidation_triggers`](crate::PgStore::install_invalidation_triggers)
 //! and [`PgStore::spawn_invalidation_listener`](crate::PgStore::spawn_invalidation_listener)):
-//! triggers notify when sessions are deleted (once per statement, ids in batches) or rebound
+//! triggers notify when sessions are deleted (once per statement, ids in batches), rebound or
+//! re-authenticated,
 //! and when a user's role, active flag or a character changes. Each shard indexes its live
 //! entries by session id and by user, so dropping a session or a user is a lookup per shard,
 //! not a scan of the entries. While the listener is not connected the cache serves nothing, and it is

@@ -42,6 +42,13 @@ pub struct SessionConfig {
     pub csrf: Option<CsrfConfig>,
     /// Remember-me refresh series (used only by logins that ask for it).
     pub refresh: RefreshConfig,
+    /// How recent a password entry [`RecentAuth`](crate::RecentAuth) requires (default 10
+    /// minutes): a session counts as recently authenticated when its `authenticated_at` is
+    /// younger than this and it was not made by a remember-me refresh since.
+    pub recent_auth_max_age: Duration,
+    /// The route where a client re-authenticates, named in the `reauthenticate` field of the
+    /// `403 Recent authentication required` body (default `None`: the field is left out).
+    pub reauthenticate_route: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -56,6 +63,8 @@ impl Default for SessionConfig {
             cookie: CookieConfig::default(),
             csrf: None,
             refresh: RefreshConfig::default(),
+            recent_auth_max_age: Duration::from_secs(10 * 60),
+            reauthenticate_route: None,
         }
     }
 }
@@ -224,6 +233,19 @@ impl SessionConfig {
     /// Turns the cross-site request check on (`Some`) or off (`None`, the default).
     pub fn csrf(mut self, csrf: Option<CsrfConfig>) -> Self {
         self.csrf = csrf;
+        self
+    }
+
+    /// Sets how recent a password entry [`RecentAuth`](crate::RecentAuth) requires.
+    pub fn recent_auth_max_age(mut self, max_age: Duration) -> Self {
+        self.recent_auth_max_age = max_age;
+        self
+    }
+
+    /// Names the re-authentication route (e.g. `/reauthenticate`) in
+    /// `403 Recent authentication required` bodies.
+    pub fn reauthenticate_route(mut self, route: impl Into<String>) -> Self {
+        self.reauthenticate_route = Some(route.into());
         self
     }
 }

@@ -8,6 +8,7 @@
 //! | [`GameUser`] | as `AuthUser`, and a selected character with a world | 409 |
 //! | [`RequirePermission<P>`] | as `AuthUser`, and the role grants `P` | 403 |
 //! | [`RequireRole<R>`] | as `AuthUser`, and the role is at least `R` | 403 |
+//! | [`RecentAuth<E>`] | as `E` (default `AuthUser`), and a recent password entry | 403 |
 //!
 //! A store failure is always `500 Session store unavailable`: never anonymous, never 403.
 //!
@@ -67,6 +68,21 @@ pub enum AuthRejection {
     /// ([`CsrfConfig`](crate::CsrfConfig)).
     #[error("Cross-site request rejected")]
     CrossSiteRequest,
+    /// 403: a [`RecentAuth`] route, and the session's user has not proved their credentials
+    /// within [`recent_auth_max_age`](crate::SessionConfig::recent_auth_max_age), or the
+    /// session was made by a remember-me refresh and not re-authenticated since. The body
+    /// names the re-authentication route in a `reauthenticate` field when one is configured
+    /// ([`SessionConfig::reauthenticate_route`](crate::SessionConfig::reauthenticate_route)),
+    /// and the response carries `WWW-Authenticate: Bearer
+    /// error="insufficient_user_authentication", max_age=<seconds>` (the step-up challenge of
+    /// RFC 9470).
+    #[error("Recent authentication required")]
+    RecentAuthRequired {
+        /// The required recency, in seconds.
+        max_age_secs: u64,
+        /// Where the client re-authenticates, if configured.
+        reauthenticate: Option<String>,
+    },
     /// 500: the store failed (database down, pool timeout).
     #[error("Session store unavailable")]
     StoreUnavailable,
@@ -83,9 +99,10 @@ impl AuthRejection {
             Self::NoCharacterSelected | Self::CharacterNotFound | Self::CharacterWorldNotFound => {
                 StatusCode::CONFLICT
             }
-            Self::MissingPermission(_) | Self::MissingRole(_) | Self::CrossSiteRequest => {
-                StatusCode::FORBIDDEN
-            }
+            Self::MissingPermission(_)
+            | Self::MissingRole(_)
+            | Self::CrossSiteRequest
+            | Self::RecentAuthRequired { .. } => StatusCode::FORBIDDEN,
             Self::StoreUnavailable | Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,12 +111,29 @@ impl AuthRejection {
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({ "detail": self.to_string() }).to_string();
-        let mut response = (status, body).into_response();
+        let mut body = serde_json::json!({ "detail": self.to_string() });
+        let mut challenge = None;
+        if let Self::RecentAuthRequired {
+            max_age_secs,
+            reauthenticate,
+        } = &self
+        {
+            if let Some(route) = reauthenticate {
+                body["reauthenticate"] = route.as_str().into();
+            }
+            challenge = HeaderValue::try_from(format!(
+                "Bearer error=\"insufficient_user_authentication\", max_age={max_age_secs}"
+            ))
+            .ok();
+        }
+        let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(challenge) = challenge {
+            headers.insert(WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -382,3 +416,152 @@ guard_extractor!(
     |policy, role, name| policy.has_role_at_least(role, name),
     AuthRejection::MissingRole
 );
+
+/// An extractor that proves an authenticated session: the ones this crate defines
+/// ([`AuthUser`], [`GameUser`], [`RequirePermission`], [`RequireRole`], and [`RecentAuth`]
+/// itself), or an application's own, so that [`RecentAuth`] can guard it.
+pub trait Authenticated {
+    /// The session the extractor validated.
+    fn session_id(&self) -> SessionId;
+}
+
+impl Authenticated for AuthUser {
+    fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+}
+
+impl Authenticated for GameUser {
+    fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+}
+
+impl<P: Permission> Authenticated for RequirePermission<P> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id
+    }
+}
+
+impl<R: Role> Authenticated for RequireRole<R> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id
+    }
+}
+
+impl<E: Authenticated> Authenticated for RecentAuth<E> {
+    fn session_id(&self) -> SessionId {
+        self.0.session_id()
+    }
+}
+
+/// Sudo mode: extractor `E` (by default [`AuthUser`]; any [`Authenticated`] extractor), and
+/// the session's user proved their credentials recently; otherwise 403
+/// `Recent authentication required` ([`AuthRejection::RecentAuthRequired`]).
+///
+/// "Recently" means within [`SessionConfig::recent_auth_max_age`](crate::SessionConfig)
+/// (default 10 minutes) of a login or of a re-authentication
+/// ([`Session::reauthenticate`](crate::Session::reauthenticate),
+/// [`SessionManager::reauthenticate`](crate::SessionManager::reauthenticate)). A session
+/// made by a remember-me refresh never counts until it re-authenticates, however recent the
+/// login that started its series: a stolen refresh token does not unlock these routes.
+///
+/// It composes with the other guards at no cost: `E` runs first (its own 401 or 403 wins,
+/// so nobody is asked for a password only to be refused), and the recency check reads the
+/// session that `E` already validated: one statement per request in all.
+///
+/// ```
+/// use tower_session_auth::{AuthUser, RecentAuth, RequirePermission, permissions::ChangeRoles};
+///
+/// // A user's own sensitive change: any authenticated user, recently authenticated.
+/// async fn sign_out_elsewhere(RecentAuth(user): RecentAuth) -> String {
+///     format!("{} signs out everywhere else", user.username)
+/// }
+///
+/// // An administrator's: permission first, then recency.
+/// async fn change_role(RecentAuth(admin): RecentAuth<RequirePermission<ChangeRoles>>) -> String {
+///     format!("{} changes a role", admin.username)
+/// }
+/// ```
+pub struct RecentAuth<E = AuthUser>(pub E);
+
+impl<E> RecentAuth<E> {
+    /// The wrapped extractor.
+    pub fn into_inner(self) -> E {
+        self.0
+    }
+}
+
+impl<E> Deref for RecentAuth<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: std::fmt::Debug> std::fmt::Debug for RecentAuth<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RecentAuth").field(&self.0).finish()
+    }
+}
+
+impl<E, S> FromRequestParts<S> for RecentAuth<E>
+where
+    E: Authenticated + FromRequestParts<S, Rejection = AuthRejection> + Send,
+    S: Send + Sync,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let inner = E::from_request_parts(parts, state).await?;
+        let session = session_of(parts)?;
+        // The validation `E` made, reused: no second statement.
+        let view = session.require_recent_auth().await?;
+        if view.session.id != inner.session_id() {
+            // An application's extractor that names another session: not this one's proof.
+            return Err(session.recent_auth_rejection());
+        }
+        Ok(Self(inner))
+    }
+}
+
+impl Session {
+    /// The check of [`RecentAuth`], for a handler that needs recent authentication only in
+    /// some cases (say, revoking another device's session but not its own): the request's
+    /// live session if its user proved their credentials recently, otherwise
+    /// [`AuthRejection::RecentAuthRequired`] (or the rejection of the validation itself).
+    /// It reuses the request's validation when an extractor already made one.
+    ///
+    /// ```
+    /// use tower_session_auth::{AuthRejection, AuthUser, Session, SessionId};
+    ///
+    /// async fn revoke(
+    ///     user: AuthUser,
+    ///     session: Session,
+    ///     other: SessionId,
+    /// ) -> Result<(), AuthRejection> {
+    ///     if other != user.session_id {
+    ///         session.require_recent_auth().await?;
+    ///     }
+    ///     // ... revoke `other` ...
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn require_recent_auth(&self) -> Result<&SessionView, AuthRejection> {
+        let view = live_view(self, Scope::User).await?;
+        if self.manager().is_recently_authenticated(&view.session) {
+            Ok(view)
+        } else {
+            Err(self.recent_auth_rejection())
+        }
+    }
+
+    fn recent_auth_rejection(&self) -> AuthRejection {
+        let config = self.manager().config();
+        AuthRejection::RecentAuthRequired {
+            max_age_secs: config.recent_auth_max_age.as_secs(),
+            reauthenticate: config.reauthenticate_route.clone(),
+        }
+    }
+}

@@ -499,6 +499,31 @@ impl Session {
         Ok(removed)
     }
 
+    /// Records that this request's user just proved their credentials again (see
+    /// [`SessionManager::reauthenticate`]): the same session, token and remember-me series,
+    /// with `authenticated_at` moved to now. Check the password first. Returns `Ok(false)`
+    /// when the request has no live session; fails as the extractors do (a cross-site request
+    /// under the CSRF check, a store failure).
+    ///
+    /// ```
+    /// use axum::Json;
+    /// use tower_session_auth::{AuthRejection, AuthUser, Session};
+    ///
+    /// async fn reauthenticate(
+    ///     user: AuthUser,
+    ///     session: Session,
+    /// ) -> Result<Json<bool>, AuthRejection> {
+    ///     // ... check the password of `user.user_id` first ...
+    ///     Ok(Json(session.reauthenticate().await?))
+    /// }
+    /// ```
+    pub async fn reauthenticate(&self) -> Result<bool, AuthRejection> {
+        let Some(view) = self.resolve(Scope::User).await? else {
+            return Ok(false);
+        };
+        Ok(self.state.manager.reauthenticate(view.session.id).await?)
+    }
+
     /// Self-service revocation of one of `user_id`'s sessions, as
     /// [`SessionManager::revoke`]; when `id` is this request's own session and it came by
     /// cookie, the response clears the session and refresh cookies. A cookie-authenticated

@@ -2,8 +2,8 @@
 //!
 //! [`SessionLayer`] finds the session token (`Authorization: Bearer`, an optional extra header,
 //! or a cookie), and typed extractors resolve it against a [`SessionStore`] in **one round
-//! trip**: [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`] and
-//! [`RequireRole<R>`]. A handler's signature is its access policy.
+//! trip**: [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`],
+//! [`RequireRole<R>`] and [`RecentAuth<E>`]. A handler's signature is its access policy.
 //!
 //! ```no_run
 //! use axum::{Json, Router, routing::{get, post}};
@@ -60,6 +60,12 @@
 //! - **CSRF**: beyond `SameSite=Lax`, an opt-in [`CsrfConfig`] check for unsafe requests that
 //!   act on a cookie (`Origin`, `Sec-Fetch-Site`, a custom header), and per-session form tokens
 //!   ([`Session::csrf_token`]).
+//! - **Sudo mode**: [`RecentAuth`] in a handler's signature admits only a session whose user
+//!   proved their credentials within [`SessionConfig::recent_auth_max_age`] (default 10
+//!   minutes); a session made by a remember-me refresh never counts until
+//!   [`Session::reauthenticate`] records a fresh password entry on it. Otherwise 403
+//!   `Recent authentication required` ([`AuthRejection::RecentAuthRequired`]). It wraps the
+//!   other guards (`RecentAuth<RequirePermission<P>>`) without a second query.
 //!
 //! # How a request flows
 //!
@@ -106,7 +112,10 @@ mod token;
 pub use cache::{CacheConfig, SessionCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
-pub use extract::{AuthRejection, AuthUser, GameUser, NoStore, RequirePermission, RequireRole};
+pub use extract::{
+    AuthRejection, AuthUser, Authenticated, GameUser, NoStore, RecentAuth, RequirePermission,
+    RequireRole,
+};
 pub use layer::{
     ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
     TokenSource, find_token,

@@ -40,7 +40,8 @@ impl NoCache {
     fn invalidate_all(&self) {}
 }
 
-/// tracing target of the audit events (login, logout, revoke, expiry, rejected tokens).
+/// tracing target of the audit events (login, logout, revoke, expiry, re-authentication,
+/// rejected tokens).
 pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
 
 /// A successful login or refresh: the new token (hand it to the client once), the stored
@@ -535,6 +536,53 @@ impl SessionManager {
             .await?;
         self.with_cached(|cache| cache.invalidate_session(session_id));
         Ok(selection)
+    }
+
+    /// Records that the user of a live session just proved their credentials again (the
+    /// application checked the password): moves the session's `authenticated_at` to now, so
+    /// that [`RecentAuth`](crate::RecentAuth) admits it for
+    /// [`recent_auth_max_age`](SessionConfig::recent_auth_max_age). The session keeps its
+    /// token, its remember-me series and its expiry. Returns whether the session is live.
+    ///
+    /// With a validation cache (feature `cache`), this instance drops the session's entry at
+    /// once and the invalidation triggers tell the others.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_session_auth::StoreError> {
+    /// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+    ///
+    /// let store = MemoryStore::new();
+    /// store.upsert_user(1, "alice", Some("player"), true);
+    /// let manager = SessionManager::new(store, SessionConfig::default());
+    /// let login = manager.login(1, ClientInfo::default()).await?;
+    /// // ... the user typed their password again, and it matched ...
+    /// assert!(manager.reauthenticate(login.session.id).await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn reauthenticate(&self, session_id: SessionId) -> Result<bool, StoreError> {
+        let live = self
+            .inner
+            .store
+            .reauthenticate(session_id, self.now())
+            .await?;
+        self.with_cached(|cache| cache.invalidate_session(session_id));
+        if live {
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "reauthenticate",
+                session_id = %session_id,
+            );
+        }
+        Ok(live)
+    }
+
+    /// Whether `session` counts as recently authenticated now, by the configured
+    /// [`recent_auth_max_age`](SessionConfig::recent_auth_max_age)
+    /// ([`SessionRecord::recently_authenticated`]). This is the check of
+    /// [`RecentAuth`](crate::RecentAuth).
+    pub fn is_recently_authenticated(&self, session: &SessionRecord) -> bool {
+        session.recently_authenticated(self.now(), self.inner.config.recent_auth_max_age)
     }
 
     /// Removes a session by id (an administrator's kick), with its remember-me series and

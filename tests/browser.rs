@@ -383,3 +383,99 @@ async fn cross_site_login(
     wait_for(browser, "/account/sessions", Some(1)).await;
     Ok(())
 }
+
+/// Sudo mode on the page: once the window (one second here) has passed, signing out everywhere
+/// else asks for the password in the same form; a wrong one changes nothing, the right one
+/// re-authenticates and signs the other device out in one post.
+#[tokio::test]
+async fn the_page_asks_for_the_password_when_the_login_is_not_recent() {
+    let server = Server::start_with(
+        Some(&schema_url().await),
+        &[("SESSION_RECENT_AUTH_SECS", "1")],
+    )
+    .await;
+    let other_device = login_elsewhere(&server, ANDROID_UA).await;
+    let driver = start_chromedriver().await;
+    let profile = tempdir();
+    let browser = open_browser(&driver, &profile).await;
+    let outcome = confirm_password(&server, &browser, &other_device).await;
+    let _ = browser.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    outcome.unwrap();
+    server.stop().await;
+}
+
+async fn confirm_password(
+    server: &Server,
+    browser: &Client,
+    other_device: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    let page = format!("{}/account/sessions", server.base);
+    browser
+        .goto(&format!("{}/account/login", server.base))
+        .await?;
+    wait_for(browser, "/account/login", None).await;
+    browser
+        .find(Locator::Css("input[name=username]"))
+        .await?
+        .send_keys("player")
+        .await?;
+    browser
+        .find(Locator::Css("input[name=password]"))
+        .await?
+        .send_keys("player-pass")
+        .await?;
+    browser.find(Locator::Id("sign-in")).await?.click().await?;
+    wait_for(browser, "/account/sessions", Some(2)).await;
+    assert!(
+        browser
+            .find_all(Locator::Id("confirm-note"))
+            .await?
+            .is_empty()
+    );
+
+    // Let the one-second window pass: the page now asks for the password.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    browser.goto(&page).await?;
+    wait_for(browser, "/account/sessions", Some(2)).await;
+    browser.find(Locator::Id("confirm-note")).await?;
+    let password =
+        Locator::Css("form[action='/account/sessions/revoke-others'] input[name=password]");
+    browser.find(password).await?.send_keys("wrong").await?;
+    browser
+        .find(Locator::Id("revoke-others"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "/account/sessions/revoke-others", None).await;
+    let text = browser.find(Locator::Css("main")).await?.text().await?;
+    assert!(text.contains("Invalid username or password"), "{text}");
+    assert_eq!(
+        me_status(server, other_device).await,
+        reqwest::StatusCode::OK
+    );
+
+    browser.goto(&page).await?;
+    wait_for(browser, "/account/sessions", Some(2)).await;
+    browser
+        .find(password)
+        .await?
+        .send_keys("player-pass")
+        .await?;
+    std::fs::write(
+        artifacts().join("account-sessions-confirm-password.png"),
+        browser.screenshot().await?,
+    )
+    .unwrap();
+    browser
+        .find(Locator::Id("revoke-others"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "/account/sessions", Some(1)).await;
+    assert_eq!(
+        me_status(server, other_device).await,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+    Ok(())
+}

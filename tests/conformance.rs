@@ -760,9 +760,113 @@ async fn default_client_info_records_an_unknown_client_type(backend: Backend) {
     assert_eq!(ClientInfo::default().client_type, "unknown");
 }
 
+/// The stored row of a session, by id.
+async fn stored(h: &Harness, user_id: i64, id: SessionId) -> tower_session_auth::SessionRecord {
+    h.manager
+        .list_for_user(user_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|session| session.id == id)
+        .expect("the session is listed")
+}
+
+async fn reauthenticate_moves_authenticated_at_on_the_same_session(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let login = h
+        .manager
+        .login_with(1, ClientInfo::default(), true)
+        .await
+        .unwrap();
+    let (id, t0) = (login.session.id, login.session.created_at);
+    assert!(h.manager.is_recently_authenticated(&login.session));
+    h.clock.advance(10 * MINUTE);
+    let before = stored(&h, 1, id).await;
+    assert!(!h.manager.is_recently_authenticated(&before));
+
+    assert!(h.manager.reauthenticate(id).await.unwrap());
+    let after = stored(&h, 1, id).await;
+    assert_eq!(after.authenticated_at, h.manager.now());
+    assert!(h.manager.is_recently_authenticated(&after));
+    // Nothing else moved: same session, login time, activity, expiry, series.
+    assert_eq!(
+        tower_session_auth::SessionRecord {
+            authenticated_at: t0,
+            ..after.clone()
+        },
+        before
+    );
+    // The same token still validates to the same session, and the series still refreshes.
+    match h.manager.validate(&login.token, Scope::User).await.unwrap() {
+        Validation::Valid(view) => {
+            assert_eq!(view.session.id, id);
+            assert_eq!(view.session.authenticated_at, after.authenticated_at);
+        }
+        other => panic!("expected a live session, got {other:?}"),
+    }
+    assert!(matches!(
+        h.manager
+            .refresh(login.refresh.as_ref().unwrap(), ClientInfo::default())
+            .await
+            .unwrap(),
+        tower_session_auth::Refresh::Refreshed(_)
+    ));
+}
+
+async fn reauthenticate_changes_nothing_for_unknown_or_expired_sessions(backend: Backend) {
+    let h = harness(backend, SessionConfig::default().idle_timeout(Some(MINUTE)));
+    let (_, other_id) = login_token(&h, 2).await;
+    let (token, id) = login_token(&h, 1).await;
+    h.clock.advance(Duration::from_secs(30));
+    let before = [stored(&h, 1, id).await, stored(&h, 2, other_id).await];
+    assert!(!h.manager.reauthenticate(SessionId::new()).await.unwrap());
+    assert_eq!(
+        [stored(&h, 1, id).await, stored(&h, 2, other_id).await],
+        before
+    );
+    h.clock.advance(2 * MINUTE);
+    assert!(!h.manager.reauthenticate(id).await.unwrap());
+    // Still expired: deleted when presented.
+    assert_eq!(
+        h.manager.validate(&token, Scope::User).await.unwrap(),
+        Validation::Expired
+    );
+}
+
+async fn a_refreshed_session_is_recent_only_after_reauthentication(backend: Backend) {
+    let h = harness(backend, SessionConfig::default());
+    let login = h
+        .manager
+        .login_with(1, ClientInfo::default(), true)
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(1));
+    let refreshed = match h
+        .manager
+        .refresh(login.refresh.as_ref().unwrap(), ClientInfo::default())
+        .await
+        .unwrap()
+    {
+        tower_session_auth::Refresh::Refreshed(refreshed) => refreshed.session,
+        other => panic!("expected a refresh, got {other:?}"),
+    };
+    // The login is one second old, but this session came from the refresh token.
+    assert_eq!(refreshed.authenticated_at, login.session.created_at);
+    assert!(!h.manager.is_recently_authenticated(&refreshed));
+    assert!(h.manager.reauthenticate(refreshed.id).await.unwrap());
+    let after = stored(&h, 1, refreshed.id).await;
+    assert!(after.refreshed);
+    assert!(h.manager.is_recently_authenticated(&after));
+    h.clock.advance(10 * MINUTE);
+    assert!(!h.manager.is_recently_authenticated(&after));
+}
+
 both_stores!(
     default_client_info_records_an_unknown_client_type,
     configuration_that_could_panic_is_refused_when_built,
+    reauthenticate_moves_authenticated_at_on_the_same_session,
+    reauthenticate_changes_nothing_for_unknown_or_expired_sessions,
+    a_refreshed_session_is_recent_only_after_reauthentication,
     validation_returns_the_session_as_stored,
     a_user_scope_validation_touches_but_reads_no_character,
     username_and_role_lookups,

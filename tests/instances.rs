@@ -292,6 +292,55 @@ mod cached {
         );
     }
 
+    /// A re-authentication on A lifts sudo mode on A at once and, through the session
+    /// trigger on `authenticated_at`, on B (which had cached the old session) on its next
+    /// request once notified: well before B's cache entry would expire on its own.
+    #[tokio::test]
+    async fn a_reauthentication_is_seen_by_every_instance() {
+        use axum::routing::get;
+        use tower_session_auth::{RecentAuth, SessionLayer};
+
+        let sudo = |manager: &SessionManager| {
+            common::app::routes()
+                .route(
+                    "/sudo",
+                    get(|RecentAuth(user): RecentAuth| async move { user.username }),
+                )
+                .layer(SessionLayer::new(manager.clone()))
+        };
+        let backend = Backend::pg().await;
+        let db = pg(&backend);
+        let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
+        let b = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
+        let (sudo_a, sudo_b) = (sudo(&a.manager), sudo(&b.manager));
+        let login = b.manager.login(1, ClientInfo::default()).await.unwrap();
+        let token = login.token.expose();
+        // The password was entered an hour ago.
+        db.execute(
+            "UPDATE sessions SET authenticated_at = authenticated_at - interval '1 hour'",
+            &[],
+        )
+        .await;
+        for app in [&sudo_a, &sudo_b] {
+            let reply = send(app, bearer("/sudo", token)).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN);
+            assert_eq!(reply.detail(), "Recent authentication required");
+        }
+        assert!(a.manager.reauthenticate(login.session.id).await.unwrap());
+        assert_eq!(
+            send(&sudo_a, bearer("/sudo", token)).await.status,
+            StatusCode::OK
+        );
+        let start = std::time::Instant::now();
+        while send(&sudo_b, bearer("/sudo", token)).await.status != StatusCode::OK {
+            assert!(
+                start.elapsed() < NOTIFIED_WITHIN,
+                "B still serves the session as it was before the re-authentication"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// With the cache the store is always asked at `Scope::Game`, whatever the extractor: the
     /// entry an `AuthUser` request fills serves a later `GameUser` request without a statement.
     #[tokio::test]

@@ -1337,3 +1337,379 @@ async fn postgres_health_counts_once_per_interval_even_when_the_store_fails() {
     assert_eq!(health().await.0, StatusCode::INTERNAL_SERVER_ERROR);
     server.stop().await;
 }
+
+const RECENT_AUTH_REQUIRED: &str = "Recent authentication required";
+
+fn assert_recent_auth_required(status: StatusCode, body: &Value, label: &str) {
+    assert_eq!(status, StatusCode::FORBIDDEN, "{label}: {body}");
+    assert_eq!(
+        body,
+        &json!({"detail": RECENT_AUTH_REQUIRED, "reauthenticate": "/reauthenticate"}),
+        "{label}"
+    );
+}
+
+impl Browser {
+    /// A remembered login, then a refresh by cookie: the session this browser now holds was
+    /// made by the refresh token.
+    async fn refreshed_login(&self, username: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/login",
+                Some(
+                    json!({"username": username, "password": format!("{username}-pass"),
+                            "remember": true}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = self.call(Method::POST, "/refresh", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    async fn reauthenticate(&self, password: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/reauthenticate",
+            Some(json!({"password": password})),
+        )
+        .await
+    }
+
+    async fn session_ids(&self) -> Vec<String> {
+        let (status, sessions) = self.call(Method::GET, "/sessions", None).await;
+        assert_eq!(status, StatusCode::OK, "{sessions}");
+        let mut ids: Vec<String> = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn page(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/account/sessions", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
+    /// Posts one of the sessions page's forms with its CSRF token.
+    async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> StatusCode {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .form(fields)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+/// Sudo mode with the default window: a fresh login acts at once; a session made by a
+/// remember-me refresh must re-authenticate first, on the same session; a wrong password
+/// changes nothing.
+async fn sudo_contract(server: &Server) {
+    // A fresh login may sign out another device at once.
+    let fresh = Browser::new(server);
+    fresh.login("builder").await;
+    let doomed = Browser::new(server);
+    let doomed_id = doomed.login("builder").await["session_id"].clone();
+    let path = format!("/sessions/{}", doomed_id.as_str().unwrap());
+    assert_eq!(
+        fresh.call(Method::DELETE, &path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        doomed.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A device whose session came from its refresh token, seconds after the login.
+    let device = Browser::new(server);
+    let refreshed = device.refreshed_login("builder").await;
+    let (status, me) = device.call(Method::GET, "/me", None).await;
+    assert_eq!(
+        (status, &me["session_id"]),
+        (StatusCode::OK, &refreshed["session_id"])
+    );
+    let fresh_id = fresh.call(Method::GET, "/me", None).await.1["session_id"].clone();
+    let other_path = format!("/sessions/{}", fresh_id.as_str().unwrap());
+    let (status, body) = device.call(Method::DELETE, "/sessions", None).await;
+    assert_recent_auth_required(status, &body, "DELETE /sessions");
+    let (status, body) = device.call(Method::DELETE, &other_path, None).await;
+    assert_recent_auth_required(status, &body, "DELETE /sessions/{other}");
+    // Even an id that is no session of anyone's: a stale session learns nothing.
+    let (status, body) = device
+        .call(Method::DELETE, "/sessions/not-a-uuid", None)
+        .await;
+    assert_recent_auth_required(status, &body, "DELETE /sessions/not-a-uuid");
+
+    // Wrong passwords (another user's, or nothing like one) change nothing.
+    let before = device.session_ids().await;
+    for wrong in ["player-pass", "wrong", ""] {
+        let (status, body) = device.reauthenticate(wrong).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?}: {body}");
+        assert_eq!(body["detail"], "Invalid username or password");
+    }
+    let (status, body) = device.call(Method::DELETE, "/sessions", None).await;
+    assert_recent_auth_required(status, &body, "after wrong passwords");
+    assert_eq!(device.session_ids().await, before);
+    assert_eq!(fresh.call(Method::GET, "/me", None).await.0, StatusCode::OK);
+    // Without a session there is nobody to re-authenticate.
+    let (status, body) = anonymous(server).reauthenticate("builder-pass").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["detail"], "Invalid or expired session");
+
+    // The right password: the same session (no new cookie, same id), now allowed to act.
+    let raw = device
+        .http
+        .post(format!("{}/reauthenticate", server.base))
+        .header("x-requested-with", "contract-test")
+        .json(&json!({"password": "builder-pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert!(set_cookies(&raw).is_empty());
+    assert_eq!(
+        raw.json::<Value>().await.unwrap(),
+        json!({"reauthenticated": true})
+    );
+    let (status, me) = device.call(Method::GET, "/me", None).await;
+    assert_eq!(
+        (status, &me["session_id"]),
+        (StatusCode::OK, &refreshed["session_id"])
+    );
+    assert_eq!(
+        device.call(Method::DELETE, &other_path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        fresh.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Its remember-me series survived the re-authentication.
+    let (status, body) = device.call(Method::POST, "/refresh", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Changing a role: a refreshed superuser must re-authenticate; a fresh one may at once.
+    let root = Browser::new(server);
+    root.refreshed_login("superuser").await;
+    let (status, body) = root
+        .call(
+            Method::POST,
+            "/admin/users/builder/role",
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_recent_auth_required(status, &body, "role change");
+    // Without the permission the answer stays the permission's, recent or not.
+    let (status, body) = device
+        .call(
+            Method::POST,
+            "/admin/users/builder/role",
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body["detail"],
+        "Insufficient permissions. Required: change_roles"
+    );
+    assert_eq!(
+        root.reauthenticate("superuser-pass").await.0,
+        StatusCode::OK
+    );
+    let (status, body) = root
+        .call(
+            Method::POST,
+            "/admin/users/builder/role",
+            Some(json!({"role": "worldbuilder"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The sessions page asks a session that is not recent for the password before it signs other
+/// devices out, and a missing or wrong password changes nothing.
+async fn sessions_page_sudo_contract(server: &Server) {
+    let other = Browser::new(server);
+    other.login("admin").await;
+    let fresh = Browser::new(server);
+    fresh.login("admin").await;
+    let page = fresh.page().await;
+    assert!(
+        !page.contains("name=\"password\""),
+        "a fresh session is not asked"
+    );
+
+    let device = Browser::new(server);
+    device.refreshed_login("admin").await;
+    let page = device.page().await;
+    assert!(page.contains("id=\"confirm-note\""));
+    assert!(page.contains("type=\"password\" name=\"password\""));
+    let csrf = csrf_of(&page);
+    let before = device.session_ids().await;
+    assert!(before.len() >= 3, "{before:?}");
+    let revoke_others = "/account/sessions/revoke-others";
+    assert_eq!(
+        device.post_form(revoke_others, &[("csrf", &csrf)]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        device
+            .post_form(revoke_others, &[("csrf", &csrf), ("password", "wrong")])
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Revoking one other device asks the same.
+    let fresh_id = fresh.call(Method::GET, "/me", None).await.1["session_id"].clone();
+    let revoke_one = format!("/account/sessions/{}/revoke", fresh_id.as_str().unwrap());
+    assert_eq!(
+        device.post_form(&revoke_one, &[("csrf", &csrf)]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        device
+            .post_form(&revoke_one, &[("csrf", &csrf), ("password", "wrong")])
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(device.session_ids().await, before);
+    // The right password re-authenticates and acts in one post (then shows the page again).
+    assert_eq!(
+        device
+            .post_form(
+                revoke_others,
+                &[("csrf", &csrf), ("password", "admin-pass")]
+            )
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(device.session_ids().await.len(), 1);
+    assert_eq!(
+        other.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(!device.page().await.contains("name=\"password\""));
+}
+
+/// After the window (one second here), the sudo routes answer 403 until the password is
+/// entered again; a wrong one changes nothing.
+async fn stale_login_contract(server: &Server) {
+    let player = Browser::new(server);
+    player.login("player").await;
+    let second = Browser::new(server);
+    let second_id = second.login("player").await["session_id"].clone();
+    let root = Browser::new(server);
+    root.login("superuser").await;
+    // Let the window pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let (status, body) = player.call(Method::DELETE, "/sessions", None).await;
+    assert_recent_auth_required(status, &body, "DELETE /sessions");
+    let path = format!("/sessions/{}", second_id.as_str().unwrap());
+    let (status, body) = player.call(Method::DELETE, &path, None).await;
+    assert_recent_auth_required(status, &body, "DELETE /sessions/{other}");
+    let (status, body) = root
+        .call(
+            Method::POST,
+            "/admin/users/player/role",
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_recent_auth_required(status, &body, "role change");
+    // Everything else still works.
+    assert_eq!(
+        player.call(Method::GET, "/me", None).await.0,
+        StatusCode::OK
+    );
+
+    let (status, body) = player.reauthenticate("wrong").await;
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid username or password")
+        )
+    );
+    let (status, body) = player.call(Method::DELETE, "/sessions", None).await;
+    assert_recent_auth_required(status, &body, "after a wrong password");
+    assert_eq!(
+        second.call(Method::GET, "/me", None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = root.call(Method::GET, "/me", None).await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (StatusCode::OK, Some("superuser"))
+    );
+    // Re-authentication is throttled like login (10 attempts per username and minute by
+    // default): guessing runs into 429, and then even the right password changes nothing.
+    let mut throttled = None;
+    for _ in 0..12 {
+        let response = player
+            .http
+            .post(format!("{}/reauthenticate", server.base))
+            .header("x-requested-with", "contract-test")
+            .json(&json!({"password": "guess"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let throttled = throttled.expect("re-authentication was never throttled");
+    assert!(throttled.headers().contains_key("retry-after"));
+    let body: Value = throttled.json().await.unwrap();
+    assert_eq!(body["detail"], "Too many login attempts. Try again later.");
+    let (status, _) = player.reauthenticate("player-pass").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, body) = player.call(Method::DELETE, "/sessions", None).await;
+    assert_recent_auth_required(status, &body, "while throttled");
+    assert_eq!(
+        second.call(Method::GET, "/me", None).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn memory_store_serves_sudo_mode() {
+    let server = Server::start(None).await;
+    sudo_contract(&server).await;
+    sessions_page_sudo_contract(&server).await;
+    server.stop().await;
+    let server = Server::start_with(None, &[("SESSION_RECENT_AUTH_SECS", "1")]).await;
+    stale_login_contract(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_store_serves_sudo_mode() {
+    let url = schema_url().await;
+    let server = Server::start(Some(&url)).await;
+    sudo_contract(&server).await;
+    sessions_page_sudo_contract(&server).await;
+    server.stop().await;
+    let server = Server::start_with(Some(&url), &[("SESSION_RECENT_AUTH_SECS", "1")]).await;
+    stale_login_contract(&server).await;
+    server.stop().await;
+}

@@ -24,6 +24,8 @@
 //! PostgreSQL only, made deterministic: a validation that waits on the row lock of a
 //! concurrent character switch must not write the *old* character's world over the new
 //! selection (a defect this test found and now guards against).
+//! Likewise, a re-authentication that waits on a logout's row lock finds no session once the
+//! logout commits, and revives nothing.
 
 mod common;
 
@@ -839,5 +841,68 @@ async fn validation_waiting_on_a_character_switch_keeps_the_world_in_step() {
         (record.character_id, record.world_id.as_deref()),
         (Some(11), Some("daily_undertaking")),
         "the stored world no longer matches the selected character"
+    );
+}
+
+/// A logout holds the row lock (its DELETE has run, not committed) while a re-authentication
+/// of the same session waits for it: once the logout commits, the re-authentication finds no
+/// session, says so, and brings nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthentication_waiting_on_a_logout_revives_nothing() {
+    let backend = Backend::pg().await;
+    let Backend::Pg(db) = &backend else {
+        unreachable!("Backend::pg is on PostgreSQL")
+    };
+    let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
+    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let id = login.session.id;
+
+    let mut logout_conn = db.client().await;
+    let logout = logout_conn.transaction().await.unwrap();
+    logout
+        .execute("DELETE FROM sessions WHERE id = $1", &[&id.0])
+        .await
+        .unwrap();
+    let logout_pid: i32 = logout
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let reauthentication = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.reauthenticate(id).await }
+    });
+    let watcher = db.client().await;
+    within("the re-authentication to wait on the row lock", async {
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&logout_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!reauthentication.is_finished());
+    logout.commit().await.unwrap();
+    let live = within("the re-authentication", reauthentication)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !live,
+        "a re-authentication reported a session that was logged out"
+    );
+    assert_eq!(db.session_rows().await, 0);
+    assert_eq!(
+        manager.validate(&login.token, Scope::User).await.unwrap(),
+        Validation::Unknown
     );
 }

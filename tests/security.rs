@@ -212,10 +212,19 @@ async fn revocations_are_audited() {
     let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
     let (captured, _guard) = capture();
     let login = manager.login(1, ClientInfo::default()).await.unwrap();
-    manager.login(1, ClientInfo::default()).await.unwrap();
+    let other = manager.login(1, ClientInfo::default()).await.unwrap();
+    assert!(manager.reauthenticate(other.session.id).await.unwrap());
     assert!(manager.remove(login.session.id).await.unwrap());
     assert_eq!(manager.revoke_all(1).await.unwrap(), 1);
     let logs = captured.text();
+    assert!(
+        logs.contains(&format!(
+            "event=\"reauthenticate\" session_id={}",
+            other.session.id
+        )),
+        "{logs}"
+    );
+    assert!(!logs.contains(other.token.expose()), "{logs}");
     assert!(
         logs.contains(&format!("event=\"revoke\" session_id={}", login.session.id)),
         "{logs}"

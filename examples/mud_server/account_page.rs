@@ -13,6 +13,11 @@
 //! from this origin by `Sec-Fetch-Site` / `Origin` (which also refuses a sibling subdomain that
 //! could plant the cookie). So a page elsewhere cannot sign a visitor into another account.
 //!
+//! Signing other devices out needs recent authentication (sudo mode): when this session's
+//! password entry is older than the window, or the session came from a remember-me refresh,
+//! the page asks for the password in the same forms, and the post re-authenticates the
+//! session (throttled like the login) before it acts. A wrong password changes nothing.
+//!
 //! Pages send no script at all; the stylesheet is a file of this origin, so the
 //! `Content-Security-Policy` allows nothing inline.
 
@@ -49,6 +54,15 @@ pub struct LoginForm {
 #[derive(Deserialize)]
 pub struct CsrfForm {
     csrf: String,
+}
+
+/// The form of an action on other devices: the CSRF token, and the password when the page
+/// asked for it.
+#[derive(Deserialize)]
+pub struct SensitiveForm {
+    csrf: String,
+    #[serde(default)]
+    password: Option<String>,
 }
 
 /// The login form. It reuses the browser's double-submit token when it has a well-formed one
@@ -187,15 +201,73 @@ pub async fn page(
     ) else {
         return server_error();
     };
-    Html(sessions_html(&user, &sessions, &csrf)).into_response()
+    let recent = session.require_recent_auth().await.is_ok();
+    Html(sessions_html(&user, &sessions, &csrf, recent)).into_response()
 }
 
-/// Revokes one of the user's sessions; revoking this browser's own is a sign-out.
+/// Sudo mode for the page's actions on other devices: passes when this session was
+/// authenticated recently; otherwise checks the password the form carried (throttled and
+/// bounded like the login) and re-authenticates the session, or answers with a page that
+/// says why nothing happened.
+async fn confirm_recent(
+    state: &AppState,
+    user: &AuthUser,
+    session: &Session,
+    password: Option<&str>,
+) -> Result<(), Response> {
+    match session.require_recent_auth().await {
+        Ok(_) => return Ok(()),
+        Err(AuthRejection::RecentAuthRequired { .. }) => {}
+        Err(rejection) => return Err(refused(rejection, PAGE)),
+    }
+    let Some(password) = password.filter(|password| !password.is_empty()) else {
+        return Err(password_page(
+            StatusCode::FORBIDDEN,
+            "Enter your password to sign out other devices.",
+            None,
+        ));
+    };
+    if let Err(refusal) = check_credentials(state, session, &user.username, password).await {
+        return Err(password_page(
+            refusal.status(),
+            refusal.detail(),
+            refusal.retry_after(),
+        ));
+    }
+    match session.reauthenticate().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Redirect::to(LOGIN).into_response()),
+        Err(rejection) => Err(refused(rejection, PAGE)),
+    }
+}
+
+/// Why an action on other devices did not happen, with the way back to the page.
+fn password_page(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
+    let mut response = (
+        status,
+        Html(layout(
+            "Confirm your password",
+            &format!(
+                "<p class=\"error\">{}</p><p><a href=\"{PAGE}\">Back to your sessions</a></p>",
+                escape(message)
+            ),
+        )),
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert(RETRY_AFTER, secs.into());
+    }
+    response
+}
+
+/// Revokes one of the user's sessions; revoking this browser's own is a sign-out, another's
+/// needs recent authentication.
 pub async fn revoke(
+    State(state): State<AppState>,
     user: AuthUser,
     session: Session,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<SensitiveForm>,
 ) -> Response {
     if !session.verify_csrf_token(&form.csrf) {
         return csrf_failure(PAGE);
@@ -203,6 +275,13 @@ pub async fn revoke(
     let Ok(id) = id.parse::<SessionId>() else {
         return Redirect::to(PAGE).into_response();
     };
+    if id != user.session_id {
+        if let Err(response) =
+            confirm_recent(&state, &user, &session, form.password.as_deref()).await
+        {
+            return response;
+        }
+    }
     // The page sends a browser whose own session this was to the login form.
     match session.revoke(user.user_id, id).await {
         Ok(_) => Redirect::to(PAGE).into_response(),
@@ -214,10 +293,13 @@ pub async fn revoke_others(
     State(state): State<AppState>,
     user: AuthUser,
     session: Session,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<SensitiveForm>,
 ) -> Response {
     if !session.verify_csrf_token(&form.csrf) {
         return csrf_failure(PAGE);
+    }
+    if let Err(response) = confirm_recent(&state, &user, &session, form.password.as_deref()).await {
+        return response;
     }
     match state
         .manager
@@ -325,8 +407,17 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> String {
+/// The sessions page. Unless the session was authenticated `recent`ly, the forms that act on
+/// other devices ask for the password too.
+fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str, recent: bool) -> String {
     let csrf_field = format!("<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">");
+    let password_field = if recent {
+        ""
+    } else {
+        "<input type=\"password\" name=\"password\" class=\"confirm\" \
+         placeholder=\"Your password\" aria-label=\"Your password\" \
+         autocomplete=\"current-password\" required>"
+    };
     let mut rows = String::new();
     for record in sessions {
         let current = record.id == user.session_id;
@@ -335,6 +426,7 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> Str
         } else {
             format!(
                 "<form method=\"post\" action=\"/account/sessions/{id}/revoke\">{csrf_field}\
+                 {password_field}\
                  <button type=\"submit\" class=\"revoke\" data-session=\"{id}\">Revoke</button>\
                  </form>",
                 id = record.id
@@ -365,9 +457,10 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> Str
          {count} active session{plural}.</p>\
          <table><thead><tr><th>Device</th><th>IP address</th><th>Client</th>\
          <th>Signed in</th><th>Last active</th><th></th></tr></thead>\
-         <tbody>{rows}</tbody></table>\
+         <tbody>{rows}</tbody></table>{confirm_note}\
          <div class=\"actions\">\
          <form method=\"post\" action=\"/account/sessions/revoke-others\">{csrf_field}\
+         {others_password}\
          <button type=\"submit\" id=\"revoke-others\"{disabled}>Sign out everywhere else</button>\
          </form>\
          <form method=\"post\" action=\"/account/logout\">{csrf_field}\
@@ -378,6 +471,13 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> Str
         count = sessions.len(),
         plural = if sessions.len() == 1 { "" } else { "s" },
         disabled = if others == 0 { " disabled" } else { "" },
+        others_password = if others == 0 { "" } else { password_field },
+        confirm_note = if recent || others == 0 {
+            ""
+        } else {
+            "<p class=\"note\" id=\"confirm-note\">To sign out other devices, enter your \
+             password again: this session has not confirmed it recently.</p>"
+        },
     );
     layout("Your sessions", &body)
 }
@@ -434,4 +534,8 @@ form.login input:not([type=checkbox]) { display: block; width: 100%; padding: .4
          font: inherit; border: 1px solid #d0d7de; border-radius: 6px; box-sizing: border-box; }
 .error { color: #cf222e; }
 small { color: #57606a; }
+.note { color: #57606a; }
+td form { display: flex; align-items: center; }
+input.confirm { font: inherit; padding: .4rem; margin-right: .5rem; width: 11rem;
+         border: 1px solid #d0d7de; border-radius: 6px; }
 ";

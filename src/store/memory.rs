@@ -580,4 +580,16 @@ impl SessionStore for MemoryStore {
         )?;
         Ok(RefreshOutcome::Refreshed(Box::new(record)))
     }
+
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.sessions.get_mut(&id) {
+            Some(entry) if !is_expired(&entry.record, now) => {
+                let record = &mut entry.record;
+                record.authenticated_at = record.authenticated_at.max(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }

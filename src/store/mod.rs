@@ -260,6 +260,29 @@ pub struct SessionRecord {
     pub remembered: bool,
 }
 
+impl SessionRecord {
+    /// Whether the user proved their credentials on this session within `max_age` of `now`:
+    /// its `authenticated_at` is younger than `max_age`, and, if a remember-me refresh made
+    /// the session, it was re-authenticated since (a refresh keeps the login's
+    /// `authenticated_at`, older than the session's `created_at`; a re-authentication moves it
+    /// to or past `created_at`).
+    ///
+    /// ```
+    /// # use tower_session_auth::SessionRecord;
+    /// # fn check(session: &SessionRecord) -> bool {
+    /// let now = time::OffsetDateTime::now_utc();
+    /// session.recently_authenticated(now, std::time::Duration::from_secs(600))
+    /// # }
+    /// ```
+    pub fn recently_authenticated(&self, now: OffsetDateTime, max_age: Duration) -> bool {
+        // A window beyond the calendar's start admits every time.
+        let fresh = now
+            .checked_sub(span(max_age))
+            .is_none_or(|since| self.authenticated_at > since);
+        fresh && (!self.refreshed || self.authenticated_at >= self.created_at)
+    }
+}
+
 /// The user columns read in the validating statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
@@ -447,6 +470,17 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = request;
         Err(StoreError::Other(
             "remember-me is not supported by this store".to_owned(),
+        ))
+    }
+
+    /// Records a fresh proof of credentials on a live session: moves its `authenticated_at`
+    /// to `now` (never backwards), and nothing else: same token, same series, same expiry.
+    /// Returns whether a live session with this id exists. Stores without re-authentication
+    /// support keep this default, which fails.
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let _ = (id, now);
+        Err(StoreError::Other(
+            "re-authentication is not supported by this store".to_owned(),
         ))
     }
 }

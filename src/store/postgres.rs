@@ -563,7 +563,7 @@ impl PgStore {
 
     /// Installs the triggers that feed cross-instance cache invalidation (feature `cache`):
     /// they `NOTIFY tower_session_auth` when sessions are deleted (once per statement, ids in
-    /// batches of 200) or a session is rebound to another character, when a user's role,
+    /// batches of 200) or a session is rebound to another character or re-authenticated, when a user's role,
     /// active flag or name changes or the user is deleted, and when a character changes world
     /// or owner or is deleted. Idempotent; run it at start-up. Touches and other hot-path
     /// writes fire nothing.
@@ -593,7 +593,7 @@ impl PgStore {
                 "'sessions:' || OLD.id",
             ),
             "CREATE OR REPLACE TRIGGER tower_session_auth_session_changed \
-             AFTER UPDATE OF character_id, user_id ON sessions \
+             AFTER UPDATE OF character_id, user_id, authenticated_at ON sessions \
              FOR EACH ROW EXECUTE FUNCTION tower_session_auth_session_changed();"
                 .to_owned(),
             // Deletions are reported once per statement, with the ids in batches that fit a
@@ -1180,6 +1180,17 @@ impl SessionStore for PgStore {
             tx.commit().await?;
             Ok(RefreshOutcome::Refreshed(Box::new(record)))
         })
+    }
+
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
+        // column is unindexed, so this is a HOT update like a touch.
+        let sql = format!(
+            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
+             WHERE s.id = $1 AND {}",
+            live("s", "$2")
+        );
+        Ok(self.execute(&sql, &[&id.0, &now]).await? > 0)
     }
 }
 

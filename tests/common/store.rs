@@ -165,4 +165,9 @@ impl SessionStore for InstrumentedStore {
         self.record("refresh");
         self.inner.refresh(request).await
     }
+
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.record("reauthenticate");
+        self.inner.reauthenticate(id, now).await
+    }
 }
