@@ -1,5 +1,6 @@
 //! [`SessionConfig`]: expiry, debounce, cookie and limits, with the original server's defaults.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use cookie::SameSite;
@@ -42,7 +43,14 @@ pub struct SessionConfig {
     pub csrf: Option<CsrfConfig>,
     /// Remember-me refresh series (used only by logins that ask for it).
     pub refresh: RefreshConfig,
+    /// Rows per statement of [`purge_expired`](crate::SessionManager::purge_expired) and the
+    /// sweeper: each batch is a short statement of its own, so that a mass expiry never holds
+    /// locks or a connection for long.
+    pub purge_batch_size: NonZeroU32,
 }
+
+/// The default [`SessionConfig::purge_batch_size`].
+const DEFAULT_PURGE_BATCH_SIZE: NonZeroU32 = NonZeroU32::new(1000).unwrap();
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -56,6 +64,7 @@ impl Default for SessionConfig {
             cookie: CookieConfig::default(),
             csrf: None,
             refresh: RefreshConfig::default(),
+            purge_batch_size: DEFAULT_PURGE_BATCH_SIZE,
         }
     }
 }
@@ -106,6 +115,12 @@ impl SessionConfig {
     /// Replaces the remember-me settings.
     pub fn refresh(mut self, refresh: RefreshConfig) -> Self {
         self.refresh = refresh;
+        self
+    }
+
+    /// Sets how many expired sessions each statement of the purge deletes (1000 by default).
+    pub fn purge_batch_size(mut self, size: NonZeroU32) -> Self {
+        self.purge_batch_size = size;
         self
     }
 

@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, Scope,
+    CharacterRecord, CharacterSelection, NewSession, Purged, RefreshOutcome, RefreshRequest, Scope,
     SecretMatch, SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord,
     Validation, is_expired, match_secret,
 };
@@ -769,14 +769,35 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.execute(
-            "WITH series AS ( \
-                DELETE FROM refresh_series WHERE expires_at <= $1 OR absolute_expires_at <= $1) \
-             DELETE FROM sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1",
-            &[&now],
-        )
-        .await
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+        // Each batch locks only the rows it deletes, and skips those that a concurrent
+        // statement (a touch, another instance's sweeper) holds.
+        let row = self
+            .query_one_opt(
+                "WITH series AS ( \
+                    DELETE FROM refresh_series WHERE id IN ( \
+                        SELECT id FROM refresh_series \
+                        WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
+                        LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                    RETURNING 1), \
+                 doomed AS ( \
+                    DELETE FROM sessions WHERE id IN ( \
+                        SELECT id FROM sessions \
+                        WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
+                        LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                    RETURNING 1) \
+                 SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series)",
+                &[&now, &i64::from(limit)],
+            )
+            .await?;
+        let count = |column: usize| -> u64 {
+            let count: i64 = row.as_ref().map_or(0, |row| row.get(column));
+            count.try_into().unwrap_or(0)
+        };
+        Ok(Purged {
+            sessions: count(0),
+            series: count(1),
+        })
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
