@@ -46,7 +46,8 @@
 //! - **Expiry**: an idle TTL with sliding expiration, plus an absolute lifetime that activity
 //!   never extends. Activity writes are debounced by `touch_interval`, so the idle expiry can
 //!   come early by at most that interval. An expired session is deleted when presented, and
-//!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest.
+//!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest, in
+//!   batches of [`SessionConfig::purge_batch_size`] rows, each a short statement of its own.
 //!   A touch never re-creates a session deleted concurrently.
 //! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
 //!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store`. When the

@@ -43,6 +43,7 @@ pub fn requests_by_concurrency(
                 String::new()
             }
         })
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_desc("concurrent keep-alive connections")
         .y_desc("requests/s")
         .draw()?;

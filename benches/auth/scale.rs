@@ -101,6 +101,8 @@ pub struct ScaleReport {
     pub keys: Vec<(&'static str, Value)>,
     /// Validation p99 per bucket against seconds since the purge started, per variant.
     pub purge_latency: Vec<charts::Series>,
+    /// Expired sessions purged by each variant.
+    pub purge_rows: u64,
 }
 
 /// The summary keys of the scale sections, null in a run without them.
@@ -181,6 +183,7 @@ pub async fn run(bench: &Bench, settings: &ScaleSettings, ours: Ours<'_>) -> Sca
         }),
         keys,
         purge_latency,
+        purge_rows: settings.purge_rows,
     }
 }
 
@@ -298,11 +301,12 @@ async fn clear_loaded(bench: &Bench) {
                  SELECT * FROM sessions WHERE client_type <> '{LOADED}';
              TRUNCATE sessions;
              INSERT INTO sessions SELECT * FROM kept;
-             COMMIT;
-             VACUUM (ANALYZE) sessions;"
+             COMMIT;"
         ))
         .await
         .expect("remove the loaded sessions");
+    drop(client);
+    vacuum(bench).await;
 }
 
 /// Last activity of the real sessions spread over the past touch interval (see
@@ -735,7 +739,7 @@ fn print_reading(before: &Value, now: &Value, requests: usize, elapsed: Duration
         now["seconds"].as_f64().unwrap_or(0.0),
         mib(&now["sizes"]["table_bytes"]),
         mib(&now["sizes"]["indexes_bytes"]),
-        now["dead_tuples"],
+        now["dead_tuples"].as_i64().unwrap_or(0),
         delta("autovacuums"),
         now["process_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
     );
