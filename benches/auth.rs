@@ -900,7 +900,12 @@ async fn send_once(runtime: &Handle, target: Target) -> Reply {
 async fn http_login(runtime: &Handle, addr: SocketAddr, user_id: i64) -> HeaderValue {
     let target = Target::new(addr, Method::POST, &format!("/login/{user_id}"), None);
     let reply = send_once(runtime, target).await;
-    cookie_pair(reply.headers.get(header::SET_COOKIE).expect("login set no cookie"))
+    cookie_pair(
+        reply
+            .headers
+            .get(header::SET_COOKIE)
+            .expect("login set no cookie"),
+    )
 }
 
 /// The `name=value` of a `Set-Cookie`, ready to send.
@@ -912,7 +917,11 @@ fn cookie_pair(set_cookie: &HeaderValue) -> HeaderValue {
 
 /// Each client sends one request per cookie of its rotation (or `count` requests without
 /// one), once; returns them and the time until the last one finished.
-async fn run_drain(runtime: &Handle, clients: Vec<Client>, count: usize) -> (Vec<Client>, Duration) {
+async fn run_drain(
+    runtime: &Handle,
+    clients: Vec<Client>,
+    count: usize,
+) -> (Vec<Client>, Duration) {
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -1372,7 +1381,9 @@ impl Bench {
     }
 
     async fn measure(&self, case: &Case, concurrency: usize, writes: bool) -> Measured {
-        self.measure_with(case, concurrency, writes, Load::Window).await.0
+        self.measure_with(case, concurrency, writes, Load::Window)
+            .await
+            .0
     }
 
     /// Measures `case` with the load given; returns the figures and the cookies that the

@@ -50,7 +50,7 @@ pub struct SessionConfig {
 }
 
 /// The default [`SessionConfig::purge_batch_size`].
-const DEFAULT_PURGE_BATCH_SIZE: NonZeroU32 = NonZeroU32::new(1000).unwrap();
+const DEFAULT_PURGE_BATCH_SIZE: NonZeroU32 = NonZeroU32::new(10_000).unwrap();
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -118,7 +118,7 @@ impl SessionConfig {
         self
     }
 
-    /// Sets how many expired sessions each statement of the purge deletes (1000 by default).
+    /// Sets how many expired sessions each statement of the purge deletes (10 000 by default).
     pub fn purge_batch_size(mut self, size: NonZeroU32) -> Self {
         self.purge_batch_size = size;
         self

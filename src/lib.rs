@@ -108,8 +108,8 @@ pub use lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
 pub use store::{
     AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSeries, NewSession,
-    PgStore, Purged, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation,
+    PgStore, Purged, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation,
 };
 pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
 

@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use common::app::{bearer, login, send};
 use common::{Backend, Harness, harness};
 use tower_session_auth::{
-    CharacterSelection, Clock, ClientInfo, Purged, RefreshConfig, Scope, SessionConfig, SessionId, SessionToken, Validation,
+    CharacterSelection, ClientInfo, Clock, Purged, RefreshConfig, Scope, SessionConfig, SessionId,
+    SessionToken, Validation,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -685,7 +686,13 @@ async fn purge_works_in_batches_and_spares_live_sessions(backend: Backend) {
     assert_eq!(h.backend.stored_sessions().await, 7);
     // One batch deletes at most its size, of sessions and of series alike.
     let first = h.backend.purge_batch(h.clock.now(), 2).await;
-    assert_eq!(first, Purged { sessions: 2, series: 2 });
+    assert_eq!(
+        first,
+        Purged {
+            sessions: 2,
+            series: 2
+        }
+    );
     assert!(first.was_full(2));
     assert_eq!(h.backend.stored_sessions().await, 5);
     // The manager goes on batch after batch until every expired row is gone.

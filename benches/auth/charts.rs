@@ -54,7 +54,9 @@ pub fn requests_by_concurrency(
         chart
             .draw_series(LineSeries::new(placed.clone(), color.stroke_width(2)))?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart.draw_series(
             placed
                 .iter()
@@ -101,7 +103,9 @@ pub fn latency_over_time(
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

@@ -76,7 +76,10 @@ impl ScaleSettings {
         };
         match flag {
             "--scale-rows" => {
-                let mut rows = value.split(',').map(number).collect::<Result<Vec<_>, _>>()?;
+                let mut rows = value
+                    .split(',')
+                    .map(number)
+                    .collect::<Result<Vec<_>, _>>()?;
                 rows.sort_unstable();
                 rows.dedup();
                 self.rows = rows;

@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, NewSession, RefreshOutcome, RefreshRequest, Scope,
+    CharacterRecord, CharacterSelection, NewSession, Purged, RefreshOutcome, RefreshRequest, Scope,
     SecretMatch, SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord,
-    Purged, Validation, is_expired, match_secret,
+    Validation, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 

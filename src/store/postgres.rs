@@ -770,21 +770,24 @@ impl SessionStore for PgStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
-        // Each batch locks only the rows it deletes, and skips those that a concurrent
-        // statement (a touch, another instance's sweeper) holds.
+        // Each batch locks only the rows it deletes, skipping those that a concurrent
+        // statement (a touch, another instance's sweeper) holds, and deletes them where the
+        // scan found them (by `ctid`, no index lookup per row).
         let row = self
             .query_one_opt(
                 "WITH series AS ( \
-                    DELETE FROM refresh_series WHERE id IN ( \
-                        SELECT id FROM refresh_series \
+                    DELETE FROM refresh_series WHERE ctid = ANY (ARRAY( \
+                        SELECT ctid FROM refresh_series \
                         WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
-                        LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                        LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                    AND (expires_at <= $1 OR absolute_expires_at <= $1) \
                     RETURNING 1), \
                  doomed AS ( \
-                    DELETE FROM sessions WHERE id IN ( \
-                        SELECT id FROM sessions \
+                    DELETE FROM sessions WHERE ctid = ANY (ARRAY( \
+                        SELECT ctid FROM sessions \
                         WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
-                        LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                        LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                    AND (expires_at <= $1 OR absolute_expires_at <= $1) \
                     RETURNING 1) \
                  SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series)",
                 &[&now, &i64::from(limit)],

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tower_session_auth::{
-    CharacterSelection, NewSession, PgStore, Purged, RefreshOutcome, RefreshRequest, Scope, SessionId,
-    SessionRecord, SessionStore, SessionView, StoreError, TokenHash, Touch, Validation,
+    CharacterSelection, NewSession, PgStore, Purged, RefreshOutcome, RefreshRequest, Scope,
+    SessionId, SessionRecord, SessionStore, SessionView, StoreError, TokenHash, Touch, Validation,
 };
 
 #[derive(Clone)]
