@@ -23,7 +23,11 @@
 //!
 //! Every request carries the cookie its system set at an HTTP login, one session per worker.
 //! Then `POST /login/{id}` (look the user up, create a session) measures logins per second,
-//! ours and the peer's, at concurrency 8.
+//! ours and the peer's, at concurrency 8; `POST /logout` ends each session those logins made,
+//! once, and `ours-login-pruned` logs in on a server with `max_sessions_per_user` set, every
+//! user already at the limit. The cache's invalidation triggers are installed for the
+//! `ours-cached` case only. With `--scale`, the table-size, mass-expiry and long-run sections
+//! follow (`auth/scale.rs`). Each run writes SVG charts next to the summary (`auth/charts.rs`).
 //!
 //! Statements per request: the change in `pg_stat_statements.calls` (top-level statements, so
 //! round trips) for this role and database across the measured window. Rows written per
