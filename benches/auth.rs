@@ -223,6 +223,15 @@ impl Settings {
         !self.quick || concurrency == 8
     }
 
+    fn mode(&self) -> &'static str {
+        match (self.quick, self.scale.is_some()) {
+            (true, true) => "quick+scale",
+            (false, true) => "scale",
+            (true, false) => "quick",
+            (false, false) => "full",
+        }
+    }
+
     /// Whether the case `name` is measured in this run.
     fn includes(&self, name: &str) -> bool {
         self.only
@@ -1073,7 +1082,7 @@ impl Bench {
         let machine = machine();
         println!(
             "tower-session-auth benchmark ({} mode): {} CPUs ({}), {:.1} GiB, PostgreSQL {}",
-            if self.settings.quick { "quick" } else { "full" },
+            self.settings.mode(),
             machine["nproc"],
             machine["cpu"].as_str().unwrap_or("?"),
             machine["memory_gib"].as_f64().unwrap_or(0.0),
@@ -1543,12 +1552,7 @@ impl Bench {
             }
         }
         json!({
-            "mode": match (self.settings.quick, self.settings.scale.is_some()) {
-                (true, true) => "quick+scale",
-                (false, true) => "scale",
-                (true, false) => "quick",
-                (false, false) => "full",
-            },
+            "mode": self.settings.mode(),
             "date": format!(
                 "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
                 started.year(), u8::from(started.month()), started.day(),
