@@ -23,7 +23,11 @@
 //!
 //! Every request carries the cookie its system set at an HTTP login, one session per worker.
 //! Then `POST /login/{id}` (look the user up, create a session) measures logins per second,
-//! ours and the peer's, at concurrency 8.
+//! ours and the peer's, at concurrency 8; `POST /logout` ends each session those logins made,
+//! once, and `ours-login-pruned` logs in on a server with `max_sessions_per_user` set, every
+//! user already at the limit. The cache's invalidation triggers are installed for the
+//! `ours-cached` case only. With `--scale`, the table-size, mass-expiry and long-run sections
+//! follow (`auth/scale.rs`). Each run writes SVG charts next to the summary (`auth/charts.rs`).
 //!
 //! Statements per request: the change in `pg_stat_statements.calls` (top-level statements, so
 //! round trips) for this role and database across the measured window. Rows written per
@@ -48,8 +52,12 @@
 //! `pg_stat_statements` and exports `BENCH_DATABASE_URL`. The results are printed and written
 //! to `target/bench-summary.json`. Numbers depend on the machine: nothing here asserts a speed.
 
+#[path = "auth/charts.rs"]
+mod charts;
 #[path = "auth/parts.rs"]
 mod parts;
+#[path = "auth/scale.rs"]
+mod scale;
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -97,6 +105,8 @@ const SESSIONS: usize = 64;
 const POOL_SIZE: usize = 16;
 /// Workers of the login measurement.
 const LOGIN_CONCURRENCY: usize = 8;
+/// Sessions per user kept by the server that measures the pruning at login.
+const PRUNED_MAX_SESSIONS: u32 = 4;
 /// Workers of the measurement without activity debounce (`touch_interval` zero).
 const UNDEBOUNCED_CONCURRENCY: usize = 8;
 /// A backend publishes its table statistics when it goes idle, at most once per second.
@@ -149,6 +159,8 @@ fn main() {
 /// Window lengths: `--quick` for a run under a minute, the default for steadier numbers.
 struct Settings {
     quick: bool,
+    /// `--scale`: after the other cases, the table-size, mass-expiry and long-run sections.
+    scale: Option<scale::ScaleSettings>,
     /// `--cases a,b`: measure only these cases (for profiling one path); all by default.
     only: Option<Vec<String>>,
     warmup: Duration,
@@ -159,10 +171,22 @@ impl Settings {
     fn from_args() -> Self {
         let mut quick = false;
         let mut only = None;
+        let mut scale: Option<scale::ScaleSettings> = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--scale" => {
+                    scale.get_or_insert_with(scale::ScaleSettings::default);
+                }
+                flag @ ("--scale-rows" | "--purge-rows" | "--soak-secs" | "--soak-sessions") => {
+                    let value = args.next().unwrap_or_default();
+                    let settings = scale.get_or_insert_with(scale::ScaleSettings::default);
+                    if let Err(error) = settings.set(flag, &value) {
+                        eprintln!("{flag} {value:?}: {error}");
+                        std::process::exit(2);
+                    }
+                }
                 "--cases" => {
                     let list = args.next().unwrap_or_default();
                     only = Some(list.split(',').map(str::to_owned).collect());
@@ -171,7 +195,9 @@ impl Settings {
                 "--bench" => {}
                 other => {
                     eprintln!(
-                        "unknown argument {other:?}; usage: scripts/bench [--quick] [--cases a,b]"
+                        "unknown argument {other:?}; usage: scripts/bench [--quick] [--cases a,b] \
+                         [--scale [--scale-rows n,n,..] [--purge-rows n] [--soak-secs s] \
+                         [--soak-sessions n]]"
                     );
                     std::process::exit(2);
                 }
@@ -184,6 +210,7 @@ impl Settings {
         };
         Self {
             quick,
+            scale,
             only,
             warmup,
             window,
@@ -194,6 +221,15 @@ impl Settings {
     /// seconds of waiting for the statistics, so the quick mode counts at concurrency 8 only).
     fn counts_writes_at(&self, concurrency: usize) -> bool {
         !self.quick || concurrency == 8
+    }
+
+    fn mode(&self) -> &'static str {
+        match (self.quick, self.scale.is_some()) {
+            (true, true) => "quick+scale",
+            (false, true) => "scale",
+            (true, false) => "quick",
+            (false, false) => "full",
+        }
     }
 
     /// Whether the case `name` is measured in this run.
@@ -417,6 +453,21 @@ impl Db {
             .get(0)
     }
 
+    /// Removes what `PgStore::install_invalidation_triggers` installed.
+    async fn drop_invalidation_triggers(&self) {
+        self.pool
+            .get()
+            .await
+            .expect("pool connection")
+            .batch_execute(
+                "DROP TRIGGER tower_session_auth_session_changed ON sessions;
+                 DROP TRIGGER tower_session_auth_user_changed ON users;
+                 DROP TRIGGER tower_session_auth_character_changed ON characters;",
+            )
+            .await
+            .expect("drop the invalidation triggers");
+    }
+
     async fn drop_schema(&self) {
         self.sqlx.close().await;
         self.admin
@@ -573,10 +624,17 @@ fn ours_router(manager: SessionManager, users: Option<Pool>) -> Router {
             _ => Err(StatusCode::CONFLICT),
         }
     }
+    async fn logout(session: Session) -> Result<&'static str, StatusCode> {
+        match session.logout().await.map_err(internal)? {
+            true => Ok("logged out"),
+            false => Err(StatusCode::UNAUTHORIZED),
+        }
+    }
     Router::new()
         .route("/me", get(me))
         .route("/play", get(play))
         .route("/login/{user_id}", post(login))
+        .route("/logout", post(logout))
         .route("/select/{character_id}", post(select))
         .with_state(users)
         .layer(SessionLayer::new(manager))
@@ -654,11 +712,18 @@ fn peer_router(pool: PgPool, store: PostgresStore) -> Router {
         auth.login(&user).await.map_err(internal)?;
         Ok(user.username)
     }
+    async fn logout(mut auth: AuthSession<PeerBackend>) -> Result<&'static str, StatusCode> {
+        match auth.logout().await.map_err(internal)? {
+            Some(_) => Ok("logged out"),
+            None => Err(StatusCode::UNAUTHORIZED),
+        }
+    }
     let sessions = SessionManagerLayer::new(store);
     let auth = AuthManagerLayerBuilder::new(PeerBackend { pool }, sessions).build();
     Router::new()
         .route("/me", get(me))
         .route("/login/{user_id}", post(login))
+        .route("/logout", post(logout))
         .layer(auth)
 }
 
@@ -708,6 +773,13 @@ struct Client {
     host: HeaderValue,
     target: Target,
     latencies: Vec<u32>,
+    /// When not empty, each request carries the next of these cookies (cycled) instead of the
+    /// target's.
+    rotation: Vec<HeaderValue>,
+    next: usize,
+    /// Whether to keep the cookie each answer sets (in `collected`).
+    collect: bool,
+    collected: Vec<HeaderValue>,
 }
 
 impl Client {
@@ -729,6 +801,10 @@ impl Client {
             host: HeaderValue::from_str(&target.addr.to_string()).expect("host"),
             target,
             latencies: Vec::new(),
+            rotation: Vec::new(),
+            next: 0,
+            collect: false,
+            collected: Vec::new(),
         }
     }
 
@@ -737,8 +813,14 @@ impl Client {
             .method(self.target.method.clone())
             .uri(self.target.uri.clone())
             .header(header::HOST, self.host.clone());
-        if let Some(cookie) = &self.target.cookie {
-            request = request.header(header::COOKIE, cookie.clone());
+        let cookie = if self.rotation.is_empty() {
+            self.target.cookie.clone()
+        } else {
+            self.next += 1;
+            Some(self.rotation[(self.next - 1) % self.rotation.len()].clone())
+        };
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
         }
         let request = request.body(Empty::new()).expect("request");
         self.sender.ready().await.expect("connection closed");
@@ -749,6 +831,11 @@ impl Client {
             .expect("request failed");
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("response body").to_bytes();
+        if self.collect && parts.status.is_success() {
+            if let Some(cookie) = parts.headers.get(header::SET_COOKIE) {
+                self.collected.push(cookie_pair(cookie));
+            }
+        }
         Reply {
             status: parts.status,
             headers: parts.headers,
@@ -826,14 +913,56 @@ async fn send_once(runtime: &Handle, target: Target) -> Reply {
 async fn http_login(runtime: &Handle, addr: SocketAddr, user_id: i64) -> HeaderValue {
     let target = Target::new(addr, Method::POST, &format!("/login/{user_id}"), None);
     let reply = send_once(runtime, target).await;
-    let set_cookie = reply
-        .headers
-        .get(header::SET_COOKIE)
-        .expect("login set no cookie")
-        .to_str()
-        .expect("cookie text");
-    let pair = set_cookie.split(';').next().unwrap_or_default().trim();
+    cookie_pair(
+        reply
+            .headers
+            .get(header::SET_COOKIE)
+            .expect("login set no cookie"),
+    )
+}
+
+/// The `name=value` of a `Set-Cookie`, ready to send.
+fn cookie_pair(set_cookie: &HeaderValue) -> HeaderValue {
+    let text = set_cookie.to_str().expect("cookie text");
+    let pair = text.split(';').next().unwrap_or_default().trim();
     HeaderValue::from_str(pair).expect("cookie")
+}
+
+/// Each client sends one request per cookie of its rotation (or `count` requests without
+/// one), once; returns them and the time until the last one finished.
+async fn run_drain(
+    runtime: &Handle,
+    clients: Vec<Client>,
+    count: usize,
+) -> (Vec<Client>, Duration) {
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            runtime.spawn(async move {
+                client.latencies.clear();
+                let requests = if client.rotation.is_empty() {
+                    count
+                } else {
+                    client.rotation.len()
+                };
+                for _ in 0..requests {
+                    let sent = Instant::now();
+                    client.send_ok().await;
+                    let micros = sent.elapsed().as_micros();
+                    client
+                        .latencies
+                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                }
+                client
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        clients.push(task.await.expect("a client failed"));
+    }
+    (clients, start.elapsed())
 }
 
 // --- Measuring and reporting ------------------------------------------------------------
@@ -901,6 +1030,17 @@ fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     f64::from(sorted[index]) / 1000.0
 }
 
+/// How a case loads its system.
+enum Load {
+    /// Warm-up, then the measured window.
+    Window,
+    /// As `Window`, keeping the cookies that the answers set.
+    Collect,
+    /// No warm-up: each of these cookies is sent once (shared out among the workers), and the
+    /// window is the time until all are done.
+    Drain(Vec<HeaderValue>),
+}
+
 /// A system's route and the cookies that its workers send, one per worker.
 struct Case {
     name: &'static str,
@@ -942,7 +1082,7 @@ impl Bench {
         let machine = machine();
         println!(
             "tower-session-auth benchmark ({} mode): {} CPUs ({}), {:.1} GiB, PostgreSQL {}",
-            if self.settings.quick { "quick" } else { "full" },
+            self.settings.mode(),
             machine["nproc"],
             machine["cpu"].as_str().unwrap_or("?"),
             machine["memory_gib"].as_f64().unwrap_or(0.0),
@@ -968,10 +1108,6 @@ impl Bench {
         // The same store behind the opt-in validation cache (one instance: no listener).
         #[cfg(feature = "cache")]
         let ours_cached = {
-            store
-                .install_invalidation_triggers()
-                .await
-                .expect("install the invalidation triggers");
             let cache = SessionCache::new(CacheConfig::default());
             serve(ours_router(
                 SessionManager::new(store.clone(), config.clone()).with_cache(cache),
@@ -1041,6 +1177,7 @@ impl Bench {
             .map(|(&user, cookie)| (user, parts::cookie_hash(cookie)))
             .collect();
         let (ours_cookie, memory_cookie) = (ours_cookies[0].clone(), memory_cookies[0].clone());
+        let ours_scale_cookies = ours_cookies.clone();
         let floor_cookies = auth_users
             .iter()
             .map(|user| HeaderValue::from_str(&format!("id={user}")).expect("cookie"))
@@ -1090,11 +1227,24 @@ impl Bench {
             if case.database && case.name.starts_with("ours") {
                 self.db.age_sessions(touch_interval).await;
             }
+            // The cache's invalidation triggers are there for its case only: each deleted
+            // session notifies, which the other cases (logouts, purges) would pay for too.
+            let cached = case.name == "ours-cached";
+            #[cfg(feature = "cache")]
+            if cached {
+                store
+                    .install_invalidation_triggers()
+                    .await
+                    .expect("install the invalidation triggers");
+            }
             for concurrency in CONCURRENCY {
                 let writes = case.database && self.settings.counts_writes_at(concurrency);
                 let measured = self.measure(case, concurrency, writes).await;
                 print_row(&measured);
                 self.results.push(measured);
+            }
+            if cached {
+                self.db.drop_invalidation_triggers().await;
             }
         }
         let case = get_case(
@@ -1109,8 +1259,29 @@ impl Bench {
             print_row(&measured);
             self.results.push(measured);
         }
+        // Logins, then logouts of the sessions those logins made; and logins that prune the
+        // user's oldest session, each user being at the limit already.
+        let pruned = serve(ours_router(
+            SessionManager::new(
+                store.clone(),
+                config
+                    .clone()
+                    .max_sessions_per_user(Some(PRUNED_MAX_SESSIONS)),
+            ),
+            Some(self.db.pool.clone()),
+        ))
+        .await;
         let login_paths: Vec<String> = auth_users.iter().map(|u| format!("/login/{u}")).collect();
-        for (name, addr) in [("ours-login", ours), ("peer-login", peer)] {
+        // Other users than the measured sessions', which the pruning would end.
+        let pruned_paths: Vec<String> = auth_users
+            .iter()
+            .map(|u| format!("/login/{}", u + 2 * SESSIONS as i64))
+            .collect();
+        for (name, addr, logout, paths) in [
+            ("ours-login", ours, Some("ours-logout"), &login_paths),
+            ("peer-login", peer, Some("peer-logout"), &login_paths),
+            ("ours-login-pruned", pruned, None, &pruned_paths),
+        ] {
             if !self.settings.includes(name) {
                 continue;
             }
@@ -1118,11 +1289,29 @@ impl Bench {
                 name,
                 method: Method::POST,
                 addr,
-                paths: login_paths.clone(),
+                paths: paths.clone(),
                 cookies: Vec::new(),
                 database: true,
             };
-            let measured = self.measure(&case, LOGIN_CONCURRENCY, true).await;
+            let (measured, sessions) = self
+                .measure_with(&case, LOGIN_CONCURRENCY, true, Load::Collect)
+                .await;
+            print_row(&measured);
+            self.results.push(measured);
+            let Some(logout) = logout.filter(|logout| self.settings.includes(logout)) else {
+                continue;
+            };
+            let case = Case {
+                name: logout,
+                method: Method::POST,
+                addr,
+                paths: vec!["/logout".to_owned()],
+                cookies: Vec::new(),
+                database: true,
+            };
+            let (measured, _) = self
+                .measure_with(&case, LOGIN_CONCURRENCY, true, Load::Drain(sessions))
+                .await;
             print_row(&measured);
             self.results.push(measured);
         }
@@ -1169,27 +1358,87 @@ impl Bench {
             }
             parts_summary = parts::report(&routers, &steps, &statements);
         }
+        let scale = match &self.settings.scale {
+            Some(settings) => {
+                let ours = scale::Ours {
+                    store: &store,
+                    config: &config,
+                    addr: ours,
+                    cookies: &ours_scale_cookies,
+                };
+                Some(scale::run(self, settings, ours).await)
+            }
+            None => None,
+        };
         let mut summary = self.summary(&machine, started, run_clock.elapsed());
         summary["without_http"] = parts_summary;
+        for key in scale::KEYS {
+            summary[key] = Value::Null;
+        }
+        if let Some(scale) = &scale {
+            for (key, value) in &scale.keys {
+                summary[*key] = value.clone();
+            }
+            summary["scale"] = scale.json.clone();
+        }
         self.print_ratios();
         self.print_accounting();
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-summary.json");
-        std::fs::create_dir_all(path.parent().expect("target dir")).expect("create target/");
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).expect("create target/");
+        let path = target.join("bench-summary.json");
         let text = serde_json::to_string_pretty(&summary).expect("summary JSON");
         std::fs::write(&path, text + "\n").expect("write the summary");
         println!("\nsummary written to {}", path.display());
+        self.write_charts(&target, scale.as_ref());
         self.db.drop_schema().await;
     }
 
     async fn measure(&self, case: &Case, concurrency: usize, writes: bool) -> Measured {
-        let clients = connect_all(&self.clients, case.targets(concurrency)).await;
-        let (clients, _) = run_phase(&self.clients, clients, self.settings.warmup).await;
+        self.measure_with(case, concurrency, writes, Load::Window)
+            .await
+            .0
+    }
+
+    /// Measures `case` with the load given; returns the figures and the cookies that the
+    /// answers set when the load collects them.
+    async fn measure_with(
+        &self,
+        case: &Case,
+        concurrency: usize,
+        writes: bool,
+        load: Load,
+    ) -> (Measured, Vec<HeaderValue>) {
+        let mut clients = connect_all(&self.clients, case.targets(concurrency)).await;
+        let drain = match load {
+            Load::Window => false,
+            Load::Collect => {
+                clients.iter_mut().for_each(|client| client.collect = true);
+                false
+            }
+            Load::Drain(cookies) => {
+                for (worker, client) in clients.iter_mut().enumerate() {
+                    client.rotation = cookies
+                        .iter()
+                        .skip(worker)
+                        .step_by(concurrency)
+                        .cloned()
+                        .collect();
+                }
+                true
+            }
+        };
+        if !drain {
+            (clients, _) = run_phase(&self.clients, clients, self.settings.warmup).await;
+        }
         let before = self.db.counters(writes).await;
         let backends = self.db.backend_pids().await;
         let window_start = time::OffsetDateTime::now_utc();
         let cpu_before = CpuSample::take(&backends);
-        let (clients, elapsed) = run_phase(&self.clients, clients, self.settings.window).await;
+        let (clients, elapsed) = if drain {
+            run_drain(&self.clients, clients, 0).await
+        } else {
+            run_phase(&self.clients, clients, self.settings.window).await
+        };
         let cpu = CpuSample::take(&backends).since(&cpu_before);
         let other_clients = self.db.other_clients(window_start).await;
         let after = self.db.counters(writes).await;
@@ -1204,7 +1453,11 @@ impl Bench {
             .rows_written
             .zip(before.rows_written)
             .map(|(after, before)| after - before);
-        Measured {
+        let collected = clients
+            .into_iter()
+            .flat_map(|client| client.collected)
+            .collect();
+        let measured = Measured {
             case: case.name,
             concurrency,
             requests,
@@ -1218,6 +1471,41 @@ impl Bench {
             cpu_micros: cpu.per_request(requests),
             other_cpu_percent: cpu.other_percent(),
             other_clients,
+        };
+        (measured, collected)
+    }
+
+    /// Writes the charts next to the summary: requests/s by concurrency for every system
+    /// measured at each concurrency, and, with the scale sections, latency during the purge.
+    fn write_charts(&self, target: &std::path::Path, scale: Option<&scale::ScaleReport>) {
+        let mut series: Vec<charts::Series> = Vec::new();
+        for measured in &self.results {
+            let point = (measured.concurrency as f64, measured.rate());
+            match series.iter_mut().find(|(name, _)| name == measured.case) {
+                Some((_, points)) => points.push(point),
+                None => series.push((measured.case.to_owned(), vec![point])),
+            }
+        }
+        series.retain(|(_, points)| points.len() == CONCURRENCY.len());
+        let mut written = Vec::new();
+        let path = target.join("bench-requests-per-second.svg");
+        match charts::requests_by_concurrency(&path, &CONCURRENCY, &series) {
+            Ok(()) => written.push(path),
+            Err(error) => eprintln!("chart {} not written: {error}", path.display()),
+        }
+        if let Some(scale) = scale {
+            let path = target.join("bench-purge-latency.svg");
+            let caption = format!(
+                "validation p99 per 250 ms at c=8 while {} expired sessions are purged",
+                scale.purge_rows
+            );
+            match charts::latency_over_time(&path, &caption, &scale.purge_latency) {
+                Ok(()) => written.push(path),
+                Err(error) => eprintln!("chart {} not written: {error}", path.display()),
+            }
+        }
+        for path in written {
+            println!("chart written to {}", path.display());
         }
     }
 
@@ -1264,7 +1552,7 @@ impl Bench {
             }
         }
         json!({
-            "mode": if self.settings.quick { "quick" } else { "full" },
+            "mode": self.settings.mode(),
             "date": format!(
                 "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
                 started.year(), u8::from(started.month()), started.day(),
@@ -1309,6 +1597,13 @@ impl Bench {
             },
             "logins_per_second": rate("ours-login", LOGIN_CONCURRENCY),
             "peer_logins_per_second": rate("peer-login", LOGIN_CONCURRENCY),
+            "ours_login_vs_peer_c8": ratio("ours-login", "peer-login", LOGIN_CONCURRENCY),
+            "logouts_per_second": rate("ours-logout", LOGIN_CONCURRENCY),
+            "peer_logouts_per_second": rate("peer-logout", LOGIN_CONCURRENCY),
+            "ours_logout_vs_peer_c8": ratio("ours-logout", "peer-logout", LOGIN_CONCURRENCY),
+            "pruning_logins_per_second": rate("ours-login-pruned", LOGIN_CONCURRENCY),
+            "max_sessions_per_user_of_pruning_logins": PRUNED_MAX_SESSIONS,
+            "pruning_login_vs_login_c8": ratio("ours-login-pruned", "ours-login", LOGIN_CONCURRENCY),
             "login_concurrency": LOGIN_CONCURRENCY,
             "statements_per_login": round(login_statements, 3),
             "writes_per_login": login_writes.map(|w| round(w, 3)),
@@ -1350,6 +1645,9 @@ impl Bench {
             ("peer", "peer"),
             ("ours-login", "ours login"),
             ("peer-login", "peer login"),
+            ("ours-login-pruned", "ours login, pruning"),
+            ("ours-logout", "ours logout"),
+            ("peer-logout", "peer logout"),
         ] {
             let runs: Vec<&Measured> = self.results.iter().filter(|m| m.case == case).collect();
             let requests: usize = runs.iter().map(|m| m.requests).sum();

@@ -1,5 +1,6 @@
 //! [`SessionConfig`]: expiry, debounce, cookie and limits, with the original server's defaults.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use cookie::SameSite;
@@ -49,7 +50,14 @@ pub struct SessionConfig {
     /// The route where a client re-authenticates, named in the `reauthenticate` field of the
     /// `403 Recent authentication required` body (default `None`: the field is left out).
     pub reauthenticate_route: Option<String>,
+    /// Rows per statement of [`purge_expired`](crate::SessionManager::purge_expired) and the
+    /// sweeper: each batch is a short statement of its own, so that a mass expiry never holds
+    /// locks or a connection for long.
+    pub purge_batch_size: NonZeroU32,
 }
+
+/// The default [`SessionConfig::purge_batch_size`].
+const DEFAULT_PURGE_BATCH_SIZE: NonZeroU32 = NonZeroU32::new(10_000).unwrap();
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -65,6 +73,7 @@ impl Default for SessionConfig {
             refresh: RefreshConfig::default(),
             recent_auth_max_age: Duration::from_secs(10 * 60),
             reauthenticate_route: None,
+            purge_batch_size: DEFAULT_PURGE_BATCH_SIZE,
         }
     }
 }
@@ -227,6 +236,12 @@ impl SessionConfig {
     /// Replaces the remember-me settings.
     pub fn refresh(mut self, refresh: RefreshConfig) -> Self {
         self.refresh = refresh;
+        self
+    }
+
+    /// Sets how many expired sessions each statement of the purge deletes (10 000 by default).
+    pub fn purge_batch_size(mut self, size: NonZeroU32) -> Self {
+        self.purge_batch_size = size;
         self
     }
 

@@ -50,7 +50,8 @@
 //! - **Expiry**: an idle TTL with sliding expiration, plus an absolute lifetime that activity
 //!   never extends. Activity writes are debounced by `touch_interval`, so the idle expiry can
 //!   come early by at most that interval. An expired session is deleted when presented, and
-//!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest.
+//!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest, in
+//!   batches of [`SessionConfig::purge_batch_size`] rows, each a short statement of its own.
 //!   A touch never re-creates a session deleted concurrently.
 //! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
 //!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store` (and
@@ -124,8 +125,8 @@ pub use lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
 pub use store::{
     AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSeries, NewSession,
-    PgStore, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation,
+    PgStore, Purged, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation,
 };
 pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
 

@@ -701,9 +701,21 @@ impl SessionManager {
         Ok(count)
     }
 
-    /// Deletes expired sessions. Returns how many were removed.
+    /// Deletes expired sessions and remember-me series, in batches of
+    /// [`purge_batch_size`](crate::SessionConfig::purge_batch_size) rows, each batch a short
+    /// statement of its own, until a batch comes back short. Returns how many sessions were
+    /// removed. On an error the batches already done stay done.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.inner.store.purge_expired(self.now()).await
+        let limit = self.inner.config.purge_batch_size.get();
+        let now = self.now();
+        let mut sessions = 0;
+        loop {
+            let batch = self.inner.store.purge_expired(now, limit).await?;
+            sessions += batch.sessions;
+            if !batch.was_full(limit) {
+                return Ok(sessions);
+            }
+        }
     }
 
     /// Spawns a task that calls [`purge_expired`](Self::purge_expired) every `every`, starting

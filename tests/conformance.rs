@@ -4,13 +4,15 @@
 
 mod common;
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::app::{bearer, login, send};
 use common::{Backend, Harness, harness};
 use tower_session_auth::{
-    CharacterSelection, ClientInfo, Scope, SessionConfig, SessionId, SessionToken, Validation,
+    CharacterSelection, ClientInfo, Clock, Purged, RefreshConfig, Scope, SessionConfig, SessionId,
+    SessionToken, Validation,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -664,6 +666,49 @@ async fn sweeper_purges_expired_sessions(backend: Backend) {
     ));
 }
 
+async fn purge_works_in_batches_and_spares_live_sessions(backend: Backend) {
+    let config = SessionConfig::default()
+        .idle_timeout(Some(MINUTE))
+        .refresh(RefreshConfig::default().idle_timeout(Some(MINUTE)))
+        .purge_batch_size(NonZeroU32::new(2).unwrap());
+    let h = harness(backend, config);
+    for user in 1..=3 {
+        h.manager
+            .login_with(user, ClientInfo::default(), true)
+            .await
+            .unwrap();
+    }
+    login_token(&h, 4).await;
+    login_token(&h, 4).await;
+    h.clock.advance(2 * MINUTE);
+    let (live, _) = login_token(&h, 1).await;
+    let (other_live, _) = login_token(&h, 2).await;
+    assert_eq!(h.backend.stored_sessions().await, 7);
+    // One batch deletes at most its size, of sessions and of series alike.
+    let first = h.backend.purge_batch(h.clock.now(), 2).await;
+    assert_eq!(
+        first,
+        Purged {
+            sessions: 2,
+            series: 2
+        }
+    );
+    assert!(first.was_full(2));
+    assert_eq!(h.backend.stored_sessions().await, 5);
+    // The manager goes on batch after batch until every expired row is gone.
+    assert_eq!(h.manager.purge_expired().await.unwrap(), 3);
+    assert_eq!(h.backend.stored_sessions().await, 2);
+    let last = h.backend.purge_batch(h.clock.now(), 2).await;
+    assert_eq!(last, Purged::default());
+    assert!(!last.was_full(2));
+    for token in [&live, &other_live] {
+        assert!(matches!(
+            h.manager.validate(token, Scope::Game).await.unwrap(),
+            Validation::Valid(_)
+        ));
+    }
+}
+
 async fn logout_removes_the_session(backend: Backend) {
     let h = harness(backend, SessionConfig::default());
     let (token, _, _) = login(&h.app, 1).await;
@@ -893,5 +938,6 @@ both_stores!(
     client_info_is_recorded_and_listed,
     session_management_revokes_only_what_it_should,
     sweeper_purges_expired_sessions,
+    purge_works_in_batches_and_spares_live_sessions,
     logout_removes_the_session,
 );

@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, RefreshOutcome,
-    RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
+    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, Purged,
+    RefreshOutcome, RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -475,10 +475,34 @@ impl SessionStore for MemoryStore {
         Ok(count)
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+        let limit = limit as usize;
         let mut state = self.lock();
-        state.series.retain(|_, series| !series.is_expired(now));
-        Ok(state.delete_where(|entry| is_expired(&entry.record, now)))
+        let series: Vec<Uuid> = state
+            .series
+            .iter()
+            .filter(|(_, series)| series.is_expired(now))
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect();
+        for id in &series {
+            state.series.remove(id);
+        }
+        let sessions: Vec<SessionId> = state
+            .sessions
+            .values()
+            .filter(|entry| is_expired(&entry.record, now))
+            .map(|entry| entry.record.id)
+            .take(limit)
+            .collect();
+        let sessions = sessions
+            .iter()
+            .filter(|id| state.delete(**id).is_some())
+            .count();
+        Ok(Purged {
+            sessions: sessions as u64,
+            series: series.len() as u64,
+        })
     }
 
     async fn end_series(

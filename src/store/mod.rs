@@ -20,6 +20,23 @@ mod memory;
 mod postgres;
 
 pub use memory::MemoryStore;
+
+/// What one batch of [`SessionStore::purge_expired`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Expired sessions deleted.
+    pub sessions: u64,
+    /// Expired remember-me series deleted.
+    pub series: u64,
+}
+
+impl Purged {
+    /// Whether a batch of size `limit` was full, so that more expired rows may remain.
+    pub fn was_full(&self, limit: u32) -> bool {
+        let limit = u64::from(limit);
+        self.sessions >= limit || self.series >= limit
+    }
+}
 pub use postgres::{AppSchema, PgStore};
 
 /// A store failure. It never contains a token: stores only ever see token hashes.
@@ -444,8 +461,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes every session and remember-me series; returns how many sessions.
     async fn clear_all(&self) -> Result<u64, StoreError>;
 
-    /// Deletes expired sessions and series; returns how many sessions.
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+    /// One batch of the purge: deletes at most `limit` expired sessions and at most `limit`
+    /// expired remember-me series, each batch a short statement of its own, and returns how
+    /// many of each. [`SessionManager::purge_expired`](crate::SessionManager::purge_expired)
+    /// calls it until a batch comes back short of `limit` on both counts. Rows that another
+    /// transaction holds locked may be skipped (the next purge takes them).
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError>;
 
     /// Ends the remember-me series `series` and its sessions if `secret_hash` is a secret the
     /// series issued and still remembers; returns the series' user if it did. A forged secret

@@ -12,9 +12,9 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
 use super::{
-    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, RefreshOutcome,
-    RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
+    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, Purged,
+    RefreshOutcome, RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -1007,14 +1007,38 @@ impl SessionStore for PgStore {
         .await
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.execute(
-            "WITH series AS ( \
-                DELETE FROM refresh_series WHERE expires_at <= $1 OR absolute_expires_at <= $1) \
-             DELETE FROM sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1",
-            &[&now],
-        )
-        .await
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+        // Each batch locks only the rows it deletes, skipping those that a concurrent
+        // statement (a touch, another instance's sweeper) holds, and deletes them where the
+        // scan found them (by `ctid`, no index lookup per row).
+        let row = self
+            .query_one_opt(
+                "WITH series AS ( \
+                    DELETE FROM refresh_series WHERE ctid = ANY (ARRAY( \
+                        SELECT ctid FROM refresh_series \
+                        WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
+                        LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                    AND (expires_at <= $1 OR absolute_expires_at <= $1) \
+                    RETURNING 1), \
+                 doomed AS ( \
+                    DELETE FROM sessions WHERE ctid = ANY (ARRAY( \
+                        SELECT ctid FROM sessions \
+                        WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
+                        LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                    AND (expires_at <= $1 OR absolute_expires_at <= $1) \
+                    RETURNING 1) \
+                 SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series)",
+                &[&now, &i64::from(limit)],
+            )
+            .await?;
+        let count = |column: usize| -> u64 {
+            let count: i64 = row.as_ref().map_or(0, |row| row.get(column));
+            count.try_into().unwrap_or(0)
+        };
+        Ok(Purged {
+            sessions: count(0),
+            series: count(1),
+        })
     }
 
     async fn end_series(

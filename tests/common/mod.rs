@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tower_session_auth::{ManualClock, MemoryStore, PgStore, SessionConfig, SessionManager};
+use time::OffsetDateTime;
+use tower_session_auth::{
+    ManualClock, MemoryStore, PgStore, Purged, SessionConfig, SessionManager, SessionStore,
+};
 
 /// The database the tests use. Missing or unreachable is a loud failure, never a skip.
 pub fn database_url() -> String {
@@ -249,6 +252,14 @@ impl Backend {
                     .await;
             }
             Self::Memory(store) => assert!(store.remove_character(id)),
+        }
+    }
+
+    /// One batch of the store's purge, called directly.
+    pub async fn purge_batch(&self, now: OffsetDateTime, limit: u32) -> Purged {
+        match self {
+            Self::Pg(db) => db.store.purge_expired(now, limit).await.unwrap(),
+            Self::Memory(store) => store.purge_expired(now, limit).await.unwrap(),
         }
     }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tower_session_auth::{
-    CharacterSelection, NewSession, PgStore, RefreshOutcome, RefreshRequest, Scope, SessionId,
-    SessionRecord, SessionStore, SessionView, StoreError, TokenHash, Touch, Validation,
+    CharacterSelection, NewSession, PgStore, Purged, RefreshOutcome, RefreshRequest, Scope,
+    SessionId, SessionRecord, SessionStore, SessionView, StoreError, TokenHash, Touch, Validation,
 };
 
 #[derive(Clone)]
@@ -156,9 +156,9 @@ impl SessionStore for InstrumentedStore {
         self.inner.clear_all().await
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
         self.record("purge_expired");
-        self.inner.purge_expired(now).await
+        self.inner.purge_expired(now, limit).await
     }
 
     async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
