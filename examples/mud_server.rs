@@ -464,6 +464,12 @@ async fn check_credentials(
         .throttle
         .check(session.client_ip(), username)
         .map_err(LoginRefusal::Throttled)?;
+    // Admitted before the user lookup: a flood beyond the workers and their queue is refused
+    // before it reaches the database.
+    let admitted = guard
+        .passwords
+        .admit()
+        .map_err(|login_guard::Busy| LoginRefusal::Busy)?;
     let user = state
         .directory
         .find_user(username)
@@ -475,7 +481,7 @@ async fn check_credentials(
     );
     let password_ok = guard
         .passwords
-        .verify(password, hash)
+        .verify(&admitted, password, hash)
         .await
         .map_err(|login_guard::Busy| LoginRefusal::Busy)?;
     match user {

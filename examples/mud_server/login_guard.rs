@@ -21,7 +21,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Longer passwords are refused with `422` before any hashing.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -175,12 +175,20 @@ struct Job {
 /// A fixed set of argon2 worker threads behind a bounded queue.
 ///
 /// At most `workers` checks run at once (so at most `workers` × the argon2 memory cost is in
-/// use), and at most `queue` more wait; a check beyond that is refused with [`Busy`] at once
-/// instead of queueing without bound. Dedicated threads (rather than `spawn_blocking`, whose
-/// pool grows to hundreds of threads) also keep the allocator's per-thread arenas few.
+/// use), and at most `queue` more wait; a login beyond that is refused with [`Busy`] at once
+/// instead of queueing without bound. A login is admitted ([`admit`](Self::admit)) before it
+/// looks the user up, so a flood is refused before it reaches the database too. Dedicated
+/// threads (rather than `spawn_blocking`, whose pool grows to hundreds of threads) also keep
+/// the allocator's per-thread arenas few.
 #[derive(Clone)]
 pub struct PasswordChecker {
     jobs: SyncSender<Job>,
+    slots: Arc<Semaphore>,
+}
+
+/// A login's place among the password checks running or queued, held until its check ends.
+pub struct Admission {
+    _slot: OwnedSemaphorePermit,
 }
 
 impl PasswordChecker {
@@ -193,11 +201,26 @@ impl PasswordChecker {
                 .name(format!("argon2-{index}"))
                 .spawn(move || work(&receiver))?;
         }
-        Ok(Self { jobs })
+        let slots = Arc::new(Semaphore::new(workers.max(1) + queue));
+        Ok(Self { jobs, slots })
     }
 
-    /// Checks `password` against a PHC-format argon2 `hash` on a worker thread.
-    pub async fn verify(&self, password: &str, hash: Arc<str>) -> Result<bool, Busy> {
+    /// A place for one password check, or [`Busy`] when every worker and queue slot is taken.
+    pub fn admit(&self) -> Result<Admission, Busy> {
+        Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map(|slot| Admission { _slot: slot })
+            .map_err(|_| Busy)
+    }
+
+    /// Checks `password` against a PHC-format argon2 `hash` on a worker thread, in the place
+    /// `_admitted` holds.
+    pub async fn verify(
+        &self,
+        _admitted: &Admission,
+        password: &str,
+        hash: Arc<str>,
+    ) -> Result<bool, Busy> {
         let (reply, outcome) = oneshot::channel();
         let job = Job {
             password: password.to_owned(),
