@@ -1337,3 +1337,65 @@ async fn postgres_health_counts_once_per_interval_even_when_the_store_fails() {
     assert_eq!(health().await.0, StatusCode::INTERNAL_SERVER_ERROR);
     server.stop().await;
 }
+
+/// The example's own queries (the user at login, the characters) are bounded like the session
+/// store's: with `users` or `characters` locked as an `ALTER TABLE` would hold them, a login
+/// and `GET /characters` answer `500 Session store unavailable` instead of hanging (and holding
+/// a pooled connection) until the lock goes; once it goes, the same requests succeed.
+#[tokio::test]
+async fn postgres_locked_application_tables_are_a_bounded_500() {
+    let url = schema_url().await;
+    let server = Server::start_with(Some(&url), &[("STATEMENT_TIMEOUT_MS", "300")]).await;
+    let token = anonymous(&server).login("player").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Far beyond the bound, so only a request that would otherwise hang runs into it.
+    let patient = Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let login = || {
+        patient
+            .post(format!("{}/login", server.base))
+            .header("x-requested-with", "test")
+            .json(&json!({"username": "player", "password": "player-pass"}))
+            .send()
+    };
+    let characters = || {
+        patient
+            .get(format!("{}/characters", server.base))
+            .bearer_auth(&token)
+            .send()
+    };
+    let unavailable = |response: reqwest::Response, label: &'static str| async move {
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{label}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["detail"], "Session store unavailable", "{label}");
+    };
+
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    unavailable(login().await.expect("a bounded answer"), "login").await;
+    lock.rollback().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE characters IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    unavailable(characters().await.expect("a bounded answer"), "characters").await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(login().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(characters().await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+}

@@ -637,7 +637,11 @@ async fn csrf_an_origin_of_another_scheme_is_refused_when_fetch_metadata_says_so
             )
             .await;
             assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri} {site}");
-            assert_eq!(reply.detail(), "Cross-site request rejected", "{uri} {site}");
+            assert_eq!(
+                reply.detail(),
+                "Cross-site request rejected",
+                "{uri} {site}"
+            );
             assert!(reply.set_cookies().is_empty(), "{uri} {site}");
         }
         let reply = send(&app, request("/login", &[host, http_origin, fetch])).await;
@@ -657,12 +661,18 @@ async fn csrf_an_origin_of_another_scheme_is_refused_when_fetch_metadata_says_so
         ],
     ] {
         let reply = send(&app, request("/me", &headers)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{headers:?}: {:?}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{headers:?}: {:?}",
+            reply.body
+        );
     }
     // An origin the application lists is allowed although the browser calls it same-site.
     let listed = backend.manager(
-        SessionConfig::default()
-            .csrf(Some(CsrfConfig::default().allowed_origin("https://app.game.example"))),
+        SessionConfig::default().csrf(Some(
+            CsrfConfig::default().allowed_origin("https://app.game.example"),
+        )),
         Arc::new(ManualClock::default()),
     );
     let reply = send(
