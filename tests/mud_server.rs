@@ -4,6 +4,11 @@
 //! `cargo test` builds the example before running this file (examples are built by default).
 
 mod common;
+/// The example's login defences, compiled here too so that a test can present client
+/// addresses a loopback connection cannot have.
+#[path = "../examples/mud_server/login_guard.rs"]
+#[allow(dead_code)]
+mod login_guard;
 
 use common::example::{Server, schema_url};
 use reqwest::{Client, Method, StatusCode};
@@ -1398,4 +1403,37 @@ async fn postgres_locked_application_tables_are_a_bounded_500() {
     assert_eq!(login().await.unwrap().status(), StatusCode::OK);
     assert_eq!(characters().await.unwrap().status(), StatusCode::OK);
     server.stop().await;
+}
+
+/// One IPv6 host holds a whole /64 and can send each login from another address in it: the
+/// address limit counts the /64, so rotating addresses does not reset it. An IPv4-mapped
+/// address (a dual-stack listener) counts as its IPv4 address, so IPv4 clients do not share
+/// one budget.
+#[test]
+fn the_login_throttle_counts_an_ipv6_host_per_64_and_a_mapped_ipv4_address_as_itself() {
+    use std::net::IpAddr;
+    let throttle = login_guard::LoginThrottle::new(2, 0);
+    let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+    assert!(throttle.check(ip("2001:db8:1:2::1"), "a").is_ok());
+    assert!(throttle.check(ip("2001:db8:1:2::2"), "b").is_ok());
+    let refused = throttle.check(ip("2001:db8:1:2:ffff::3"), "c");
+    assert!(
+        refused.is_err(),
+        "a third address of the same /64 is throttled"
+    );
+    assert!(
+        throttle.check(ip("2001:db8:1:3::1"), "d").is_ok(),
+        "another /64 has its own budget"
+    );
+    for n in 1..=2 {
+        assert!(throttle.check(ip("::ffff:192.0.2.1"), "e").is_ok(), "{n}");
+    }
+    assert!(
+        throttle.check(ip("192.0.2.1"), "f").is_err(),
+        "mapped and plain are one client"
+    );
+    assert!(
+        throttle.check(ip("::ffff:192.0.2.2"), "g").is_ok(),
+        "another IPv4 client"
+    );
 }
