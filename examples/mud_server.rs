@@ -678,13 +678,14 @@ struct KickRequest {
     session_id: String,
 }
 
+/// Ends any session; kicking the caller's own is a logout (the response clears the cookies).
 async fn kick(
-    State(state): State<AppState>,
     _admin: RequirePermission<KickUsers>,
+    session: Session,
     ApiJson(body): ApiJson<KickRequest>,
 ) -> ApiResult<Json<Value>> {
     let removed = match body.session_id.parse::<SessionId>() {
-        Ok(id) => state.manager.remove(id).await?,
+        Ok(id) => session.kick(id).await?,
         Err(_) => false,
     };
     Ok(Json(json!({ "removed": removed })))

@@ -846,6 +846,31 @@ async fn logout_contract(server: &Server) {
         browser.call(Method::GET, "/me", None).await.0,
         StatusCode::UNAUTHORIZED
     );
+    // An administrator who kicks their own session is signed out the same way.
+    let admin = Browser::new(server);
+    let login_admin = admin.login("admin").await;
+    let response = admin
+        .http
+        .post(format!("{}/admin/sessions/kick", server.base))
+        .header("x-requested-with", "contract-test")
+        .json(&json!({"session_id": login_admin["session_id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        set_cookies(&response),
+        REMOVED,
+        "kicking the current session"
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"removed": true})
+    );
+    assert_eq!(
+        admin.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     // A cookie the server no longer knows: logout still clears it, with a 200.
     let response = Client::new()
         .post(format!("{}/logout", server.base))
