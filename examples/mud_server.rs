@@ -8,7 +8,8 @@
 //! Environment: `BIND_ADDR` (default `127.0.0.1:3000`; port 0 picks a free port),
 //! `DATABASE_URL` (unset: in-memory), `SESSION_TTL_SECS` (28800; 0 = never idle out),
 //! `SESSION_SLIDING` (true), `SESSION_TOUCH_INTERVAL_SECS` (60), `SESSION_COOKIE_SECURE`
-//! (false here, since the example serves plain HTTP), `MAX_SESSIONS_PER_USER` (unlimited),
+//! (false here, since the example serves plain HTTP; true makes the cookies `__Host-`
+//! cookies), `MAX_SESSIONS_PER_USER` (unlimited),
 //! `STATEMENT_TIMEOUT_MS` (5000: the bound on each query of the session store and of the
 //! example's own tables; beyond it a request is `500 Session store unavailable`).
 //!
@@ -199,6 +200,7 @@ fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>> {
     let ttl: u64 = env_var("SESSION_TTL_SECS", 28_800)?;
     let max: u32 = env_var("MAX_SESSIONS_PER_USER", 0)?;
+    let secure: bool = env_var("SESSION_COOKIE_SECURE", false)?;
     Ok(SessionConfig::default()
         .idle_timeout((ttl > 0).then(|| Duration::from_secs(ttl)))
         .sliding(env_var("SESSION_SLIDING", true)?)
@@ -207,7 +209,9 @@ fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>
             60,
         )?))
         .max_sessions_per_user((max > 0).then_some(max))
-        .cookie(CookieConfig::default().secure(env_var("SESSION_COOKIE_SECURE", false)?))
+        // Over HTTPS the session cookie is a `__Host-` cookie, which a sibling subdomain can
+        // neither set nor shadow.
+        .cookie(CookieConfig::default().secure(secure).host_prefix(secure))
         // Cookie-authenticated POST/PUT/PATCH/DELETE must carry `X-Requested-With` or this
         // server's `Origin`.
         .csrf(Some(CsrfConfig::default()))

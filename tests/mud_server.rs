@@ -1462,3 +1462,50 @@ fn the_login_throttle_counts_an_ipv6_host_per_64_and_a_mapped_ipv4_address_as_it
         "another IPv4 client"
     );
 }
+
+/// A sibling subdomain can set cookies for the parent domain. Over HTTPS
+/// (`SESSION_COOKIE_SECURE=true`) the login form's double-submit cookie and the session cookie
+/// are `__Host-` cookies, which it cannot set: a `login_csrf` or `id` cookie it planted is
+/// ignored, instead of making the form's cookie ambiguous (every post refused) or standing in
+/// for the session.
+#[tokio::test]
+async fn over_https_the_cookies_are_host_only_so_a_sibling_cannot_plant_or_shadow_them() {
+    let server = Server::start_with(None, &[("SESSION_COOKIE_SECURE", "true")]).await;
+    let page = Client::new()
+        .get(format!("{}/account/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookies(&page)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-login_csrf="))
+        .expect("a __Host- double-submit cookie");
+    assert!(
+        cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"),
+        "{cookie}"
+    );
+    let token = &cookie["__Host-login_csrf=".len()..cookie.find(';').unwrap()];
+    // What a sibling planted: its own double-submit value and a session of its own.
+    let planted = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let cookies = format!("login_csrf={planted}; __Host-login_csrf={token}; id={planted}");
+    let response = post_login_form(
+        &server,
+        Some(&cookies),
+        token,
+        &[
+            ("origin", server.base.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let session = set_cookies(&response)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-id="))
+        .expect("a __Host- session cookie");
+    assert!(
+        session.contains("; Secure") && session.contains("; Path=/"),
+        "{session}"
+    );
+    server.stop().await;
+}
