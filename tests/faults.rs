@@ -50,6 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_session_auth::{
     ClientInfo, ManualClock, PgStore, Session, SessionConfig, SessionLayer, SessionManager,
+    StoreError,
 };
 
 /// The rejection text of every store failure.
@@ -837,5 +838,43 @@ fn proxied_urls_keep_credentials_database_and_parameters() {
     assert_eq!(
         url_via("postgresql://host/name", addr),
         "postgresql://127.0.0.1:4000/name"
+    );
+}
+
+/// `check_schema` runs at start-up on a connection the pool already holds (the one
+/// `migrate` used): when the network stops answering it fails with `StoreError::Timeout`
+/// within the statement timeout, instead of hanging the start-up forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_schema_on_a_network_that_stops_answering_is_a_bounded_error() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let proxy = Proxy::start().await;
+    let statement_timeout = Duration::from_millis(500);
+    let pool = {
+        let mut config = proxy.config();
+        config.options(format!("-c search_path={}", db.schema));
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(1)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(PATIENCE))
+            .create_timeout(Some(PATIENCE))
+            .build()
+            .unwrap()
+    };
+    let store = PgStore::new(pool).statement_timeout(statement_timeout);
+    within(PATIENCE, "a healthy check", store.check_schema())
+        .await
+        .unwrap();
+    proxy.set_stalled(true);
+    let outcome = within(
+        statement_timeout + MARGIN,
+        "check_schema on a silent network",
+        store.check_schema(),
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Timeout(_))),
+        "{outcome:?}"
     );
 }
