@@ -8,8 +8,9 @@
 //! itself is `SameSite=Lax`, so cross-site forms do not carry it either.
 //!
 //! The login form has no session yet to bind a token to, so it uses a double-submit token: the
-//! form page sets a random value in a `SameSite=Strict` cookie scoped to `/account/login` and
-//! repeats it in a hidden field, and the post must carry both, equal. The post must also come
+//! form page sets a random value in a `SameSite=Strict` cookie scoped to `/account/login` (over
+//! HTTPS a `__Host-` cookie, which a sibling subdomain cannot set or shadow) and repeats it in
+//! a hidden field, and the post must carry both, equal. The post must also come
 //! from this origin by `Sec-Fetch-Site` / `Origin` (which also refuses a sibling subdomain that
 //! could plant the cookie). So a page elsewhere cannot sign a visitor into another account.
 //!
