@@ -8,7 +8,10 @@
 //! Environment: `BIND_ADDR` (default `127.0.0.1:3000`; port 0 picks a free port),
 //! `DATABASE_URL` (unset: in-memory), `SESSION_TTL_SECS` (28800; 0 = never idle out),
 //! `SESSION_SLIDING` (true), `SESSION_TOUCH_INTERVAL_SECS` (60), `SESSION_COOKIE_SECURE`
-//! (false here, since the example serves plain HTTP), `MAX_SESSIONS_PER_USER` (unlimited).
+//! (false here, since the example serves plain HTTP; true makes the cookies `__Host-`
+//! cookies), `MAX_SESSIONS_PER_USER` (unlimited),
+//! `STATEMENT_TIMEOUT_MS` (5000: the bound on each query of the session store and of the
+//! example's own tables; beyond it a request is `500 Session store unavailable`).
 //!
 //! Demo users `player`, `builder`, `admin`, `superuser` (password `<name>-pass`), and the
 //! deactivated `banned` (`banned-pass`). `REFRESH_GRACE_SECS` (default 5) sets the
@@ -141,9 +144,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = LoginGuard::from_env()?;
     let (manager, directory) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
-            let store = PgStore::connect(&url)?;
+            let timeout = Duration::from_millis(env_var(
+                "STATEMENT_TIMEOUT_MS",
+                PgStore::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
+            )?);
+            let store = PgStore::connect(&url)?.statement_timeout(timeout);
             store.migrate().await?;
-            let directory = Directory::Pg(store.pool().clone());
+            let directory = Directory::Pg {
+                pool: store.pool().clone(),
+                timeout,
+            };
             directory.seed().await?;
             store.check_schema().await?;
             (SessionManager::try_new(store, config)?, directory)
@@ -199,6 +209,7 @@ fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>> {
     let ttl: u64 = env_var("SESSION_TTL_SECS", 28_800)?;
     let max: u32 = env_var("MAX_SESSIONS_PER_USER", 0)?;
+    let secure: bool = env_var("SESSION_COOKIE_SECURE", false)?;
     Ok(SessionConfig::default()
         .idle_timeout((ttl > 0).then(|| Duration::from_secs(ttl)))
         .sliding(env_var("SESSION_SLIDING", true)?)
@@ -207,7 +218,9 @@ fn session_config_from_env() -> Result<SessionConfig, Box<dyn std::error::Error>
             60,
         )?))
         .max_sessions_per_user((max > 0).then_some(max))
-        .cookie(CookieConfig::default().secure(env_var("SESSION_COOKIE_SECURE", false)?))
+        // Over HTTPS the session cookie is a `__Host-` cookie, which a sibling subdomain can
+        // neither set nor shadow.
+        .cookie(CookieConfig::default().secure(secure).host_prefix(secure))
         // Cookie-authenticated POST/PUT/PATCH/DELETE must carry `X-Requested-With` or this
         // server's `Origin`.
         .csrf(Some(CsrfConfig::default()))
@@ -714,13 +727,14 @@ struct KickRequest {
     session_id: String,
 }
 
+/// Ends any session; kicking the caller's own is a logout (the response clears the cookies).
 async fn kick(
-    State(state): State<AppState>,
     _admin: RequirePermission<KickUsers>,
+    session: Session,
     ApiJson(body): ApiJson<KickRequest>,
 ) -> ApiResult<Json<Value>> {
     let removed = match body.session_id.parse::<SessionId>() {
-        Ok(id) => state.manager.remove(id).await?,
+        Ok(id) => session.kick(id).await?,
         Err(_) => false,
     };
     Ok(Json(json!({ "removed": removed })))
@@ -875,6 +889,32 @@ struct Character {
     world_id: Option<String>,
 }
 
+/// Runs `$body` (using `$client`, a connection of `$pool`) within `$timeout`, as the session
+/// store bounds its own statements: a query that waits on a lock (an `ALTER TABLE users`) or on
+/// a silent network answers `500 Session store unavailable` instead of hanging the request and
+/// holding a pooled connection. A timed-out connection is never reused, and the server is asked
+/// to cancel its statement.
+macro_rules! bounded {
+    ($pool:expr, $timeout:expr, |$client:ident| $body:expr) => {{
+        let timeout: Duration = $timeout;
+        let $client = $pool.get().await?;
+        let outcome = tokio::time::timeout(timeout, async { $body }).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                let cancel = $client.cancel_token();
+                drop(deadpool_postgres::Object::take($client));
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(timeout, cancel.cancel_query(tokio_postgres::NoTls))
+                            .await;
+                });
+                Err(StoreError::Timeout(timeout).into())
+            }
+        }
+    }};
+}
+
 /// Where users, passwords and characters live: beside the in-memory session store, or in
 /// PostgreSQL tables that the session store's validating statement joins.
 #[derive(Clone)]
@@ -883,7 +923,8 @@ enum Directory {
         store: MemoryStore,
         passwords: Arc<HashMap<String, Arc<str>>>,
     },
-    Pg(Pool),
+    /// Every query is bounded by `timeout`, like the session store's statements.
+    Pg { pool: Pool, timeout: Duration },
 }
 
 const PG_DEMO_TABLES: &str = "
@@ -935,7 +976,9 @@ impl Directory {
     /// Creates the demo tables if absent and adds the demo data that is missing. Safe to run
     /// from several processes at once.
     async fn seed(&self) -> Result<(), Box<dyn std::error::Error>> {
-        let Self::Pg(pool) = self else { return Ok(()) };
+        let Self::Pg { pool, .. } = self else {
+            return Ok(());
+        };
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute("SELECT pg_advisory_xact_lock(hashtextextended('mud_server.seed', 0))")
@@ -996,8 +1039,7 @@ impl Directory {
                     })
                 }))
             }
-            Self::Pg(pool) => {
-                let client = pool.get().await?;
+            Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
                 let statement = client
                     .prepare_cached(
                         "SELECT id, username, role, is_active, password_hash \
@@ -1014,7 +1056,7 @@ impl Directory {
                         is_active: row.get(3),
                         password_hash: row.get::<_, String>(4).into(),
                     }))
-            }
+            }),
         }
     }
 
@@ -1029,8 +1071,7 @@ impl Directory {
                     world_id: character.world_id,
                 })
                 .collect()),
-            Self::Pg(pool) => {
-                let client = pool.get().await?;
+            Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
                 let statement = client
                     .prepare_cached(
                         "SELECT id, name, world_id FROM characters WHERE user_id = $1 ORDER BY id",
@@ -1046,7 +1087,7 @@ impl Directory {
                         world_id: row.get(2),
                     })
                     .collect())
-            }
+            }),
         }
     }
 
@@ -1056,8 +1097,7 @@ impl Directory {
             Self::Memory { store, .. } => Ok(store
                 .user_id_by_name(username)
                 .is_some_and(|id| store.set_role(id, Some(role)))),
-            Self::Pg(pool) => {
-                let client = pool.get().await?;
+            Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
                 let updated = client
                     .execute(
                         "UPDATE users SET role = $2 WHERE username = $1",
@@ -1065,7 +1105,7 @@ impl Directory {
                     )
                     .await?;
                 Ok(updated > 0)
-            }
+            }),
         }
     }
 }

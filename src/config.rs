@@ -385,8 +385,10 @@ impl RefreshConfig {
 /// 1. An `Origin` header decides on its own: allowed when it is in
 ///    [`allowed_origins`](Self::allowed_origins), or, when that list is empty, when it names
 ///    the request's own host (the URI's authority, as HTTP/2 sends it, else the `Host`
-///    header; with the scheme of the URI when it has one). Any other origin, `null`
-///    included, is rejected even if the custom header is present.
+///    header; with the scheme of the URI when it has one) and `Sec-Fetch-Site`, when sent,
+///    does not say otherwise (the request's scheme is unknown behind a TLS-terminating proxy,
+///    so `http://host` matches the host; the browser then sends `same-site` or `cross-site`).
+///    Any other origin, `null` included, is rejected even if the custom header is present.
 /// 2. Else `Sec-Fetch-Site` decides: `same-origin` and `none` (a navigation the user started)
 ///    pass, `same-site` and `cross-site` are rejected.
 /// 3. Else the custom [`header`](Self::header) passes (a cross-site page cannot set one
@@ -447,13 +449,19 @@ impl CsrfConfig {
     /// assert!(!csrf.allows(&uri, &headers));
     /// ```
     pub fn allows(&self, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+        let same_origin_by_fetch = headers
+            .get("sec-fetch-site")
+            .map(|site| matches!(site.as_bytes(), b"same-origin" | b"none"));
         if let Some(origin) = headers.get(http::header::ORIGIN) {
             return origin
                 .to_str()
-                .is_ok_and(|origin| self.origin_allowed(origin, uri, headers));
+                .is_ok_and(|origin| self.origin_allowed(origin, uri, headers))
+                // The own-host comparison cannot see the scheme behind a TLS-terminating
+                // proxy (`http://host` to `https://host`): the browser's own verdict counts.
+                && (!self.allowed_origins.is_empty() || same_origin_by_fetch != Some(false));
         }
-        if let Some(site) = headers.get("sec-fetch-site") {
-            return matches!(site.as_bytes(), b"same-origin" | b"none");
+        if let Some(same_origin) = same_origin_by_fetch {
+            return same_origin;
         }
         self.header
             .as_ref()

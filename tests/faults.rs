@@ -50,6 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_session_auth::{
     ClientInfo, ManualClock, PgStore, Session, SessionConfig, SessionLayer, SessionManager,
+    StoreError,
 };
 
 /// The rejection text of every store failure.
@@ -116,6 +117,8 @@ struct Proxy {
     link: watch::Sender<bool>,
     stall: watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
+    /// Connections being forwarded (or held silent) right now.
+    open: Arc<AtomicUsize>,
     acceptor: JoinHandle<()>,
 }
 
@@ -128,6 +131,8 @@ impl Proxy {
         let (stall, stalled) = watch::channel(false);
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let carrying = open.clone();
         let acceptor = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -141,7 +146,17 @@ impl Proxy {
                 }
                 let target = target.clone();
                 let mut stalled = stalled.clone();
+                carrying.fetch_add(1, Ordering::SeqCst);
+                let carrying = carrying.clone();
                 tokio::spawn(async move {
+                    // Counted from acceptance to the moment both sockets are dropped.
+                    struct Carried(Arc<AtomicUsize>);
+                    impl Drop for Carried {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _carried = Carried(carrying);
                     let Ok(mut outbound) = TcpStream::connect((target.0.as_str(), target.1)).await
                     else {
                         return;
@@ -165,13 +180,18 @@ impl Proxy {
             link,
             stall,
             accepted,
+            open,
             acceptor,
         }
     }
 
-    /// Refuses new connections and cuts the open ones.
-    fn cut(&self) {
+    /// Refuses new connections and cuts the open ones; returns once every connection it
+    /// carried is closed, so that the next request cannot slip through one still open.
+    async fn cut(&self) {
         self.link.send_replace(false);
+        while self.open.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     fn restore(&self) {
@@ -279,7 +299,7 @@ async fn database_unreachable_then_back() {
     }
     assert!(proxy.accepted() > 0, "the pool does go through the proxy");
 
-    proxy.cut();
+    proxy.cut().await;
     for round in 0..3 {
         for path in ok_paths {
             let label = format!("round {round}, bearer {path}");
@@ -329,7 +349,7 @@ async fn database_unreachable_then_back() {
         assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
     }
     // A second outage and recovery behave the same.
-    proxy.cut();
+    proxy.cut().await;
     assert_unavailable(
         "second outage",
         &send_bounded(&app, bearer("/me", &token), bound).await,
@@ -772,7 +792,7 @@ async fn sweeper_logs_database_errors_and_keeps_sweeping() {
     // Sessions are created directly, not through the proxy.
     let direct = backend.manager(config.clone(), clock.clone());
 
-    proxy.cut();
+    proxy.cut().await;
     let sweeper = swept.spawn_sweeper(Duration::from_millis(50)).unwrap();
     wait_until("the sweeper's failures to be logged", || async {
         logs.count("session sweeper failed") >= 3
@@ -837,5 +857,43 @@ fn proxied_urls_keep_credentials_database_and_parameters() {
     assert_eq!(
         url_via("postgresql://host/name", addr),
         "postgresql://127.0.0.1:4000/name"
+    );
+}
+
+/// `check_schema` runs at start-up on a connection the pool already holds (the one
+/// `migrate` used): when the network stops answering it fails with `StoreError::Timeout`
+/// within the statement timeout, instead of hanging the start-up forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_schema_on_a_network_that_stops_answering_is_a_bounded_error() {
+    let backend = Backend::pg().await;
+    let db = pg(&backend);
+    let proxy = Proxy::start().await;
+    let statement_timeout = Duration::from_millis(500);
+    let pool = {
+        let mut config = proxy.config();
+        config.options(format!("-c search_path={}", db.schema));
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(1)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(PATIENCE))
+            .create_timeout(Some(PATIENCE))
+            .build()
+            .unwrap()
+    };
+    let store = PgStore::new(pool).statement_timeout(statement_timeout);
+    within(PATIENCE, "a healthy check", store.check_schema())
+        .await
+        .unwrap();
+    proxy.set_stalled(true);
+    let outcome = within(
+        statement_timeout + MARGIN,
+        "check_schema on a silent network",
+        store.check_schema(),
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Timeout(_))),
+        "{outcome:?}"
     );
 }

@@ -4,6 +4,11 @@
 //! `cargo test` builds the example before running this file (examples are built by default).
 
 mod common;
+/// The example's login defences, compiled here too so that a test can present client
+/// addresses a loopback connection cannot have.
+#[path = "../examples/mud_server/login_guard.rs"]
+#[allow(dead_code)]
+mod login_guard;
 
 use common::example::{Server, schema_url};
 use reqwest::{Client, Method, StatusCode};
@@ -839,6 +844,31 @@ async fn logout_contract(server: &Server) {
     assert_eq!(set_cookies(&response), REMOVED);
     assert_eq!(
         browser.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // An administrator who kicks their own session is signed out the same way.
+    let admin = Browser::new(server);
+    let login_admin = admin.login("admin").await;
+    let response = admin
+        .http
+        .post(format!("{}/admin/sessions/kick", server.base))
+        .header("x-requested-with", "contract-test")
+        .json(&json!({"session_id": login_admin["session_id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        set_cookies(&response),
+        REMOVED,
+        "kicking the current session"
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"removed": true})
+    );
+    assert_eq!(
+        admin.call(Method::GET, "/me", None).await.0,
         StatusCode::UNAUTHORIZED
     );
     // A cookie the server no longer knows: logout still clears it, with a 200.
@@ -1711,5 +1741,147 @@ async fn postgres_store_serves_sudo_mode() {
     server.stop().await;
     let server = Server::start_with(Some(&url), &[("SESSION_RECENT_AUTH_SECS", "1")]).await;
     stale_login_contract(&server).await;
+    server.stop().await;
+}
+
+/// The example's own queries (the user at login, the characters) are bounded like the session
+/// store's: with `users` or `characters` locked as an `ALTER TABLE` would hold them, a login
+/// and `GET /characters` answer `500 Session store unavailable` instead of hanging (and holding
+/// a pooled connection) until the lock goes; once it goes, the same requests succeed.
+#[tokio::test]
+async fn postgres_locked_application_tables_are_a_bounded_500() {
+    let url = schema_url().await;
+    let server = Server::start_with(Some(&url), &[("STATEMENT_TIMEOUT_MS", "300")]).await;
+    let token = anonymous(&server).login("player").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Far beyond the bound, so only a request that would otherwise hang runs into it.
+    let patient = Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let login = || {
+        patient
+            .post(format!("{}/login", server.base))
+            .header("x-requested-with", "test")
+            .json(&json!({"username": "player", "password": "player-pass"}))
+            .send()
+    };
+    let characters = || {
+        patient
+            .get(format!("{}/characters", server.base))
+            .bearer_auth(&token)
+            .send()
+    };
+    let unavailable = |response: reqwest::Response, label: &'static str| async move {
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{label}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["detail"], "Session store unavailable", "{label}");
+    };
+
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    unavailable(login().await.expect("a bounded answer"), "login").await;
+    lock.rollback().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE characters IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    unavailable(characters().await.expect("a bounded answer"), "characters").await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(login().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(characters().await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+}
+
+/// One IPv6 host holds a whole /64 and can send each login from another address in it: the
+/// address limit counts the /64, so rotating addresses does not reset it. An IPv4-mapped
+/// address (a dual-stack listener) counts as its IPv4 address, so IPv4 clients do not share
+/// one budget.
+#[test]
+fn the_login_throttle_counts_an_ipv6_host_per_64_and_a_mapped_ipv4_address_as_itself() {
+    use std::net::IpAddr;
+    let throttle = login_guard::LoginThrottle::new(2, 0);
+    let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+    assert!(throttle.check(ip("2001:db8:1:2::1"), "a").is_ok());
+    assert!(throttle.check(ip("2001:db8:1:2::2"), "b").is_ok());
+    let refused = throttle.check(ip("2001:db8:1:2:ffff::3"), "c");
+    assert!(
+        refused.is_err(),
+        "a third address of the same /64 is throttled"
+    );
+    assert!(
+        throttle.check(ip("2001:db8:1:3::1"), "d").is_ok(),
+        "another /64 has its own budget"
+    );
+    for n in 1..=2 {
+        assert!(throttle.check(ip("::ffff:192.0.2.1"), "e").is_ok(), "{n}");
+    }
+    assert!(
+        throttle.check(ip("192.0.2.1"), "f").is_err(),
+        "mapped and plain are one client"
+    );
+    assert!(
+        throttle.check(ip("::ffff:192.0.2.2"), "g").is_ok(),
+        "another IPv4 client"
+    );
+}
+
+/// A sibling subdomain can set cookies for the parent domain. Over HTTPS
+/// (`SESSION_COOKIE_SECURE=true`) the login form's double-submit cookie and the session cookie
+/// are `__Host-` cookies, which it cannot set: a `login_csrf` or `id` cookie it planted is
+/// ignored, instead of making the form's cookie ambiguous (every post refused) or standing in
+/// for the session.
+#[tokio::test]
+async fn over_https_the_cookies_are_host_only_so_a_sibling_cannot_plant_or_shadow_them() {
+    let server = Server::start_with(None, &[("SESSION_COOKIE_SECURE", "true")]).await;
+    let page = Client::new()
+        .get(format!("{}/account/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookies(&page)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-login_csrf="))
+        .expect("a __Host- double-submit cookie");
+    assert!(
+        cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"),
+        "{cookie}"
+    );
+    let token = &cookie["__Host-login_csrf=".len()..cookie.find(';').unwrap()];
+    // What a sibling planted: its own double-submit value and a session of its own.
+    let planted = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let cookies = format!("login_csrf={planted}; __Host-login_csrf={token}; id={planted}");
+    let response = post_login_form(
+        &server,
+        Some(&cookies),
+        token,
+        &[
+            ("origin", server.base.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let session = set_cookies(&response)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-id="))
+        .expect("a __Host- session cookie");
+    assert!(
+        session.contains("; Secure") && session.contains("; Path=/"),
+        "{session}"
+    );
     server.stop().await;
 }

@@ -614,3 +614,88 @@ async fn csrf_origin_wins_fetch_metadata_counts_http2_uses_the_authority_and_the
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert!(manager.lookup(&login.token).await.is_none());
 }
+
+/// Behind a TLS-terminating proxy the request's scheme is unknown, so `Origin:
+/// http://game.example` names the host of `https://game.example`: a page on the plain-HTTP
+/// origin (a network attacker's) passed. The browser's `Sec-Fetch-Site` says it is not the
+/// same origin, and that now counts; an explicitly allowed origin still passes as `same-site`.
+#[tokio::test]
+async fn csrf_an_origin_of_another_scheme_is_refused_when_fetch_metadata_says_so() {
+    let backend = Backend::pg().await;
+    let config = SessionConfig::default().csrf(Some(CsrfConfig::default()));
+    let manager = backend.manager(config, Arc::new(ManualClock::default()));
+    let app = handle_app(&manager);
+    let login = manager
+        .login_with(1, ClientInfo::default(), true)
+        .await
+        .unwrap();
+    let cookie = format!("id={}", login.token.expose());
+    let refresh = format!("refresh={}", login.refresh.as_ref().unwrap().expose());
+    let host = ("host", "game.example");
+    let http_origin = ("origin", "http://game.example");
+    for site in ["same-site", "cross-site"] {
+        let fetch = ("sec-fetch-site", site);
+        for (uri, cookie) in [
+            ("/me", cookie.as_str()),
+            ("/logout", cookie.as_str()),
+            ("/refresh", refresh.as_str()),
+        ] {
+            let reply = send(
+                &app,
+                request(uri, &[("cookie", cookie), host, http_origin, fetch]),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri} {site}");
+            assert_eq!(
+                reply.detail(),
+                "Cross-site request rejected",
+                "{uri} {site}"
+            );
+            assert!(reply.set_cookies().is_empty(), "{uri} {site}");
+        }
+        let reply = send(&app, request("/login", &[host, http_origin, fetch])).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "login {site}");
+    }
+    assert_eq!(manager.list_for_user(1).await.unwrap().len(), 1);
+    assert!(manager.lookup(&login.token).await.is_some());
+
+    // The site itself, with or without fetch metadata, still passes.
+    for headers in [
+        vec![("cookie", cookie.as_str()), host, http_origin],
+        vec![
+            ("cookie", cookie.as_str()),
+            host,
+            ("origin", "https://game.example"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    ] {
+        let reply = send(&app, request("/me", &headers)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{headers:?}: {:?}",
+            reply.body
+        );
+    }
+    // An origin the application lists is allowed although the browser calls it same-site.
+    let listed = backend.manager(
+        SessionConfig::default().csrf(Some(
+            CsrfConfig::default().allowed_origin("https://app.game.example"),
+        )),
+        Arc::new(ManualClock::default()),
+    );
+    let reply = send(
+        &handle_app(&listed),
+        request(
+            "/me",
+            &[
+                ("cookie", cookie.as_str()),
+                host,
+                ("origin", "https://app.game.example"),
+                ("sec-fetch-site", "same-site"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}

@@ -8,8 +8,9 @@
 //! itself is `SameSite=Lax`, so cross-site forms do not carry it either.
 //!
 //! The login form has no session yet to bind a token to, so it uses a double-submit token: the
-//! form page sets a random value in a `SameSite=Strict` cookie scoped to `/account/login` and
-//! repeats it in a hidden field, and the post must carry both, equal. The post must also come
+//! form page sets a random value in a `SameSite=Strict` cookie scoped to `/account/login` (over
+//! HTTPS a `__Host-` cookie, which a sibling subdomain cannot set or shadow) and repeats it in
+//! a hidden field, and the post must carry both, equal. The post must also come
 //! from this origin by `Sec-Fetch-Site` / `Origin` (which also refuses a sibling subdomain that
 //! could plant the cookie). So a page elsewhere cannot sign a visitor into another account.
 //!
@@ -38,8 +39,17 @@ use super::{AppState, check_credentials, drops_refresh_cookie, refuses_cross_sit
 
 const PAGE: &str = "/account/sessions";
 const LOGIN: &str = "/account/login";
-/// The double-submit cookie of the login form.
-const LOGIN_CSRF_COOKIE: &str = "login_csrf";
+/// The double-submit cookie of the login form, and its path. Over HTTPS it is a `__Host-`
+/// cookie (so `Path=/`): a sibling subdomain can set a `login_csrf` cookie for the parent
+/// domain, and a second cookie of the same name would make every post ambiguous (refused), so
+/// the form could never be used; it cannot set a `__Host-` one.
+fn login_csrf_cookie(secure: bool) -> (&'static str, &'static str) {
+    if secure {
+        ("__Host-login_csrf", "/")
+    } else {
+        ("login_csrf", LOGIN)
+    }
+}
 
 #[derive(Deserialize)]
 pub struct LoginForm {
@@ -68,18 +78,16 @@ pub struct SensitiveForm {
 /// The login form. It reuses the browser's double-submit token when it has a well-formed one
 /// (so two open tabs both work), else makes a new one.
 pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let token = presented_login_token(&headers).unwrap_or_else(|| {
+    let secure = state.manager.config().cookie.secure;
+    let (name, path) = login_csrf_cookie(secure);
+    let token = presented_login_token(&headers, name).unwrap_or_else(|| {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("the operating system's CSPRNG");
         URL_SAFE_NO_PAD.encode(bytes)
     });
     let cookie = format!(
-        "{LOGIN_CSRF_COOKIE}={token}; HttpOnly; SameSite=Strict; Path={LOGIN}{secure}",
-        secure = if state.manager.config().cookie.secure {
-            "; Secure"
-        } else {
-            ""
-        }
+        "{name}={token}; HttpOnly; SameSite=Strict; Path={path}{secure}",
+        secure = if secure { "; Secure" } else { "" }
     );
     let mut response = Html(login_html(&token, None)).into_response();
     if let Ok(cookie) = HeaderValue::try_from(cookie) {
@@ -89,14 +97,14 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Re
 }
 
 /// The double-submit token the browser sent, if it is one this server could have made.
-fn presented_login_token(headers: &HeaderMap) -> Option<String> {
+fn presented_login_token(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut found = None;
     for header in headers.get_all(COOKIE) {
         let Ok(header) = header.to_str() else {
             continue;
         };
         for cookie in cookie::Cookie::split_parse(header).flatten() {
-            if cookie.name() == LOGIN_CSRF_COOKIE {
+            if cookie.name() == name {
                 if found.is_some() {
                     return None; // twice: ambiguous
                 }
@@ -119,7 +127,8 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let token = presented_login_token(&headers);
+    let (name, _) = login_csrf_cookie(state.manager.config().cookie.secure);
+    let token = presented_login_token(&headers, name);
     let token_ok = token
         .as_deref()
         .is_some_and(|token| constant_time_eq(token.as_bytes(), form.csrf.as_bytes()));

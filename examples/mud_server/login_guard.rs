@@ -105,8 +105,8 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Brute-force throttling with `governor`'s GCRA limiters, one keyed by client address and
-/// one by username. Every attempt that would reach the password check takes one cell from
+/// Brute-force throttling with `governor`'s GCRA limiters, one keyed by client address (IPv6
+/// per /64) and one by username. Every attempt that would reach the password check takes one cell from
 /// both: the address first (so one address cannot fill the username table), then the username.
 ///
 /// Policy: each key may make `per_minute` attempts in a burst, then one more every
@@ -138,7 +138,7 @@ impl LoginThrottle {
         let now = DefaultClock::default().now();
         if let (Some(limiter), Some(address)) = (&self.by_address, address) {
             limiter
-                .check_key(&address)
+                .check_key(&throttled_address(address))
                 .map_err(|not_until| not_until.wait_time_from(now))?;
         }
         if let Some(limiter) = &self.by_username {
@@ -159,6 +159,19 @@ impl LoginThrottle {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+    }
+}
+
+/// The key an address is throttled under. One IPv6 host usually holds a whole /64 and can
+/// send from any address in it, so IPv6 is throttled per /64; an IPv4-mapped address (a
+/// dual-stack listener) is its IPv4 address, not a /64 shared by every IPv4 client.
+fn throttled_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 

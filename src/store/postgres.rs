@@ -505,7 +505,8 @@ impl PgStore {
     /// expected bigint`), so a wrong schema stops the server at start-up instead of failing
     /// requests. Call it after [`migrate`](Self::migrate) and after the application's own
     /// migrations. Should the schema change later anyway, requests fail closed with `500
-    /// Session store unavailable` and a logged [`StoreError::Decode`], never a panic.
+    /// Session store unavailable` and a logged [`StoreError::Decode`], never a panic. Bounded
+    /// by the [`statement_timeout`](Self::statement_timeout) like every request's statements.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
         const BIGINT: &[&str] = &["int8"];
         const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
@@ -526,33 +527,35 @@ impl PgStore {
             (&app.characters_table, &app.character_name, TEXT, "text"),
             (&app.characters_table, &app.character_world_id, TEXT, "text"),
         ];
-        let client = self.pool.get().await?;
         // Unquoted identifiers fold to lower case, in `to_regclass` as in the statements.
-        let statement = client
-            .prepare(
-                "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
-                 FROM (SELECT 1) one \
-                 LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
-                      AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
-                 LEFT JOIN pg_type t ON t.oid = a.atttypid",
-            )
-            .await?;
-        let mut problems = Vec::new();
-        for (table, name, accepted, wanted) in expected {
-            let row = client.query_one(&statement, &[&table, &name]).await?;
-            let table_exists: bool = column(&row, 0, "boolean")?;
-            let found: Option<String> = column(&row, 1, "text")?;
-            let shown: Option<String> = column(&row, 2, "text")?;
-            match found {
-                _ if !table_exists => problems.push(format!("table {table} not found")),
-                None => problems.push(format!("column {table}.{name} not found")),
-                Some(found) if !accepted.contains(&found.as_str()) => problems.push(format!(
-                    "{table}.{name} is {}, expected {wanted}",
-                    shown.unwrap_or(found)
-                )),
-                Some(_) => {}
+        let mut problems = bounded!(self, |client| {
+            let statement = client
+                .prepare(
+                    "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
+                     FROM (SELECT 1) one \
+                     LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
+                          AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
+                     LEFT JOIN pg_type t ON t.oid = a.atttypid",
+                )
+                .await?;
+            let mut problems = Vec::new();
+            for (table, name, accepted, wanted) in expected {
+                let row = client.query_one(&statement, &[&table, &name]).await?;
+                let table_exists: bool = column(&row, 0, "boolean")?;
+                let found: Option<String> = column(&row, 1, "text")?;
+                let shown: Option<String> = column(&row, 2, "text")?;
+                match found {
+                    _ if !table_exists => problems.push(format!("table {table} not found")),
+                    None => problems.push(format!("column {table}.{name} not found")),
+                    Some(found) if !accepted.contains(&found.as_str()) => problems.push(format!(
+                        "{table}.{name} is {}, expected {wanted}",
+                        shown.unwrap_or(found)
+                    )),
+                    Some(_) => {}
+                }
             }
-        }
+            Ok::<_, StoreError>(problems)
+        })?;
         problems.dedup();
         if problems.is_empty() {
             Ok(())
