@@ -8,7 +8,15 @@
 //! Environment: `BIND_ADDR` (default `127.0.0.1:3000`; port 0 picks a free port),
 //! `DATABASE_URL` (unset: in-memory), `SESSION_TTL_SECS` (28800; 0 = never idle out),
 //! `SESSION_SLIDING` (true), `SESSION_TOUCH_INTERVAL_SECS` (60), `SESSION_COOKIE_SECURE`
-//! (false here, since the example serves plain HTTP), `MAX_SESSIONS_PER_USER` (unlimited).
+//! (false here, since the example serves plain HTTP), `MAX_SESSIONS_PER_USER` (unlimited),
+//! `SESSION_DURABLE_REVOCATIONS` (false; true makes logout and every revocation wait until
+//! the synchronous standby has applied it, see `PgStore::durable_revocations`).
+//!
+//! `DATABASE_URL` may name several servers for failover, in either form:
+//! `postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&connect_timeout=2`
+//! or `host=db1,db2 port=5432,5432 … target_session_attrs=read-write`. After the primary
+//! fails, requests in flight get `500 Session store unavailable` and the server finds the new
+//! primary on its own.
 //!
 //! Demo users `player`, `builder`, `admin`, `superuser` (password `<name>-pass`), and the
 //! deactivated `banned` (`banned-pass`). `REFRESH_GRACE_SECS` (default 5) sets the
@@ -132,7 +140,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = LoginGuard::from_env()?;
     let (manager, directory) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
-            let store = PgStore::connect(&url)?;
+            let store = PgStore::connect(&url)?
+                .durable_revocations(env_var("SESSION_DURABLE_REVOCATIONS", false)?);
             store.migrate().await?;
             let directory = Directory::Pg(store.pool().clone());
             directory.seed().await?;

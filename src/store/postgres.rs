@@ -292,6 +292,7 @@ pub struct PgStore {
     sql: Arc<Statements>,
     app: Arc<AppSchema>,
     statement_timeout: Duration,
+    durable_revocations: bool,
 }
 
 /// Runs `$body` (an expression of type `Result<T, StoreError>` that uses `$client`) on a
@@ -306,6 +307,7 @@ macro_rules! bounded {
         let mut $client = store.pool.get().await?;
         let outcome = tokio::time::timeout(store.statement_timeout, async { $body }).await;
         match outcome {
+            Ok(Err(error)) if is_read_only(&error) => Err(store.discard_read_only($client, error)),
             Ok(result) => result,
             Err(_) => Err(store.discard($client)),
         }
@@ -390,6 +392,7 @@ impl PgStore {
             sql: Arc::new(Statements::new(&app)),
             app: Arc::new(app),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            durable_revocations: false,
         }
     }
 
@@ -408,6 +411,51 @@ impl PgStore {
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// Makes every revocation durable on the synchronous standby before it is acknowledged
+    /// (default off). Logout and every other path that ends a session or a remember-me series
+    /// (revoking one session, by token, all of a user's or all but one, ending a series, the
+    /// revocation of a series whose secret was reused or whose user was deactivated, the
+    /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](SessionStore::clear_all))
+    /// then commit with `SET LOCAL synchronous_commit = remote_apply`, one more statement in
+    /// their transaction. Validation, touches, logins and refreshes that revoke nothing keep the
+    /// role's setting and are not slowed down.
+    ///
+    /// Why it matters: with asynchronous replication, a revocation committed on the primary in
+    /// the last moments before it fails may never reach the standby, and after a failover the
+    /// revoked session is valid again. A lost login only costs a new login; a lost revocation
+    /// hands a session back to whoever it was taken from.
+    ///
+    /// Why `remote_apply` rather than `remote_write` or `on` (`remote_flush`): `remote_write`
+    /// only waits until the standby's operating system has the WAL, so a crash of the standby's
+    /// machine together with the primary can still lose it; `remote_apply` waits until the
+    /// standby has flushed *and replayed* it, so the revocation is visible to every query on the
+    /// standby, whether it is promoted or serves reads as a hot standby, and the moment a
+    /// revocation is acknowledged no server a client could reach still accepts the session.
+    ///
+    /// What the database must have: a standby named in the primary's
+    /// `synchronous_standby_names` (without one, `remote_apply` waits for nothing). To keep
+    /// the rest of the traffic asynchronous, give the application's role
+    /// `synchronous_commit = local` (`ALTER ROLE app SET synchronous_commit = local`): the
+    /// server's default (`on`) would make every commit, logins and touches included, wait for
+    /// the standby. When the standby does not confirm (down, or its replay paused), the
+    /// revocation waits until the [`statement_timeout`](Self::statement_timeout) and fails
+    /// with [`StoreError::Timeout`] (`500 Session store unavailable`); it has then committed
+    /// on the primary, but is not acknowledged and may not survive a failover, so the client
+    /// must retry it.
+    pub fn durable_revocations(mut self, durable: bool) -> Self {
+        self.durable_revocations = durable;
+        self
+    }
+
+    /// Detaches a connection on which a write failed because the server is read-only
+    /// (SQLSTATE 25006: a standby, or a primary set read-only for a switchover), so that the
+    /// pool connects anew and, with `target_session_attrs=read-write`, finds the primary.
+    fn discard_read_only(&self, client: deadpool_postgres::Object, error: StoreError) -> StoreError {
+        drop(deadpool_postgres::Object::take(client));
+        tracing::warn!(%error, "the session store's server is read-only; its connection is discarded");
+        error
     }
 
     /// Detaches a connection whose statement timed out, and asks the server to cancel the
@@ -691,6 +739,7 @@ impl PgStore {
                 .prepare_cached("DELETE FROM sessions WHERE id = $1 OR series_id = $2")
                 .await?;
             tx.execute(&delete, &[&id, &series]).await?;
+            commit_durably(&tx, self.durable_revocations).await?;
             tx.commit().await?;
             Ok(Some(user_id))
         })
@@ -827,11 +876,21 @@ impl SessionStore for PgStore {
         bounded!(self, |client| {
             if max_per_user.is_none() && series_id.is_none() {
                 // The common case needs no transaction: one INSERT.
-                return insert_session(&client, &new, new.created_at, false, series_id, None).await;
+                return insert_session(&client, &new, new.created_at, false, series_id, None, false)
+                    .await;
             }
             let tx = client.transaction().await?;
             let record =
-                insert_session(&tx, &new, new.created_at, false, series_id, max_per_user).await?;
+                insert_session(
+                &tx,
+                &new,
+                new.created_at,
+                false,
+                series_id,
+                max_per_user,
+                self.durable_revocations,
+            )
+            .await?;
             if let Some(series) = &new.remember {
                 let insert = tx
                     .prepare_cached(
@@ -972,6 +1031,7 @@ impl SessionStore for PgStore {
             let count = tx
                 .execute(&delete, &[&user_id, &keep, &kept_series])
                 .await?;
+            commit_durably(&tx, self.durable_revocations).await?;
             tx.commit().await?;
             Ok(count)
         })
@@ -1000,11 +1060,17 @@ impl SessionStore for PgStore {
     }
 
     async fn clear_all(&self) -> Result<u64, StoreError> {
-        self.execute(
-            "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
-            &[],
-        )
-        .await
+        const CLEAR: &str = "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions";
+        if !self.durable_revocations {
+            return self.execute(CLEAR, &[]).await;
+        }
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            let count = tx.execute(CLEAR, &[]).await?;
+            commit_durably(&tx, true).await?;
+            tx.commit().await?;
+            Ok(count)
+        })
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -1045,6 +1111,7 @@ impl SessionStore for PgStore {
                 .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
                 .await?;
             tx.execute(&sessions, &[&series]).await?;
+            commit_durably(&tx, self.durable_revocations).await?;
             tx.commit().await?;
             Ok(Some(user_id))
         })
@@ -1111,12 +1178,14 @@ impl SessionStore for PgStore {
             let user_ok: bool = column(&series, 4, "boolean")?;
             if expired || !user_ok {
                 end_series(&tx, request.series).await?;
+                commit_durably(&tx, self.durable_revocations && !expired).await?;
                 tx.commit().await?;
                 return Ok(RefreshOutcome::Ended { user_id });
             }
             let keep_since = match decision {
                 SecretMatch::Reuse => {
                     end_series(&tx, request.series).await?;
+                    commit_durably(&tx, self.durable_revocations).await?;
                     tx.commit().await?;
                     return Ok(RefreshOutcome::ReuseDetected { user_id });
                 }
@@ -1175,12 +1244,31 @@ impl SessionStore for PgStore {
                 true,
                 Some(request.series),
                 request.max_per_user,
+                self.durable_revocations,
             )
             .await?;
             tx.commit().await?;
             Ok(RefreshOutcome::Refreshed(Box::new(record)))
         })
     }
+}
+
+/// Whether the server refused a write because it is read-only (SQLSTATE 25006).
+fn is_read_only(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database(error)
+        if error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION))
+}
+
+/// With `durable` (see [`PgStore::durable_revocations`]), makes the current transaction's
+/// commit wait until the synchronous standby has replayed it. Read at commit time, so it may
+/// come anywhere before the commit.
+async fn commit_durably(client: &impl GenericClient, durable: bool) -> Result<(), StoreError> {
+    if durable {
+        client
+            .batch_execute("SET LOCAL synchronous_commit = remote_apply")
+            .await?;
+    }
+    Ok(())
 }
 
 /// Takes the per-user advisory lock for the rest of the transaction. It comes first in the
@@ -1210,7 +1298,7 @@ async fn end_series(client: &impl GenericClient, series: Uuid) -> Result<(), Sto
 }
 
 /// Inserts a session; with `max_per_user` (inside a transaction) serialises on the user and
-/// removes the user's oldest sessions beyond the limit.
+/// removes the user's oldest sessions beyond the limit, durably when `durable` and some were.
 async fn insert_session(
     client: &impl GenericClient,
     new: &NewSession,
@@ -1218,6 +1306,7 @@ async fn insert_session(
     refreshed: bool,
     series_id: Option<Uuid>,
     max_per_user: Option<u32>,
+    durable: bool,
 ) -> Result<SessionRecord, StoreError> {
     if max_per_user.is_some() {
         // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
@@ -1274,6 +1363,7 @@ async fn insert_session(
                 )
                 .await?;
             client.execute(&prune, &[&sessions, &series]).await?;
+            commit_durably(client, durable).await?;
         }
     }
     record_from_row(&row)
