@@ -452,7 +452,11 @@ impl PgStore {
     /// Detaches a connection on which a write failed because the server is read-only
     /// (SQLSTATE 25006: a standby, or a primary set read-only for a switchover), so that the
     /// pool connects anew and, with `target_session_attrs=read-write`, finds the primary.
-    fn discard_read_only(&self, client: deadpool_postgres::Object, error: StoreError) -> StoreError {
+    fn discard_read_only(
+        &self,
+        client: deadpool_postgres::Object,
+        error: StoreError,
+    ) -> StoreError {
         drop(deadpool_postgres::Object::take(client));
         tracing::warn!(%error, "the session store's server is read-only; its connection is discarded");
         error
@@ -876,12 +880,19 @@ impl SessionStore for PgStore {
         bounded!(self, |client| {
             if max_per_user.is_none() && series_id.is_none() {
                 // The common case needs no transaction: one INSERT.
-                return insert_session(&client, &new, new.created_at, false, series_id, None, false)
-                    .await;
+                return insert_session(
+                    &client,
+                    &new,
+                    new.created_at,
+                    false,
+                    series_id,
+                    None,
+                    false,
+                )
+                .await;
             }
             let tx = client.transaction().await?;
-            let record =
-                insert_session(
+            let record = insert_session(
                 &tx,
                 &new,
                 new.created_at,

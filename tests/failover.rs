@@ -1,0 +1,157 @@
+//! A PostgreSQL failover, end to end: the `mud_server` example on a multi-host `DATABASE_URL`
+//! (`target_session_attrs=read-write`) over a primary and its synchronous streaming standby,
+//! which `scripts/replica-pair` creates from scratch on this machine (ports 5434 and 5435).
+//!
+//! What it proves: with `SESSION_DURABLE_REVOCATIONS=true` a revocation is acknowledged only
+//! once the standby has applied it (and is a bounded `500` when the standby cannot), so it
+//! survives the primary's crash; without the option a revocation the standby never received
+//! is lost; and the server finds the promoted standby on its own, without a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::example::Server;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+/// Runs `scripts/replica-pair <command>` and returns what it printed.
+async fn pair(command: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/replica-pair");
+    let output = tokio::process::Command::new(script)
+        .arg(command)
+        .output()
+        .await
+        .expect("run scripts/replica-pair");
+    assert!(
+        output.status.success(),
+        "scripts/replica-pair {command} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+async fn login(server: &Server, username: &str) -> String {
+    let response = Client::new()
+        .post(format!("{}/login", server.base))
+        .header("x-requested-with", "failover-test")
+        .json(&json!({"username": username, "password": format!("{username}-pass")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+    let body: Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn bearer(server: &Server, post: bool, path: &str, token: &str) -> (StatusCode, Value) {
+    let url = format!("{}{path}", server.base);
+    let http = Client::new();
+    let request = if post { http.post(url) } else { http.get(url) };
+    let response = request
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn me(server: &Server, token: &str) -> StatusCode {
+    bearer(server, false, "/me", token).await.0
+}
+
+async fn logout(server: &Server, token: &str) -> (StatusCode, Value) {
+    bearer(server, true, "/logout", token).await
+}
+
+fn unavailable() -> Value {
+    json!({"detail": "Session store unavailable"})
+}
+
+#[tokio::test]
+async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
+    let url = pair("up").await.trim().to_owned();
+    // Two instances of the application on the same database: one with durable revocations,
+    // one without.
+    let durable = Server::start_with(Some(&url), &[("SESSION_DURABLE_REVOCATIONS", "true")]).await;
+    let plain = Server::start(Some(&url)).await;
+    let [revoked, blocked, kept, lost] = [
+        login(&durable, "player").await,
+        login(&durable, "builder").await,
+        login(&durable, "admin").await,
+        login(&plain, "superuser").await,
+    ];
+
+    // The standby receives but does not apply: a durable revocation cannot be confirmed, so
+    // it fails after the store's statement timeout (5 s) instead of being acknowledged.
+    pair("pause-replay").await;
+    assert_eq!(
+        logout(&durable, &blocked).await,
+        (StatusCode::INTERNAL_SERVER_ERROR, unavailable())
+    );
+    pair("resume-replay").await;
+
+    // A durable revocation, acknowledged only once the standby has applied it.
+    assert_eq!(logout(&durable, &revoked).await.0, StatusCode::OK);
+    // The standby stops receiving WAL, as when the primary's last moments never reach it:
+    // an asynchronous revocation is acknowledged all the same.
+    pair("cut-replication").await;
+    assert_eq!(logout(&plain, &lost).await.0, StatusCode::OK);
+    assert_eq!(me(&plain, &lost).await, StatusCode::UNAUTHORIZED);
+
+    // The primary crashes; the standby is promoted.
+    pair("stop-primary").await;
+    pair("promote").await;
+
+    // The same server process finds the new primary on its own. Meanwhile a request gets a
+    // 500 at worst: the revoked session is never granted, the kept one never refused.
+    let started = Instant::now();
+    loop {
+        let (kept_status, revoked_status) =
+            (me(&durable, &kept).await, me(&durable, &revoked).await);
+        assert!(
+            matches!(
+                kept_status,
+                StatusCode::OK | StatusCode::INTERNAL_SERVER_ERROR
+            ),
+            "kept session during the failover: {kept_status}"
+        );
+        assert!(
+            matches!(
+                revoked_status,
+                StatusCode::UNAUTHORIZED | StatusCode::INTERNAL_SERVER_ERROR
+            ),
+            "revoked session during the failover: {revoked_status}"
+        );
+        if kept_status == StatusCode::OK && revoked_status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not recover from the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // On the promoted server: the durable revocation held, the other sessions are valid, and
+    // writes work again (a new login, a durable logout: the promoted server has no
+    // synchronous standby, so remote_apply waits for nothing).
+    assert_eq!(me(&durable, &revoked).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&plain, &revoked).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&plain, &kept).await, StatusCode::OK);
+    // The asynchronous revocation was lost: the session it ended is valid again.
+    assert_eq!(me(&durable, &lost).await, StatusCode::OK);
+    let fresh = login(&durable, "player").await;
+    assert_eq!(me(&durable, &fresh).await, StatusCode::OK);
+    assert_eq!(logout(&durable, &fresh).await.0, StatusCode::OK);
+    assert_eq!(me(&durable, &fresh).await, StatusCode::UNAUTHORIZED);
+
+    durable.stop().await;
+    plain.stop().await;
+    pair("down").await;
+}
