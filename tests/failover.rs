@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use common::example::Server;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use tower_session_auth::{
+    ClientInfo, PgStore, Refresh, RefreshConfig, Scope, SessionConfig, SessionManager, StoreError,
+    Validation,
+};
 
 /// Runs `scripts/replica-pair <command>` and returns what it printed.
 async fn pair(command: &str) -> String {
@@ -73,6 +77,77 @@ fn unavailable() -> Value {
     json!({"detail": "Session store unavailable"})
 }
 
+fn timed_out<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Timeout(_)))
+}
+
+/// With durable revocations, every path that ends a session waits for the standby to apply
+/// it, while validation (and its touch) and a login that prunes nothing do not. With the
+/// standby's replay paused, each revocation fails at the statement timeout, and the same
+/// revocation without the option is acknowledged at once.
+async fn every_revocation_path_waits_for_the_standby(url: &str) {
+    let store = PgStore::connect(url).unwrap();
+    let user_id: i64 = store
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT id FROM users WHERE username = 'player'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let config = SessionConfig::default()
+        .touch_interval(Duration::ZERO)
+        .refresh(RefreshConfig::default().grace(Duration::ZERO));
+    let durable_store = store
+        .clone()
+        .durable_revocations(true)
+        .statement_timeout(Duration::from_millis(500));
+    let durable = SessionManager::new(durable_store.clone(), config.clone());
+    let pruning = SessionManager::new(durable_store, config.clone().max_sessions_per_user(Some(1)));
+    let plain = SessionManager::new(store, config);
+    let client = ClientInfo::default;
+
+    let reused = durable.login_with(user_id, client(), true).await.unwrap();
+    let reused = reused.refresh.unwrap();
+    assert!(matches!(
+        durable.refresh(&reused, client()).await.unwrap(),
+        Refresh::Refreshed(_)
+    ));
+    let series = durable.login_with(user_id, client(), true).await.unwrap();
+    let [by_token, by_id, asynchronous] = [
+        durable.login(user_id, client()).await.unwrap(),
+        durable.login(user_id, client()).await.unwrap(),
+        plain.login(user_id, client()).await.unwrap(),
+    ];
+
+    pair("pause-replay").await;
+    // The hot path does not wait: a validation that touches, a login that prunes nothing.
+    assert!(matches!(
+        durable
+            .validate(&by_token.token, Scope::User)
+            .await
+            .unwrap(),
+        Validation::Valid(_)
+    ));
+    durable.login(user_id, client()).await.unwrap();
+    // Without the option, a revocation is acknowledged although the standby has not applied it.
+    assert!(plain.remove_by_token(&asynchronous.token).await.unwrap());
+    // With it, every revocation path waits, up to the bound.
+    assert!(timed_out(durable.remove_by_token(&by_token.token).await));
+    assert!(timed_out(durable.revoke(user_id, by_id.session.id).await));
+    assert!(timed_out(
+        durable.end_series(series.refresh.as_ref().unwrap()).await
+    ));
+    assert!(timed_out(durable.refresh(&reused, client()).await));
+    assert!(timed_out(pruning.login(user_id, client()).await));
+    assert!(timed_out(durable.revoke_all(user_id).await));
+    // (A transaction that deleted nothing wrote nothing, and has nothing to wait for.)
+    plain.login(user_id, client()).await.unwrap();
+    assert!(timed_out(durable.clear_all().await));
+    pair("resume-replay").await;
+}
+
 #[tokio::test]
 async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     let url = pair("up").await.trim().to_owned();
@@ -80,6 +155,7 @@ async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     // one without.
     let durable = Server::start_with(Some(&url), &[("SESSION_DURABLE_REVOCATIONS", "true")]).await;
     let plain = Server::start(Some(&url)).await;
+    every_revocation_path_waits_for_the_standby(&url).await;
     let [revoked, blocked, kept, lost] = [
         login(&durable, "player").await,
         login(&durable, "builder").await,
