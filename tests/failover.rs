@@ -87,15 +87,7 @@ fn timed_out<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
 /// revocation without the option is acknowledged at once.
 async fn every_revocation_path_waits_for_the_standby(url: &str) {
     let store = PgStore::connect(url).unwrap();
-    let user_id: i64 = store
-        .pool()
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT id FROM users WHERE username = 'player'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let user_id = user_id(url).await;
     let config = SessionConfig::default()
         .touch_interval(Duration::ZERO)
         .refresh(RefreshConfig::default().grace(Duration::ZERO));
@@ -148,6 +140,77 @@ async fn every_revocation_path_waits_for_the_standby(url: &str) {
     pair("resume-replay").await;
 }
 
+/// A cache whose invalidation listener connects through the multi-host URL, with a TTL far
+/// beyond the test, so that only a notification drops an entry.
+#[cfg(feature = "cache")]
+async fn cached_manager(url: &str) -> (SessionManager, tower_session_auth::SessionCache) {
+    use tower_session_auth::{CacheConfig, SessionCache};
+    let store = PgStore::connect(url).unwrap();
+    store.install_invalidation_triggers().await.unwrap();
+    let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_secs(600)));
+    store.spawn_invalidation_listener(url.parse().unwrap(), cache.clone());
+    let manager = SessionManager::new(store, SessionConfig::default()).with_cache(cache.clone());
+    (manager, cache)
+}
+
+/// The listener found the server that accepts writes: a revocation made there reaches the
+/// cache, which otherwise would serve the revoked session for ten minutes.
+#[cfg(feature = "cache")]
+async fn the_cache_hears_revocations_on_the_primary(
+    cached: &SessionManager,
+    cache: &tower_session_auth::SessionCache,
+    url: &str,
+) {
+    let started = Instant::now();
+    while !cache.is_serving() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the listener did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = SessionManager::new(PgStore::connect(url).unwrap(), SessionConfig::default());
+    let login = other
+        .login(user_id(url).await, ClientInfo::default())
+        .await
+        .unwrap();
+    let cached_before = cache.entry_count();
+    assert!(matches!(
+        cached.validate(&login.token, Scope::User).await.unwrap(),
+        Validation::Valid(_)
+    ));
+    assert_eq!(
+        cache.entry_count(),
+        cached_before + 1,
+        "the validation is cached"
+    );
+    assert!(other.remove_by_token(&login.token).await.unwrap());
+    let started = Instant::now();
+    while !matches!(
+        cached.validate(&login.token, Scope::User).await.unwrap(),
+        Validation::Unknown
+    ) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cache still serves a session revoked on the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn user_id(url: &str) -> i64 {
+    PgStore::connect(url)
+        .unwrap()
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT id FROM users WHERE username = 'player'", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     let url = pair("up").await.trim().to_owned();
@@ -156,6 +219,10 @@ async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     let durable = Server::start_with(Some(&url), &[("SESSION_DURABLE_REVOCATIONS", "true")]).await;
     let plain = Server::start(Some(&url)).await;
     every_revocation_path_waits_for_the_standby(&url).await;
+    #[cfg(feature = "cache")]
+    let (cached, cache) = cached_manager(&url).await;
+    #[cfg(feature = "cache")]
+    the_cache_hears_revocations_on_the_primary(&cached, &cache, &url).await;
     let [revoked, blocked, kept, lost] = [
         login(&durable, "player").await,
         login(&durable, "builder").await,
@@ -226,6 +293,10 @@ async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     assert_eq!(me(&durable, &fresh).await, StatusCode::OK);
     assert_eq!(logout(&durable, &fresh).await.0, StatusCode::OK);
     assert_eq!(me(&durable, &fresh).await, StatusCode::UNAUTHORIZED);
+
+    // The cache's LISTEN connection moved to the promoted server too.
+    #[cfg(feature = "cache")]
+    the_cache_hears_revocations_on_the_primary(&cached, &cache, &url).await;
 
     durable.stop().await;
     plain.stop().await;

@@ -274,9 +274,22 @@ impl Statements {
 /// pool's wait and create timeouts plus the statement timeout. Call
 /// [`check_schema`](PgStore::check_schema) at start-up to catch a mismatched application
 /// schema before any request does. Connections are
-/// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod):
-/// a connection whose socket closed (for example after `pg_terminate_backend`) is discarded
-/// when it returns to the pool, so the store recovers on its own.
+/// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod)
+/// (no statement of its own): a connection whose socket closed (for example after
+/// `pg_terminate_backend`, or a primary's crash) is discarded when it returns to the pool, as is
+/// one whose statement timed out and one on which a write failed because the server is
+/// read-only (SQLSTATE 25006), so the store recovers on its own.
+///
+/// # Failover
+///
+/// With a multi-host connection string and `target_session_attrs=read-write` (see
+/// [`connect`](Self::connect)), new connections skip servers that are down or read-only, so
+/// after a standby is promoted the store finds it without a restart; requests in flight get
+/// `500 Session store unavailable`. With asynchronous replication a failover can lose what the
+/// old primary committed last: logins, refreshes and touches (harmless: a new login, an idle
+/// expiry slightly earlier) but also revocations, which would make revoked sessions valid
+/// again. [`durable_revocations`](Self::durable_revocations) makes revocations wait for the
+/// synchronous standby, so a failover cannot lose one that was acknowledged.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -482,6 +495,14 @@ impl PgStore {
     /// connections, a 5 s wait timeout, 5 s to connect, and fast recycling; with the default
     /// [`statement_timeout`](Self::statement_timeout) of 5 s, a request waits at most about
     /// 15 s for a `500 Session store unavailable`.
+    ///
+    /// `url` may name several servers, as a URL
+    /// (`postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&connect_timeout=2`)
+    /// or as key-value pairs (`host=db1,db2 port=5432,5432 … target_session_attrs=read-write`):
+    /// each new connection tries them in order and, with `target_session_attrs=read-write`,
+    /// takes the first that accepts writes, which after a failover is the promoted standby.
+    /// `connect_timeout` bounds each attempt, so a server that does not answer is skipped
+    /// within the pool's create timeout.
     pub fn connect(url: &str) -> Result<Self, deadpool_postgres::CreatePoolError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
