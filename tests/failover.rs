@@ -211,6 +211,36 @@ async fn user_id(url: &str) -> i64 {
         .get(0)
 }
 
+/// A pool whose server stops accepting writes drops its connections to it on the first write
+/// refused (SQLSTATE 25006), so it never keeps reading from a server that no longer takes
+/// revocations; once a server accepts writes again, the store works without a restart.
+async fn connections_to_a_read_only_server_are_not_reused(url: &str) {
+    let store = PgStore::connect(url).unwrap();
+    let pool = store.pool().clone();
+    let manager = SessionManager::new(store, SessionConfig::default());
+    let held = [pool.get().await.unwrap(), pool.get().await.unwrap()];
+    drop(held);
+    assert_eq!(pool.status().size, 2);
+    let user_id = user_id(url).await;
+    pair("read-only").await;
+    let refused = manager
+        .login(user_id, ClientInfo::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Database(error)
+            if error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)),
+        "{refused}"
+    );
+    assert_eq!(
+        pool.status().size,
+        0,
+        "connections to the read-only server were kept"
+    );
+    pair("read-write").await;
+    manager.login(user_id, ClientInfo::default()).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     let url = pair("up").await.trim().to_owned();
@@ -219,6 +249,7 @@ async fn a_failover_loses_no_durable_revocation_and_needs_no_restart() {
     let durable = Server::start_with(Some(&url), &[("SESSION_DURABLE_REVOCATIONS", "true")]).await;
     let plain = Server::start(Some(&url)).await;
     every_revocation_path_waits_for_the_standby(&url).await;
+    connections_to_a_read_only_server_are_not_reused(&url).await;
     #[cfg(feature = "cache")]
     let (cached, cache) = cached_manager(&url).await;
     #[cfg(feature = "cache")]

@@ -463,15 +463,21 @@ impl PgStore {
     }
 
     /// Detaches a connection on which a write failed because the server is read-only
-    /// (SQLSTATE 25006: a standby, or a primary set read-only for a switchover), so that the
-    /// pool connects anew and, with `target_session_attrs=read-write`, finds the primary.
+    /// (SQLSTATE 25006: a standby, or a primary set read-only for a switchover), and closes the
+    /// pool's idle connections, most likely to the same server, so that the pool connects
+    /// anew and, with `target_session_attrs=read-write`, finds the primary. A connection in
+    /// use at that moment is discarded in turn when one of its writes fails.
     fn discard_read_only(
         &self,
         client: deadpool_postgres::Object,
         error: StoreError,
     ) -> StoreError {
         drop(deadpool_postgres::Object::take(client));
-        tracing::warn!(%error, "the session store's server is read-only; its connection is discarded");
+        self.pool.retain(|_, _| false);
+        tracing::warn!(
+            %error,
+            "the session store's server is read-only; its connections are discarded"
+        );
         error
     }
 
