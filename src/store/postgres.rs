@@ -433,7 +433,9 @@ impl PgStore {
     /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](SessionStore::clear_all))
     /// then commit with `SET LOCAL synchronous_commit = remote_apply`, one more statement in
     /// their transaction. Validation, touches, logins and refreshes that revoke nothing keep the
-    /// role's setting and are not slowed down.
+    /// role's setting and are not slowed down (a refresh's replacement of the series' earlier
+    /// session is a rotation on the same device, not a revocation). A revocation that finds
+    /// nothing to delete writes nothing and waits for nothing.
     ///
     /// Why it matters: with asynchronous replication, a revocation committed on the primary in
     /// the last moments before it fails may never reach the standby, and after a failover the
