@@ -723,6 +723,9 @@ impl PgStore {
     /// triggers' notifications and drops the entries they name. The cache serves nothing
     /// until the listener is connected and is flushed on every (re)connection, since missed
     /// notifications are not replayed; after a failure the task reconnects every second.
+    /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
+    /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
+    /// promoted server, where the revocations are made (a standby refuses `LISTEN`).
     #[cfg(feature = "cache")]
     pub fn spawn_invalidation_listener(
         &self,
