@@ -11,7 +11,15 @@
 //! (false here, since the example serves plain HTTP; true makes the cookies `__Host-`
 //! cookies), `MAX_SESSIONS_PER_USER` (unlimited),
 //! `STATEMENT_TIMEOUT_MS` (5000: the bound on each query of the session store and of the
-//! example's own tables; beyond it a request is `500 Session store unavailable`).
+//! example's own tables; beyond it a request is `500 Session store unavailable`),
+//! `SESSION_DURABLE_REVOCATIONS` (false; true makes logout and every revocation wait until
+//! the synchronous standby has applied it, see `PgStore::durable_revocations`).
+//!
+//! `DATABASE_URL` may name several servers for failover, in either form:
+//! `postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&connect_timeout=2`
+//! or `host=db1,db2 port=5432,5432 … target_session_attrs=read-write`. After the primary
+//! fails, requests in flight get `500 Session store unavailable` and the server finds the new
+//! primary on its own.
 //!
 //! Demo users `player`, `builder`, `admin`, `superuser` (password `<name>-pass`), and the
 //! deactivated `banned` (`banned-pass`). `REFRESH_GRACE_SECS` (default 5) sets the
@@ -148,7 +156,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "STATEMENT_TIMEOUT_MS",
                 PgStore::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
             )?);
-            let store = PgStore::connect(&url)?.statement_timeout(timeout);
+            let store = PgStore::connect(&url)?
+                .statement_timeout(timeout)
+                .durable_revocations(env_var("SESSION_DURABLE_REVOCATIONS", false)?);
             store.migrate().await?;
             let directory = Directory::Pg {
                 pool: store.pool().clone(),

@@ -274,9 +274,22 @@ impl Statements {
 /// pool's wait and create timeouts plus the statement timeout. Call
 /// [`check_schema`](PgStore::check_schema) at start-up to catch a mismatched application
 /// schema before any request does. Connections are
-/// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod):
-/// a connection whose socket closed (for example after `pg_terminate_backend`) is discarded
-/// when it returns to the pool, so the store recovers on its own.
+/// recycled with deadpool's default [`RecyclingMethod::Fast`](deadpool_postgres::RecyclingMethod)
+/// (no statement of its own): a connection whose socket closed (for example after
+/// `pg_terminate_backend`, or a primary's crash) is discarded when it returns to the pool, as is
+/// one whose statement timed out and one on which a write failed because the server is
+/// read-only (SQLSTATE 25006), so the store recovers on its own.
+///
+/// # Failover
+///
+/// With a multi-host connection string and `target_session_attrs=read-write` (see
+/// [`connect`](Self::connect)), new connections skip servers that are down or read-only, so
+/// after a standby is promoted the store finds it without a restart; requests in flight get
+/// `500 Session store unavailable`. With asynchronous replication a failover can lose what the
+/// old primary committed last: logins, refreshes and touches (harmless: a new login, an idle
+/// expiry slightly earlier) but also revocations, which would make revoked sessions valid
+/// again. [`durable_revocations`](Self::durable_revocations) makes revocations wait for the
+/// synchronous standby, so a failover cannot lose one that was acknowledged.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -292,6 +305,7 @@ pub struct PgStore {
     sql: Arc<Statements>,
     app: Arc<AppSchema>,
     statement_timeout: Duration,
+    durable_revocations: bool,
 }
 
 /// Runs `$body` (an expression of type `Result<T, StoreError>` that uses `$client`) on a
@@ -306,6 +320,7 @@ macro_rules! bounded {
         let mut $client = store.pool.get().await?;
         let outcome = tokio::time::timeout(store.statement_timeout, async { $body }).await;
         match outcome {
+            Ok(Err(error)) if is_read_only(&error) => Err(store.discard_read_only($client, error)),
             Ok(result) => result,
             Err(_) => Err(store.discard($client)),
         }
@@ -390,6 +405,7 @@ impl PgStore {
             sql: Arc::new(Statements::new(&app)),
             app: Arc::new(app),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            durable_revocations: false,
         }
     }
 
@@ -408,6 +424,63 @@ impl PgStore {
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// Makes every revocation durable on the synchronous standby before it is acknowledged
+    /// (default off). Logout and every other path that ends a session or a remember-me series
+    /// (revoking one session, by token, all of a user's or all but one, ending a series, the
+    /// revocation of a series whose secret was reused or whose user was deactivated, the
+    /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](SessionStore::clear_all))
+    /// then commit with `SET LOCAL synchronous_commit = remote_apply`, one more statement in
+    /// their transaction. Validation, touches, logins and refreshes that revoke nothing keep the
+    /// role's setting and are not slowed down (a refresh's replacement of the series' earlier
+    /// session is a rotation on the same device, not a revocation). A revocation that finds
+    /// nothing to delete writes nothing and waits for nothing.
+    ///
+    /// Why it matters: with asynchronous replication, a revocation committed on the primary in
+    /// the last moments before it fails may never reach the standby, and after a failover the
+    /// revoked session is valid again. A lost login only costs a new login; a lost revocation
+    /// hands a session back to whoever it was taken from.
+    ///
+    /// Why `remote_apply` rather than `remote_write` or `on` (`remote_flush`): `remote_write`
+    /// only waits until the standby's operating system has the WAL, so a crash of the standby's
+    /// machine together with the primary can still lose it; `remote_apply` waits until the
+    /// standby has flushed *and replayed* it, so the revocation is visible to every query on the
+    /// standby, whether it is promoted or serves reads as a hot standby, and the moment a
+    /// revocation is acknowledged no server a client could reach still accepts the session.
+    ///
+    /// What the database must have: a standby named in the primary's
+    /// `synchronous_standby_names` (without one, `remote_apply` waits for nothing). To keep
+    /// the rest of the traffic asynchronous, give the application's role
+    /// `synchronous_commit = local` (`ALTER ROLE app SET synchronous_commit = local`): the
+    /// server's default (`on`) would make every commit, logins and touches included, wait for
+    /// the standby. When the standby does not confirm (down, or its replay paused), the
+    /// revocation waits until the [`statement_timeout`](Self::statement_timeout) and fails
+    /// with [`StoreError::Timeout`] (`500 Session store unavailable`); it has then committed
+    /// on the primary, but is not acknowledged and may not survive a failover, so the client
+    /// must retry it.
+    pub fn durable_revocations(mut self, durable: bool) -> Self {
+        self.durable_revocations = durable;
+        self
+    }
+
+    /// Detaches a connection on which a write failed because the server is read-only
+    /// (SQLSTATE 25006: a standby, or a primary set read-only for a switchover), and closes the
+    /// pool's idle connections, most likely to the same server, so that the pool connects
+    /// anew and, with `target_session_attrs=read-write`, finds the primary. A connection in
+    /// use at that moment is discarded in turn when one of its writes fails.
+    fn discard_read_only(
+        &self,
+        client: deadpool_postgres::Object,
+        error: StoreError,
+    ) -> StoreError {
+        drop(deadpool_postgres::Object::take(client));
+        self.pool.retain(|_, _| false);
+        tracing::warn!(
+            %error,
+            "the session store's server is read-only; its connections are discarded"
+        );
+        error
     }
 
     /// Detaches a connection whose statement timed out, and asks the server to cancel the
@@ -430,6 +503,14 @@ impl PgStore {
     /// connections, a 5 s wait timeout, 5 s to connect, and fast recycling; with the default
     /// [`statement_timeout`](Self::statement_timeout) of 5 s, a request waits at most about
     /// 15 s for a `500 Session store unavailable`.
+    ///
+    /// `url` may name several servers, as a URL
+    /// (`postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&connect_timeout=2`)
+    /// or as key-value pairs (`host=db1,db2 port=5432,5432 … target_session_attrs=read-write`):
+    /// each new connection tries them in order and, with `target_session_attrs=read-write`,
+    /// takes the first that accepts writes, which after a failover is the promoted standby.
+    /// `connect_timeout` bounds each attempt, so a server that does not answer is skipped
+    /// within the pool's create timeout.
     pub fn connect(url: &str) -> Result<Self, deadpool_postgres::CreatePoolError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
@@ -645,6 +726,9 @@ impl PgStore {
     /// triggers' notifications and drops the entries they name. The cache serves nothing
     /// until the listener is connected and is flushed on every (re)connection, since missed
     /// notifications are not replayed; after a failure the task reconnects every second.
+    /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
+    /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
+    /// promoted server, where the revocations are made (a standby refuses `LISTEN`).
     #[cfg(feature = "cache")]
     pub fn spawn_invalidation_listener(
         &self,
@@ -694,6 +778,7 @@ impl PgStore {
                 .prepare_cached("DELETE FROM sessions WHERE id = $1 OR series_id = $2")
                 .await?;
             tx.execute(&delete, &[&id, &series]).await?;
+            commit_durably(&tx, self.durable_revocations).await?;
             tx.commit().await?;
             Ok(Some(user_id))
         })
@@ -830,11 +915,28 @@ impl SessionStore for PgStore {
         bounded!(self, |client| {
             if max_per_user.is_none() && series_id.is_none() {
                 // The common case needs no transaction: one INSERT.
-                return insert_session(&client, &new, new.created_at, false, series_id, None).await;
+                return insert_session(
+                    &client,
+                    &new,
+                    new.created_at,
+                    false,
+                    series_id,
+                    None,
+                    false,
+                )
+                .await;
             }
             let tx = client.transaction().await?;
-            let record =
-                insert_session(&tx, &new, new.created_at, false, series_id, max_per_user).await?;
+            let record = insert_session(
+                &tx,
+                &new,
+                new.created_at,
+                false,
+                series_id,
+                max_per_user,
+                self.durable_revocations,
+            )
+            .await?;
             if let Some(series) = &new.remember {
                 let insert = tx
                     .prepare_cached(
@@ -975,6 +1077,7 @@ impl SessionStore for PgStore {
             let count = tx
                 .execute(&delete, &[&user_id, &keep, &kept_series])
                 .await?;
+            commit_durably(&tx, self.durable_revocations).await?;
             tx.commit().await?;
             Ok(count)
         })
@@ -1003,11 +1106,17 @@ impl SessionStore for PgStore {
     }
 
     async fn clear_all(&self) -> Result<u64, StoreError> {
-        self.execute(
-            "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
-            &[],
-        )
-        .await
+        const CLEAR: &str = "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions";
+        if !self.durable_revocations {
+            return self.execute(CLEAR, &[]).await;
+        }
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            let count = tx.execute(CLEAR, &[]).await?;
+            commit_durably(&tx, true).await?;
+            tx.commit().await?;
+            Ok(count)
+        })
     }
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
@@ -1072,6 +1181,7 @@ impl SessionStore for PgStore {
                 .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
                 .await?;
             tx.execute(&sessions, &[&series]).await?;
+            commit_durably(&tx, self.durable_revocations).await?;
             tx.commit().await?;
             Ok(Some(user_id))
         })
@@ -1138,12 +1248,14 @@ impl SessionStore for PgStore {
             let user_ok: bool = column(&series, 4, "boolean")?;
             if expired || !user_ok {
                 end_series(&tx, request.series).await?;
+                commit_durably(&tx, self.durable_revocations && !expired).await?;
                 tx.commit().await?;
                 return Ok(RefreshOutcome::Ended { user_id });
             }
             let keep_since = match decision {
                 SecretMatch::Reuse => {
                     end_series(&tx, request.series).await?;
+                    commit_durably(&tx, self.durable_revocations).await?;
                     tx.commit().await?;
                     return Ok(RefreshOutcome::ReuseDetected { user_id });
                 }
@@ -1202,6 +1314,7 @@ impl SessionStore for PgStore {
                 true,
                 Some(request.series),
                 request.max_per_user,
+                self.durable_revocations,
             )
             .await?;
             tx.commit().await?;
@@ -1219,6 +1332,24 @@ impl SessionStore for PgStore {
         );
         Ok(self.execute(&sql, &[&id.0, &now]).await? > 0)
     }
+}
+
+/// Whether the server refused a write because it is read-only (SQLSTATE 25006).
+fn is_read_only(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database(error)
+        if error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION))
+}
+
+/// With `durable` (see [`PgStore::durable_revocations`]), makes the current transaction's
+/// commit wait until the synchronous standby has replayed it. Read at commit time, so it may
+/// come anywhere before the commit.
+async fn commit_durably(client: &impl GenericClient, durable: bool) -> Result<(), StoreError> {
+    if durable {
+        client
+            .batch_execute("SET LOCAL synchronous_commit = remote_apply")
+            .await?;
+    }
+    Ok(())
 }
 
 /// Takes the per-user advisory lock for the rest of the transaction. It comes first in the
@@ -1248,7 +1379,7 @@ async fn end_series(client: &impl GenericClient, series: Uuid) -> Result<(), Sto
 }
 
 /// Inserts a session; with `max_per_user` (inside a transaction) serialises on the user and
-/// removes the user's oldest sessions beyond the limit.
+/// removes the user's oldest sessions beyond the limit, durably when `durable` and some were.
 async fn insert_session(
     client: &impl GenericClient,
     new: &NewSession,
@@ -1256,6 +1387,7 @@ async fn insert_session(
     refreshed: bool,
     series_id: Option<Uuid>,
     max_per_user: Option<u32>,
+    durable: bool,
 ) -> Result<SessionRecord, StoreError> {
     if max_per_user.is_some() {
         // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
@@ -1312,6 +1444,7 @@ async fn insert_session(
                 )
                 .await?;
             client.execute(&prune, &[&sessions, &series]).await?;
+            commit_durably(client, durable).await?;
         }
     }
     record_from_row(&row)
