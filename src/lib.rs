@@ -101,6 +101,7 @@ mod lifecycle;
 pub mod permission;
 mod store;
 mod token;
+pub mod watch;
 
 #[cfg(feature = "cache")]
 pub use cache::{CacheConfig, SessionCache};
@@ -119,6 +120,7 @@ pub use store::{
     StoreError, Touch, UserRecord, Validation,
 };
 pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
+pub use watch::{SessionEnd, SessionWatch, WatchEvent};
 
 /// Re-exported for [`CookieConfig::same_site`].
 pub use cookie::SameSite;
