@@ -39,10 +39,10 @@ use tower_service::Service;
 
 use crate::config::CsrfConfig;
 use crate::extract::AuthRejection;
-use crate::watch::SessionWatch;
 use crate::lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 use crate::store::{ClientInfo, Scope, SessionView, Validation};
 use crate::token::{RefreshToken, SessionId, SessionToken};
+use crate::watch::SessionWatch;
 
 /// Cookie header values longer than this (in total) are treated as carrying no token.
 pub const MAX_COOKIE_HEADER: usize = 4096;
@@ -540,15 +540,23 @@ impl Session {
             .resolve(Scope::User)
             .await?
             .ok_or(AuthRejection::InvalidSession)?;
-        let active = view
-            .user
-            .as_ref()
-            .is_some_and(|user| user.is_active && user.role.as_deref().is_some_and(|r| !r.is_empty()));
+        let active = view.user.as_ref().is_some_and(|user| {
+            user.is_active && user.role.as_deref().is_some_and(|r| !r.is_empty())
+        });
         if !active {
             return Err(AuthRejection::InvalidUser);
         }
-        let token = self.state.token.as_ref().ok_or(AuthRejection::InvalidSession)?;
-        Ok(SessionWatch::new(&self.state.manager, token.hash(), view))
+        let token = self
+            .state
+            .token
+            .as_ref()
+            .ok_or(AuthRejection::InvalidSession)?;
+        Ok(SessionWatch::new(
+            &self.state.manager,
+            token.hash(),
+            view,
+            None,
+        ))
     }
 
     /// Whether `id` is the session this request presented (resolving it if no extractor has).
@@ -613,15 +621,12 @@ impl Session {
 /// A WebSocket opening handshake (RFC 6455: a GET with `Upgrade: websocket`).
 fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::GET
-        && headers
-            .get_all(http::header::UPGRADE)
-            .iter()
-            .any(|value| {
-                value
-                    .as_bytes()
-                    .split(|byte| *byte == b',')
-                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-            })
+        && headers.get_all(http::header::UPGRADE).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|byte| *byte == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        })
 }
 
 fn is_safe(method: &Method) -> bool {

@@ -254,9 +254,17 @@ impl SessionManager {
             }
             cache.set_serving(connected);
         }
+        self.inner.watchers.set_listening(connected);
         if connected {
             self.inner.watchers.invalidate_all();
         }
+    }
+
+    /// Whether [`PgStore::spawn_session_listener`](crate::PgStore::spawn_session_listener)'s
+    /// connection is up (always `false` without a listener): while it is down, other
+    /// instances' events do not reach this one's watches (a health check can report it).
+    pub fn is_listening(&self) -> bool {
+        self.inner.watchers.is_listening()
     }
 
     pub(crate) fn watchers(&self) -> &Watchers {
@@ -268,8 +276,9 @@ impl SessionManager {
     /// [`Session::watch`](crate::Session::watch) reuses the request's validation instead.
     pub async fn watch(&self, token: &SessionToken) -> Result<Option<SessionWatch>, StoreError> {
         let hash = token.hash();
+        let read_at = self.inner.watchers.generation();
         Ok(match self.inner.store.lookup(&hash, self.now()).await? {
-            Some(view) => Some(SessionWatch::new(self, hash, &view)),
+            Some(view) => Some(SessionWatch::new(self, hash, &view, Some(read_at))),
             None => None,
         })
     }

@@ -56,7 +56,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -124,6 +124,10 @@ pub enum WatchEvent {
 pub(crate) struct Watchers {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
+    /// Bumped by every event, so that a watch started from an earlier read knows whether
+    /// it may have missed one.
+    generation: AtomicU64,
+    listening: AtomicBool,
 }
 
 #[derive(Default)]
@@ -182,6 +186,22 @@ impl Watchers {
         forget(&mut registry.by_user, user_id, id);
     }
 
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Release);
+    }
+
+    pub(crate) fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     /// How many watches are live.
     pub(crate) fn count(&self) -> usize {
         self.lock().watches.len()
@@ -193,6 +213,7 @@ impl Watchers {
     }
 
     pub(crate) fn invalidate_sessions(&self, ids: &[SessionId]) {
+        self.bump();
         let registry = self.lock();
         for id in ids {
             wake(&registry, registry.by_session.get(id));
@@ -204,11 +225,13 @@ impl Watchers {
     }
 
     pub(crate) fn invalidate_user(&self, user_id: i64) {
+        self.bump();
         let registry = self.lock();
         wake(&registry, registry.by_user.get(&user_id));
     }
 
     pub(crate) fn invalidate_all(&self) {
+        self.bump();
         for notify in self.lock().watches.values() {
             notify.notify_one();
         }
@@ -284,14 +307,19 @@ impl Drop for SessionWatch {
 }
 
 impl SessionWatch {
-    /// Starts watching the session of `view`, whose token hashes to `token_hash`. The first
-    /// [`next`](Self::next) reads the session once, so that a change committed between the
-    /// validation that produced `view` and this registration is not missed.
-    pub(crate) fn new(manager: &SessionManager, token_hash: TokenHash, view: &SessionView) -> Self {
+    /// Starts watching the session of `view`, whose token hashes to `token_hash`.
+    /// `read_at` is the registry's [`generation`](Watchers::generation) read before `view`
+    /// was: if an event came since (or it is unknown), the first [`next`](Self::next) reads
+    /// the session once, so that a change committed between that read and this registration
+    /// is not missed.
+    pub(crate) fn new(
+        manager: &SessionManager,
+        token_hash: TokenHash,
+        view: &SessionView,
+        read_at: Option<u64>,
+    ) -> Self {
         let session = &view.session;
-        let (id, notify) = manager
-            .watchers()
-            .register(session.id, session.user_id);
+        let (id, notify) = manager.watchers().register(session.id, session.user_id);
         Self {
             manager: manager.clone(),
             id,
@@ -307,7 +335,7 @@ impl SessionWatch {
             last_activity: session.last_activity,
             expires_at: session.expires_at,
             absolute_expires_at: session.absolute_expires_at,
-            check_due: true,
+            check_due: read_at != Some(manager.watchers().generation()),
             ended: None,
         }
     }
