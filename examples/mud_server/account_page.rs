@@ -187,7 +187,8 @@ pub async fn page(
     ) else {
         return server_error();
     };
-    Html(sessions_html(&user, &sessions, &csrf)).into_response()
+    let live = |id| state.manager.is_watched(id);
+    Html(sessions_html(&user, &sessions, &csrf, &live)).into_response()
 }
 
 /// Revokes one of the user's sessions; revoking this browser's own is a sign-out.
@@ -325,7 +326,13 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> String {
+/// `live` says whether a session holds a game connection on this instance.
+fn sessions_html(
+    user: &AuthUser,
+    sessions: &[SessionRecord],
+    csrf: &str,
+    live: &dyn Fn(SessionId) -> bool,
+) -> String {
     let csrf_field = format!("<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">");
     let mut rows = String::new();
     for record in sessions {
@@ -341,11 +348,16 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str) -> Str
             )
         };
         rows.push_str(&format!(
-            "<tr data-session=\"{id}\"{class}><td>{device}{remembered}</td><td>{ip}</td>\
+            "<tr data-session=\"{id}\"{class}><td>{device}{remembered}{live}</td><td>{ip}</td>\
              <td>{client}</td><td>{created}</td><td>{active}</td><td>{action}</td></tr>",
             id = record.id,
             class = if current { " class=\"current\"" } else { "" },
             device = escape(&device(record.user_agent.as_deref())),
+            live = if live(record.id) {
+                " <span class=\"badge live\">Live connection</span>"
+            } else {
+                ""
+            },
             remembered = if record.remembered {
                 " <small>(remembered)</small>"
             } else {
