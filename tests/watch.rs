@@ -160,6 +160,7 @@ both_stores!(
     every_revocation_path_ends_the_watch,
     a_role_change_is_reported_and_a_deactivation_ends_the_watch,
     idle_expiry_fires_from_the_timer_and_touches_keep_it_away,
+    cookie_upgrades_need_an_allowed_origin,
 );
 
 /// Another instance on the same schema, with its session listener running.
@@ -267,4 +268,72 @@ async fn idle_watches_cost_no_queries() {
 fn rand_suffix() -> u16 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     u16::from_be_bytes([bytes[0], bytes[1]])
+}
+
+/// A cookie-authenticated WebSocket upgrade needs the server's own origin even with the CSRF
+/// check off (the default); a header token or a plain GET is not affected.
+async fn cookie_upgrades_need_an_allowed_origin(backend: Backend) {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use common::app::{router, send};
+
+    let manager = manager(&backend, SessionConfig::default());
+    assert!(manager.config().csrf.is_none());
+    let app = router(manager.clone());
+    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let token = login.token.expose();
+    let request = |upgrade: bool, cookie: bool, origin: Option<&str>| {
+        let mut request = Request::get("/me").header("host", "game.example");
+        if upgrade {
+            request = request
+                .header("connection", "Upgrade")
+                .header("upgrade", "WebSocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        }
+        request = if cookie {
+            request.header("cookie", format!("id={token}"))
+        } else {
+            request.header("authorization", format!("Bearer {token}"))
+        };
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    for origin in [
+        Some("https://evil.example"),
+        Some("null"),
+        Some("http://game.example.evil"),
+        None,
+    ] {
+        let reply = send(&app, request(true, true, origin)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert_eq!(reply.detail(), "Cross-site request rejected");
+    }
+    let allowed = [
+        (true, true, Some("http://game.example")),
+        (true, false, Some("https://evil.example")),
+        (false, true, Some("https://evil.example")),
+    ];
+    for (upgrade, cookie, origin) in allowed {
+        let reply = send(&app, request(upgrade, cookie, origin)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{upgrade} {cookie} {origin:?}"
+        );
+    }
+    // A configured allow-list applies to upgrades as well.
+    let listed = self::manager(
+        &backend,
+        SessionConfig::default().csrf(Some(
+            tower_session_auth::CsrfConfig::default().allowed_origin("https://play.example"),
+        )),
+    );
+    let app = router(listed);
+    let reply = send(&app, request(true, true, Some("https://play.example"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = send(&app, request(true, true, Some("http://game.example"))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }
