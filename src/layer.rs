@@ -540,10 +540,7 @@ impl Session {
             .resolve(Scope::User)
             .await?
             .ok_or(AuthRejection::InvalidSession)?;
-        let active = view.user.as_ref().is_some_and(|user| {
-            user.is_active && user.role.as_deref().is_some_and(|r| !r.is_empty())
-        });
-        if !active {
+        if crate::watch::user_role(view).is_none() {
             return Err(AuthRejection::InvalidUser);
         }
         let token = self

@@ -80,6 +80,12 @@
 //!   [`SessionManager::refresh`] exchanges its secret for a new session (ending the series'
 //!   earlier one), and reuse of a secret already used revokes the series and its sessions;
 //!   the family rules are in [`RefreshConfig`].
+//! - Live connections: [`Session::watch`] gives a WebSocket handler a [`SessionWatch`] that
+//!   reports when its session ends or its user's role changes, on this instance at once and
+//!   from other instances through one `LISTEN` connection
+//!   ([`PgStore::spawn_session_listener`]); see [`watch`]. A cookie-authenticated WebSocket
+//!   upgrade must come from an allowed `Origin` ([`CsrfConfig::allows`]), even when the CSRF
+//!   check is off.
 //! - Audit events through `tracing` (target [`AUDIT_TARGET`]), with a per-address count of
 //!   rejected tokens ([`SessionManager::rejected_tokens_by_ip`]).
 //!

@@ -22,7 +22,7 @@ use crate::store::{
     SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, earliest, span,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
-use crate::watch::{Notice, SessionWatch, Watchers};
+use crate::watch::{Notice, SessionWatch, Watchers, user_role};
 
 /// Where an invalidation goes: the validation cache, when there is one, and the session
 /// watches ([`SessionWatch`]), which hear every event the cache does.
@@ -277,10 +277,10 @@ impl SessionManager {
     pub async fn watch(&self, token: &SessionToken) -> Result<Option<SessionWatch>, StoreError> {
         let hash = token.hash();
         let read_at = self.inner.watchers.generation();
-        Ok(match self.inner.store.lookup(&hash, self.now()).await? {
-            Some(view) => Some(SessionWatch::new(self, hash, &view, Some(read_at))),
-            None => None,
-        })
+        let view = self.inner.store.lookup(&hash, self.now()).await?;
+        Ok(view
+            .filter(|view| user_role(view).is_some())
+            .map(|view| SessionWatch::new(self, hash, &view, Some(read_at))))
     }
 
     /// How many [`SessionWatch`]es of this manager are live.

@@ -475,7 +475,7 @@ impl SessionWatch {
 
 /// The role of an active user, as [`AuthUser`](crate::AuthUser) requires it; `None` for an
 /// inactive or deleted user or one without a role.
-fn user_role(view: &SessionView) -> Option<String> {
+pub(crate) fn user_role(view: &SessionView) -> Option<String> {
     match &view.user {
         Some(user) if user.is_active => user.role.clone().filter(|role| !role.is_empty()),
         _ => None,

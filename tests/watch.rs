@@ -108,7 +108,7 @@ async fn every_revocation_path_ends_the_watch(backend: Backend) {
 
 async fn a_role_change_is_reported_and_a_deactivation_ends_the_watch(backend: Backend) {
     let manager = manager(&backend, SessionConfig::default());
-    let (mut watch, _) = watched(&manager, 1).await;
+    let (mut watch, login) = watched(&manager, 1).await;
     let (other, _) = watched(&manager, 2).await;
     // The first call checks once (a change between validation and registration is not lost).
     backend.set_role(1, Some("admin")).await;
@@ -130,6 +130,8 @@ async fn a_role_change_is_reported_and_a_deactivation_ends_the_watch(backend: Ba
         WatchEvent::Ended(SessionEnd::UserInvalid)
     );
     assert_eq!(other.ended(), None);
+    // An inactive user's session cannot be watched.
+    assert!(manager.watch(&login.token).await.unwrap().is_none());
 }
 
 async fn idle_expiry_fires_from_the_timer_and_touches_keep_it_away(backend: Backend) {
