@@ -615,15 +615,17 @@ impl Session {
     }
 }
 
-/// A WebSocket opening handshake (RFC 6455: a GET with `Upgrade: websocket`).
+/// A WebSocket opening handshake: a GET with `Upgrade: websocket` (RFC 6455), or any
+/// CONNECT (HTTP/2 and HTTP/3 open WebSockets with an extended CONNECT, RFC 8441).
 fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::GET
-        && headers.get_all(http::header::UPGRADE).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|byte| *byte == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-        })
+    *method == Method::CONNECT
+        || *method == Method::GET
+            && headers.get_all(http::header::UPGRADE).iter().any(|value| {
+                value
+                    .as_bytes()
+                    .split(|byte| *byte == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+            })
 }
 
 fn is_safe(method: &Method) -> bool {

@@ -326,6 +326,25 @@ async fn cookie_upgrades_need_an_allowed_origin(backend: Backend) {
             "{upgrade} {cookie} {origin:?}"
         );
     }
+    // An HTTP/2 WebSocket is an extended CONNECT, authority in the URI.
+    let connect = |origin: &str| {
+        Request::connect("https://game.example/me")
+            .header("cookie", format!("id={token}"))
+            .header("origin", origin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let any_method = axum::Router::new()
+        .route(
+            "/me",
+            axum::routing::any(|_: tower_session_auth::AuthUser| async { "ok" }),
+        )
+        .layer(tower_session_auth::SessionLayer::new(manager.clone()));
+    let reply = send(&any_method, connect("https://evil.example")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.detail(), "Cross-site request rejected");
+    let reply = send(&any_method, connect("https://game.example")).await;
+    assert_eq!(reply.status, StatusCode::OK);
     // A configured allow-list applies to upgrades as well.
     let listed = self::manager(
         &backend,
