@@ -9,7 +9,7 @@
 //! again).
 //!
 //! **What it hears.** On the same instance, at once: every path of the
-//! [`SessionManager`](crate::SessionManager) that ends or changes sessions (logout, revoke one,
+//! [`SessionManager`] that ends or changes sessions (logout, revoke one,
 //! others or all, a kick, pruning at login, a refresh ending the series' earlier session,
 //! series reuse, a series ended at logout, [`SessionManager::invalidate_user`] after a role
 //! change or a deactivation). From other instances on PostgreSQL: the notifications of

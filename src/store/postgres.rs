@@ -684,7 +684,7 @@ impl PgStore {
     /// notifications of [`install_invalidation_triggers`](Self::install_invalidation_triggers),
     /// wakes the [`SessionWatch`](crate::SessionWatch)es of the sessions and users they
     /// name, and, with the `cache` feature, drops the manager's cache entries as
-    /// [`spawn_invalidation_listener`](Self::spawn_invalidation_listener) does. Every watch
+    /// `spawn_invalidation_listener` does. Every watch
     /// of the manager shares this connection. On each (re)connection, since missed
     /// notifications are not replayed, the cache is flushed and every watch checks its
     /// session once; after a failure the task reconnects every second. Set TCP keepalives on
