@@ -682,13 +682,15 @@ impl PgStore {
     /// Spawns the one task that carries other instances' session events to `manager`: on a
     /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
     /// notifications of [`install_invalidation_triggers`](Self::install_invalidation_triggers),
-    /// wakes the [`SessionWatch`](crate::SessionWatch)es of the sessions and users they
-    /// name, and, with the `cache` feature, drops the manager's cache entries as
-    /// `spawn_invalidation_listener` does. Every watch
-    /// of the manager shares this connection. On each (re)connection, since missed
-    /// notifications are not replayed, the cache is flushed and every watch checks its
-    /// session once; after a failure the task reconnects every second. Set TCP keepalives on
-    /// `config` (`keepalives_idle`) so that a link that silently drops is noticed.
+    /// wakes the [`SessionWatch`](crate::SessionWatch)es of the sessions and users they name,
+    /// and, with the `cache` feature, drops the manager's cache entries as
+    /// `spawn_invalidation_listener` does. Every watch of the manager shares this connection.
+    ///
+    /// On each (re)connection, since missed notifications are not replayed, the cache is
+    /// flushed and every watch checks its session once; after a failure the task reconnects
+    /// every second. Pass the manager as configured (after `with_cache`); a manager with a
+    /// cache then needs no other listener. Set TCP keepalives on `config` (`keepalives_idle`)
+    /// so that a link that silently drops is noticed.
     pub fn spawn_session_listener(
         &self,
         config: tokio_postgres::Config,
