@@ -40,6 +40,19 @@
 //! are the login attempts per minute (as a burst, then evenly) before `429` with
 //! `Retry-After`; 0 turns one off.
 //!
+//! The game: `GET /game/ws` upgrades to a WebSocket for a player with a selected character
+//! (`GameUser`) whose role may `play_game`, and puts them in their world's room. Text
+//! commands: `say <text>`, `look`, `who`. A browser authenticates the upgrade with its
+//! session cookie, which is accepted only with this server's `Origin` (403 otherwise); any
+//! other client sends `Authorization: Bearer <token>`. Each message counts as activity (the
+//! session's debounced touch). When the session ends the server closes the socket with a
+//! code and reason, and logs the cause: `4001 session revoked` (logout, revocation, kick),
+//! `4002 session expired`, `4003 user inactive` (deactivated or deleted),
+//! `4003 permission removed` (a role change took `play_game` away), `1011 session store
+//! unavailable`. On PostgreSQL this holds across instances: each listens for the others'
+//! changes on one connection (`LISTEN`), so a socket closes within moments of a change made
+//! through any of them; on the in-memory store there is one instance.
+//!
 //! What a client sends: a request authenticated by `Authorization: Bearer <token>` needs
 //! nothing else. Anything that sets, uses or clears the session cookie (`POST /login` without
 //! a Bearer token, cookie-authenticated `POST`, `PUT`, `PATCH` and `DELETE`, logout and refresh
@@ -49,6 +62,8 @@
 
 #[path = "mud_server/account_page.rs"]
 mod account_page;
+#[path = "mud_server/game.rs"]
+mod game;
 #[path = "mud_server/login_guard.rs"]
 mod login_guard;
 
@@ -75,7 +90,7 @@ use deadpool_postgres::Pool;
 use login_guard::{LoginRefusal, LoginThrottle, PasswordChecker};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower_session_auth::permissions::{ChangeRoles, KickUsers, ViewLogs};
+use tower_session_auth::permissions::{BanUsers, ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
     MemoryStore, NoStore, PgStore, RecentAuth, Refresh, RefreshConfig, RefreshToken,
@@ -166,7 +181,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             directory.seed().await?;
             store.check_schema().await?;
-            (SessionManager::try_new(store, config)?, directory)
+            // Live connections hear other instances' logouts, revocations, role changes and
+            // deactivations through one LISTEN connection.
+            store.install_invalidation_triggers().await?;
+            let manager = SessionManager::try_new(store.clone(), config)?;
+            let mut listen: tokio_postgres::Config = url.parse()?;
+            listen.keepalives_idle(Duration::from_secs(30));
+            store.spawn_session_listener(listen, manager.clone());
+            (manager, directory)
         }
         _ => {
             let store = MemoryStore::new();
@@ -271,6 +293,7 @@ struct AppState {
     directory: Directory,
     guard: LoginGuard,
     health: Arc<HealthCount>,
+    rooms: Arc<game::Rooms>,
 }
 
 /// The login's defences: the bounded password workers, the dummy hash that unknown users are
@@ -307,6 +330,7 @@ fn app(
         directory,
         guard,
         health: Arc::new(health_count),
+        rooms: Arc::default(),
     };
     Router::new()
         .route("/login", post(login))
@@ -321,6 +345,8 @@ fn app(
         .route("/admin/logs", get(admin_logs))
         .route("/admin/sessions/kick", post(kick))
         .route("/admin/users/{username}/role", post(change_role))
+        .route("/admin/users/{username}/active", post(set_active))
+        .route("/game/ws", get(game::upgrade))
         .route(
             "/sessions",
             get(list_sessions).delete(revoke_other_sessions),
@@ -765,11 +791,35 @@ async fn change_role(
     if state.manager.policy().role_level(&role).is_none() {
         return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, "Unknown role"));
     }
-    if !state.directory.set_role(&username, &role).await? {
+    let Some(user_id) = state.directory.set_role(&username, &role).await? else {
         return Err(detail(StatusCode::NOT_FOUND, "User not found"));
-    }
+    };
+    // The user's live connections check their permission again (on PostgreSQL the trigger
+    // also tells the other instances).
+    state.manager.invalidate_user(user_id);
     tracing::info!(by = %admin.username, user = %username, %role, "role changed");
     Ok(Json(json!({ "username": username, "role": role })))
+}
+
+#[derive(Deserialize)]
+struct ActiveRequest {
+    active: bool,
+}
+
+/// Activates or deactivates an account. A deactivated user's requests get 401 at once and
+/// their live connections close (4003).
+async fn set_active(
+    State(state): State<AppState>,
+    admin: RequirePermission<BanUsers>,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<ActiveRequest>,
+) -> ApiResult<Json<Value>> {
+    let Some(user_id) = state.directory.set_active(&username, body.active).await? else {
+        return Err(detail(StatusCode::NOT_FOUND, "User not found"));
+    };
+    state.manager.invalidate_user(user_id);
+    tracing::info!(by = %admin.username, user = %username, active = body.active, "account (de)activated");
+    Ok(Json(json!({ "username": username, "active": body.active })))
 }
 
 #[derive(Serialize)]
@@ -1101,20 +1151,49 @@ impl Directory {
         }
     }
 
-    /// Changes a role. The session layer reads roles on every request: no cache to flush.
-    async fn set_role(&self, username: &str, role: &str) -> ApiResult<bool> {
+    /// Changes a role; returns the user's id, `None` when there is no such user. The session
+    /// layer reads roles on every request; live connections are told by the caller.
+    async fn set_role(&self, username: &str, role: &str) -> ApiResult<Option<i64>> {
+        self.update_user(
+            username,
+            "role",
+            |store, id| store.set_role(id, Some(role)),
+            &role,
+        )
+        .await
+    }
+
+    /// Activates or deactivates a user; returns the user's id, `None` when there is no such
+    /// user.
+    async fn set_active(&self, username: &str, active: bool) -> ApiResult<Option<i64>> {
+        self.update_user(
+            username,
+            "is_active",
+            |store, id| store.set_active(id, active),
+            &active,
+        )
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        username: &str,
+        column: &str,
+        in_memory: impl FnOnce(&MemoryStore, i64) -> bool,
+        value: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> ApiResult<Option<i64>> {
         match self {
             Self::Memory { store, .. } => Ok(store
                 .user_id_by_name(username)
-                .is_some_and(|id| store.set_role(id, Some(role)))),
+                .filter(|id| in_memory(store, *id))),
             Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
-                let updated = client
-                    .execute(
-                        "UPDATE users SET role = $2 WHERE username = $1",
-                        &[&username, &role],
+                let row = client
+                    .query_opt(
+                        &format!("UPDATE users SET {column} = $2 WHERE username = $1 RETURNING id"),
+                        &[&username, value],
                     )
                     .await?;
-                Ok(updated > 0)
+                Ok(row.map(|row| row.try_get(0)).transpose()?)
             }),
         }
     }

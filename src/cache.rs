@@ -51,6 +51,7 @@ use time::OffsetDateTime;
 
 use crate::store::{SessionView, is_expired};
 use crate::token::{SessionId, TokenHash};
+use crate::watch::Notice;
 
 /// Size and lifetime of the [`SessionCache`].
 #[derive(Clone, Debug)]
@@ -382,24 +383,20 @@ impl SessionCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Applies one notification of the invalidation triggers.
+    pub(crate) fn apply(&self, notice: &Notice) {
+        match notice {
+            Notice::Sessions(ids) => self.invalidate_sessions(ids),
+            Notice::User(user_id) => self.invalidate_user(*user_id),
+            Notice::All => self.invalidate_all(),
+        }
+    }
+
     /// Applies one notification payload: `sessions:<uuid>,<uuid>,…` (the sessions a
     /// statement deleted or rebound, in batches), `user:<id>`; anything else (or an id that
     /// does not parse) drops everything.
     pub(crate) fn apply_notification(&self, payload: &str) {
-        if let Some(list) = payload.strip_prefix("sessions:") {
-            let ids: Result<Vec<SessionId>, _> = list.split(',').map(str::parse).collect();
-            match ids {
-                Ok(ids) => self.invalidate_sessions(&ids),
-                Err(_) => self.invalidate_all(),
-            }
-        } else if let Some(user) = payload
-            .strip_prefix("user:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            self.invalidate_user(user);
-        } else {
-            self.invalidate_all();
-        }
+        self.apply(&Notice::parse(payload));
     }
 }
 

@@ -381,6 +381,10 @@ impl RefreshConfig {
 /// Header-authenticated requests are not subject to it: browsers never attach those tokens on
 /// their own.
 ///
+/// A WebSocket upgrade (`GET` with `Upgrade: websocket`) that authenticates by cookie is
+/// always checked by this rule, with `CsrfConfig::default()` when
+/// [`SessionConfig::csrf`] is `None`: browsers send cookies with cross-site handshakes.
+///
 /// The rule, first match wins:
 /// 1. An `Origin` header decides on its own: allowed when it is in
 ///    [`allowed_origins`](Self::allowed_origins), or, when that list is empty, when it names

@@ -37,10 +37,12 @@ use tokio::sync::OnceCell;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::config::CsrfConfig;
 use crate::extract::AuthRejection;
 use crate::lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
 use crate::store::{ClientInfo, Scope, SessionView, Validation};
 use crate::token::{RefreshToken, SessionId, SessionToken};
+use crate::watch::SessionWatch;
 
 /// Cookie header values longer than this (in total) are treated as carrying no token.
 pub const MAX_COOKIE_HEADER: usize = 4096;
@@ -268,12 +270,18 @@ impl Session {
             .then(|| cookie_value(headers, &manager.config().refresh.cookie_name))
             .flatten()
             .map(|value| value.and_then(RefreshToken::parse_bytes));
-        let cross_site = !is_safe(method)
-            && manager
-                .config()
-                .csrf
-                .as_ref()
-                .is_some_and(|csrf| !csrf.allows(uri, headers));
+        let csrf = manager.config().csrf.as_ref();
+        let cross_site = if is_websocket_upgrade(method, headers) {
+            // A WebSocket handshake is a GET that browsers send cross-site with the cookie
+            // attached (no CORS), so it is always checked, with the default rule when
+            // none is configured.
+            !csrf.map_or_else(
+                || CsrfConfig::default().allows(uri, headers),
+                |csrf| csrf.allows(uri, headers),
+            )
+        } else {
+            !is_safe(method) && csrf.is_some_and(|csrf| !csrf.allows(uri, headers))
+        };
         Self {
             state: Arc::new(State {
                 manager: manager.clone(),
@@ -548,6 +556,31 @@ impl Session {
         Ok(removed)
     }
 
+    /// Watches this request's session until it ends ([`SessionWatch`]): for a WebSocket or
+    /// another long-lived connection opened by this request. Uses the request's validation
+    /// (an extractor's, or one made now); rejects as [`AuthUser`](crate::AuthUser) does when
+    /// there is no live session with an active user.
+    pub async fn watch(&self) -> Result<SessionWatch, AuthRejection> {
+        let view = self
+            .resolve(Scope::User)
+            .await?
+            .ok_or(AuthRejection::InvalidSession)?;
+        if crate::watch::user_role(view).is_none() {
+            return Err(AuthRejection::InvalidUser);
+        }
+        let token = self
+            .state
+            .token
+            .as_ref()
+            .ok_or(AuthRejection::InvalidSession)?;
+        Ok(SessionWatch::new(
+            &self.state.manager,
+            token.hash(),
+            view,
+            None,
+        ))
+    }
+
     /// Whether `id` is the session this request presented (resolving it if no extractor has).
     async fn is_current(&self, id: SessionId) -> bool {
         matches!(self.resolve(Scope::User).await, Ok(Some(view)) if view.session.id == id)
@@ -605,6 +638,19 @@ impl Session {
     fn take_cookies(&self) -> Vec<HeaderValue> {
         std::mem::take(&mut *self.state.cookies.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// A WebSocket opening handshake: a GET with `Upgrade: websocket` (RFC 6455), or any
+/// CONNECT (HTTP/2 and HTTP/3 open WebSockets with an extended CONNECT, RFC 8441).
+fn is_websocket_upgrade(method: &Method, headers: &HeaderMap) -> bool {
+    *method == Method::CONNECT
+        || *method == Method::GET
+            && headers.get_all(http::header::UPGRADE).iter().any(|value| {
+                value
+                    .as_bytes()
+                    .split(|byte| *byte == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+            })
 }
 
 fn is_safe(method: &Method) -> bool {

@@ -87,6 +87,12 @@
 //!   [`SessionManager::refresh`] exchanges its secret for a new session (ending the series'
 //!   earlier one), and reuse of a secret already used revokes the series and its sessions;
 //!   the family rules are in [`RefreshConfig`].
+//! - Live connections: [`Session::watch`] gives a WebSocket handler a [`SessionWatch`] that
+//!   reports when its session ends or its user's role changes, on this instance at once and
+//!   from other instances through one `LISTEN` connection
+//!   ([`PgStore::spawn_session_listener`]); see [`watch`]. A cookie-authenticated WebSocket
+//!   upgrade must come from an allowed `Origin` ([`CsrfConfig::allows`]), even when the CSRF
+//!   check is off.
 //! - Audit events through `tracing` (target [`AUDIT_TARGET`]), with a per-address count of
 //!   rejected tokens ([`SessionManager::rejected_tokens_by_ip`]).
 //!
@@ -108,6 +114,7 @@ mod lifecycle;
 pub mod permission;
 mod store;
 mod token;
+pub mod watch;
 
 #[cfg(feature = "cache")]
 pub use cache::{CacheConfig, SessionCache};
@@ -129,6 +136,7 @@ pub use store::{
     SessionView, StoreError, Touch, UserRecord, Validation,
 };
 pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
+pub use watch::{SessionEnd, SessionWatch, WatchEvent};
 
 /// Re-exported for [`CookieConfig::same_site`].
 pub use cookie::SameSite;

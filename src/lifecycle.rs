@@ -22,22 +22,40 @@ use crate::store::{
     SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, earliest, span,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
+use crate::watch::{Notice, SessionWatch, Watchers, user_role};
 
-#[cfg(feature = "cache")]
-type CacheHandle = crate::cache::SessionCache;
-/// Stand-in so that invalidation calls compile without the `cache` feature.
-#[cfg(not(feature = "cache"))]
-type CacheHandle = NoCache;
+/// Where an invalidation goes: the validation cache, when there is one, and the session
+/// watches ([`SessionWatch`]), which hear every event the cache does.
+struct Invalidations<'a> {
+    #[cfg(feature = "cache")]
+    cache: Option<&'a crate::cache::SessionCache>,
+    watchers: &'a Watchers,
+}
 
-#[cfg(not(feature = "cache"))]
-struct NoCache;
+impl Invalidations<'_> {
+    fn invalidate_session(&self, id: SessionId) {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = self.cache {
+            cache.invalidate_session(id);
+        }
+        self.watchers.invalidate_session(id);
+    }
 
-#[cfg(not(feature = "cache"))]
-#[allow(dead_code)]
-impl NoCache {
-    fn invalidate_session(&self, _: SessionId) {}
-    fn invalidate_user(&self, _: i64) {}
-    fn invalidate_all(&self) {}
+    fn invalidate_user(&self, user_id: i64) {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = self.cache {
+            cache.invalidate_user(user_id);
+        }
+        self.watchers.invalidate_user(user_id);
+    }
+
+    fn invalidate_all(&self) {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = self.cache {
+            cache.invalidate_all();
+        }
+        self.watchers.invalidate_all();
+    }
 }
 
 /// tracing target of the audit events (login, logout, revoke, expiry, re-authentication,
@@ -103,6 +121,7 @@ struct Inner {
     policy: Arc<dyn AccessPolicy>,
     clock: Arc<dyn Clock>,
     rejections: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    watchers: Arc<Watchers>,
     #[cfg(feature = "cache")]
     cache: Option<crate::cache::SessionCache>,
 }
@@ -164,6 +183,7 @@ impl SessionManager {
                 policy: Arc::new(MudPolicy),
                 clock: Arc::new(SystemClock),
                 rejections: Arc::default(),
+                watchers: Arc::default(),
                 #[cfg(feature = "cache")]
                 cache: None,
             }),
@@ -196,24 +216,83 @@ impl SessionManager {
         self.inner.cache.as_ref()
     }
 
-    /// Drops cached validations of a user, for a change that no trigger reports (feature
-    /// `cache`; without a cache there is nothing to drop).
+    /// Reports a change to a user that no trigger reports (a role change or a deactivation
+    /// made on another database, or without the triggers): drops the user's cached
+    /// validations (feature `cache`) and wakes the watches of their sessions, which check
+    /// once ([`SessionWatch`]).
     pub fn invalidate_user(&self, user_id: i64) {
-        let _ = user_id;
+        self.with_cached(|targets| targets.invalidate_user(user_id));
+    }
+
+    /// Runs `invalidate` on the cache, if there is one, and the session watches.
+    fn with_cached(&self, invalidate: impl FnOnce(&Invalidations<'_>)) {
+        invalidate(&Invalidations {
+            #[cfg(feature = "cache")]
+            cache: self.inner.cache.as_ref(),
+            watchers: &self.inner.watchers,
+        });
+    }
+
+    /// Applies a notification of the invalidation triggers (from
+    /// [`PgStore::spawn_session_listener`](crate::PgStore::spawn_session_listener)).
+    pub(crate) fn apply_notification(&self, payload: &str) {
+        let notice = Notice::parse(payload);
         #[cfg(feature = "cache")]
         if let Some(cache) = &self.inner.cache {
-            cache.invalidate_user(user_id);
+            cache.apply(&notice);
+        }
+        self.inner.watchers.apply(&notice);
+    }
+
+    /// The notification listener is connected (`true`) or lost its connection (`false`).
+    /// Notifications may have been missed meanwhile: on connection the cache is flushed and
+    /// starts serving, and every watch checks its session once.
+    pub(crate) fn listener_connected(&self, connected: bool) {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.inner.cache {
+            if connected {
+                cache.invalidate_all();
+            }
+            cache.set_serving(connected);
+        }
+        self.inner.watchers.set_listening(connected);
+        if connected {
+            self.inner.watchers.invalidate_all();
         }
     }
 
-    /// Runs `invalidate` on the cache, if there is one.
-    fn with_cached(&self, invalidate: impl FnOnce(&CacheHandle)) {
-        #[cfg(feature = "cache")]
-        if let Some(cache) = &self.inner.cache {
-            invalidate(cache);
-        }
-        #[cfg(not(feature = "cache"))]
-        let _ = invalidate;
+    /// Whether [`PgStore::spawn_session_listener`](crate::PgStore::spawn_session_listener)'s
+    /// connection is up (always `false` without a listener): while it is down, other
+    /// instances' events do not reach this one's watches (a health check can report it).
+    pub fn is_listening(&self) -> bool {
+        self.inner.watchers.is_listening()
+    }
+
+    pub(crate) fn watchers(&self) -> &Watchers {
+        &self.inner.watchers
+    }
+
+    /// Watches the session of `token` until it ends ([`SessionWatch`]): `None` when there is no
+    /// live session with an active user for it. Inside a request,
+    /// [`Session::watch`](crate::Session::watch) reuses the request's validation instead.
+    pub async fn watch(&self, token: &SessionToken) -> Result<Option<SessionWatch>, StoreError> {
+        let hash = token.hash();
+        let read_at = self.inner.watchers.generation();
+        let view = self.inner.store.lookup(&hash, self.now()).await?;
+        Ok(view
+            .filter(|view| user_role(view).is_some())
+            .map(|view| SessionWatch::new(self, hash, &view, Some(read_at))))
+    }
+
+    /// How many [`SessionWatch`]es of this manager are live.
+    pub fn watch_count(&self) -> usize {
+        self.inner.watchers.count()
+    }
+
+    /// Whether a session has a live [`SessionWatch`] on this instance (a session page can show
+    /// which sessions hold a live connection).
+    pub fn is_watched(&self, id: SessionId) -> bool {
+        self.inner.watchers.watches_session(id)
     }
 
     /// The configuration.
@@ -405,6 +484,16 @@ impl SessionManager {
         token: &SessionToken,
         scope: Scope,
     ) -> Result<Validation, StoreError> {
+        self.validate_hash(&token.hash(), scope).await
+    }
+
+    /// [`validate`](Self::validate) by the token's hash.
+    pub(crate) async fn validate_hash(
+        &self,
+        hash: &crate::TokenHash,
+        scope: Scope,
+    ) -> Result<Validation, StoreError> {
+        let hash = *hash;
         let config = &self.inner.config;
         let now = self.now();
         let touch = Touch {
@@ -414,7 +503,6 @@ impl SessionManager {
                 .filter(|_| config.sliding)
                 .map(|ttl| now + span(ttl)),
         };
-        let hash = token.hash();
         #[cfg(feature = "cache")]
         if let Some(cache) = &self.inner.cache {
             use crate::cache::Cached;

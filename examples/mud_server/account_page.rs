@@ -211,7 +211,8 @@ pub async fn page(
         return server_error();
     };
     let recent = session.require_recent_auth().await.is_ok();
-    Html(sessions_html(&user, &sessions, &csrf, recent)).into_response()
+    let live = |id| state.manager.is_watched(id);
+    Html(sessions_html(&user, &sessions, &csrf, recent, &live)).into_response()
 }
 
 /// Sudo mode for the page's actions on other devices: passes when this session was
@@ -417,8 +418,15 @@ fn escape(text: &str) -> String {
 }
 
 /// The sessions page. Unless the session was authenticated `recent`ly, the forms that act on
-/// other devices ask for the password too.
-fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str, recent: bool) -> String {
+/// other devices ask for the password too. `live` says whether a session holds a game
+/// connection on this instance.
+fn sessions_html(
+    user: &AuthUser,
+    sessions: &[SessionRecord],
+    csrf: &str,
+    recent: bool,
+    live: &dyn Fn(SessionId) -> bool,
+) -> String {
     let csrf_field = format!("<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">");
     let password_field = if recent {
         ""
@@ -442,11 +450,16 @@ fn sessions_html(user: &AuthUser, sessions: &[SessionRecord], csrf: &str, recent
             )
         };
         rows.push_str(&format!(
-            "<tr data-session=\"{id}\"{class}><td>{device}{remembered}</td><td>{ip}</td>\
+            "<tr data-session=\"{id}\"{class}><td>{device}{remembered}{live}</td><td>{ip}</td>\
              <td>{client}</td><td>{created}</td><td>{active}</td><td>{action}</td></tr>",
             id = record.id,
             class = if current { " class=\"current\"" } else { "" },
             device = escape(&device(record.user_agent.as_deref())),
+            live = if live(record.id) {
+                " <span class=\"badge live\">Live connection</span>"
+            } else {
+                ""
+            },
             remembered = if record.remembered {
                 " <small>(remembered)</small>"
             } else {

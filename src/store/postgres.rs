@@ -327,16 +327,15 @@ macro_rules! bounded {
     }};
 }
 
-/// The `LISTEN/NOTIFY` channel of cache invalidations.
-#[cfg(feature = "cache")]
+/// The `LISTEN/NOTIFY` channel of session invalidations.
 const CHANNEL: &str = "tower_session_auth";
 
-/// One listener connection's life: connect, `LISTEN`, flush and serve, apply notifications
-/// until the connection ends.
-#[cfg(feature = "cache")]
+/// One listener connection's life: connect, `LISTEN`, report the connection, apply
+/// notifications until the connection ends.
 async fn listen(
     config: &tokio_postgres::Config,
-    cache: &crate::cache::SessionCache,
+    connected: &(dyn Fn() + Send + Sync),
+    apply: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
     let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
@@ -362,12 +361,11 @@ async fn listen(
         driver.abort();
         return Err(error);
     }
-    cache.invalidate_all();
-    cache.set_serving(true);
-    tracing::info!("session cache listener connected");
+    connected();
+    tracing::info!("session invalidation listener connected");
     let outcome = loop {
         match payloads.recv().await {
-            Some(Ok(payload)) => cache.apply_notification(&payload),
+            Some(Ok(payload)) => apply(&payload),
             Some(Err(error)) => break Err(error),
             None => break Ok(()),
         }
@@ -375,6 +373,24 @@ async fn listen(
     drop(client);
     driver.abort();
     outcome
+}
+
+/// Runs [`listen`] forever, reconnecting a second after each failure.
+fn spawn_listener(
+    config: tokio_postgres::Config,
+    connected: impl Fn(bool) + Send + Sync + 'static,
+    apply: impl Fn(&str) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    connected(false);
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = listen(&config, &|| connected(true), &apply).await {
+                tracing::warn!(%error, "session invalidation listener disconnected; reconnecting");
+            }
+            connected(false);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })
 }
 
 impl std::fmt::Debug for PgStore {
@@ -645,13 +661,12 @@ impl PgStore {
         }
     }
 
-    /// Installs the triggers that feed cross-instance cache invalidation (feature `cache`):
+    /// Installs the triggers that feed cross-instance cache invalidation and session watches:
     /// they `NOTIFY tower_session_auth` when sessions are deleted (once per statement, ids in
     /// batches of 200) or a session is rebound to another character or re-authenticated, when a user's role,
     /// active flag or name changes or the user is deleted, and when a character changes world
     /// or owner or is deleted. Idempotent; run it at start-up. Touches and other hot-path
     /// writes fire nothing.
-    #[cfg(feature = "cache")]
     pub async fn install_invalidation_triggers(&self) -> Result<(), StoreError> {
         let AppSchema {
             users_table,
@@ -729,22 +744,51 @@ impl PgStore {
     /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
     /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
     /// promoted server, where the revocations are made (a standby refuses `LISTEN`).
+    ///
+    /// [`spawn_session_listener`](Self::spawn_session_listener) does the same for a
+    /// manager's cache and also wakes its session watches, on the same one connection.
     #[cfg(feature = "cache")]
     pub fn spawn_invalidation_listener(
         &self,
         config: tokio_postgres::Config,
         cache: crate::cache::SessionCache,
     ) -> tokio::task::JoinHandle<()> {
-        cache.set_serving(false);
-        tokio::spawn(async move {
-            loop {
-                if let Err(error) = listen(&config, &cache).await {
-                    tracing::warn!(%error, "session cache listener disconnected; reconnecting");
+        let flushed = cache.clone();
+        spawn_listener(
+            config,
+            move |connected| {
+                if connected {
+                    flushed.invalidate_all();
                 }
-                cache.set_serving(false);
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        })
+                flushed.set_serving(connected);
+            },
+            move |payload| cache.apply_notification(payload),
+        )
+    }
+
+    /// Spawns the one task that carries other instances' session events to `manager`: on a
+    /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
+    /// notifications of [`install_invalidation_triggers`](Self::install_invalidation_triggers),
+    /// wakes the [`SessionWatch`](crate::SessionWatch)es of the sessions and users they name,
+    /// and, with the `cache` feature, drops the manager's cache entries as
+    /// `spawn_invalidation_listener` does. Every watch of the manager shares this connection.
+    ///
+    /// On each (re)connection, since missed notifications are not replayed, the cache is
+    /// flushed and every watch checks its session once; after a failure the task reconnects
+    /// every second. Pass the manager as configured (after `with_cache`); a manager with a
+    /// cache then needs no other listener. Set TCP keepalives on `config` (`keepalives_idle`)
+    /// so that a link that silently drops is noticed.
+    pub fn spawn_session_listener(
+        &self,
+        config: tokio_postgres::Config,
+        manager: crate::SessionManager,
+    ) -> tokio::task::JoinHandle<()> {
+        let events = manager.clone();
+        spawn_listener(
+            config,
+            move |connected| manager.listener_connected(connected),
+            move |payload| events.apply_notification(payload),
+        )
     }
 
     /// Removes the session that `condition` (on `sessions`) names and, if it belongs to a
