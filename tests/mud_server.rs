@@ -542,6 +542,26 @@ async fn remember_me_contract(server: &Server) {
     );
 }
 
+/// A memory-store and a PostgreSQL test of one contract, each against its own example server
+/// started with `env`.
+macro_rules! on_both_stores {
+    ($memory:ident, $postgres:ident, $contract:ident, $env:expr) => {
+        #[tokio::test]
+        async fn $memory() {
+            let server = Server::start_with(None, $env).await;
+            $contract(&server).await;
+            server.stop().await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let server = Server::start_with(Some(&schema_url().await), $env).await;
+            $contract(&server).await;
+            server.stop().await;
+        }
+    };
+}
+
 #[tokio::test]
 async fn memory_store_serves_the_contract() {
     let server = Server::start(None).await;
@@ -1039,19 +1059,12 @@ const THROTTLE_ENV: &[(&str, &str)] = &[
     ("LOGIN_RATE_PER_USERNAME", "3"),
 ];
 
-#[tokio::test]
-async fn memory_store_throttles_logins_per_address_and_username() {
-    let server = Server::start_with(None, THROTTLE_ENV).await;
-    throttling_contract(&server).await;
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn postgres_store_throttles_logins_per_address_and_username() {
-    let server = Server::start_with(Some(&schema_url().await), THROTTLE_ENV).await;
-    throttling_contract(&server).await;
-    server.stop().await;
-}
+on_both_stores!(
+    memory_store_throttles_logins_per_address_and_username,
+    postgres_store_throttles_logins_per_address_and_username,
+    throttling_contract,
+    THROTTLE_ENV
+);
 
 /// A field of `/proc/<pid>/status`, in KiB.
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
@@ -1176,19 +1189,12 @@ const FLOOD_ENV: &[(&str, &str)] = &[
     ("LOGIN_RATE_PER_USERNAME", "0"),
 ];
 
-#[tokio::test]
-async fn memory_store_bounds_password_hashing_under_a_login_flood() {
-    let server = Server::start_with(None, FLOOD_ENV).await;
-    flood_contract(&server).await;
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn postgres_store_bounds_password_hashing_under_a_login_flood() {
-    let server = Server::start_with(Some(&schema_url().await), FLOOD_ENV).await;
-    flood_contract(&server).await;
-    server.stop().await;
-}
+on_both_stores!(
+    memory_store_bounds_password_hashing_under_a_login_flood,
+    postgres_store_bounds_password_hashing_under_a_login_flood,
+    flood_contract,
+    FLOOD_ENV
+);
 
 /// After the session expired, logout still clears both cookies, and the browser's next
 /// `/refresh` fails; without the logout, that refresh would have signed it back in.
@@ -1321,19 +1327,12 @@ async fn logout_after_expiry_contract(server: &Server) {
     );
 }
 
-#[tokio::test]
-async fn memory_store_logs_out_after_expiry() {
-    let server = Server::start_with(None, &[("SESSION_TTL_SECS", "1")]).await;
-    logout_after_expiry_contract(&server).await;
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn postgres_store_logs_out_after_expiry() {
-    let server = Server::start_with(Some(&schema_url().await), &[("SESSION_TTL_SECS", "1")]).await;
-    logout_after_expiry_contract(&server).await;
-    server.stop().await;
-}
+on_both_stores!(
+    memory_store_logs_out_after_expiry,
+    postgres_store_logs_out_after_expiry,
+    logout_after_expiry_contract,
+    &[("SESSION_TTL_SECS", "1")]
+);
 
 /// `/health` asks the database at most once per interval, failures included: while the
 /// sessions table is away it answers 500, and it does not ask again until the interval ends
