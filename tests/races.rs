@@ -813,24 +813,7 @@ async fn validation_waiting_on_a_character_switch_keeps_the_world_in_step() {
         async move { manager.validate(&token, Scope::Game).await }
     });
     // Wait until the validation is blocked by the switch: it has read the session by then.
-    let watcher = db.client().await;
-    within("the validation to wait on the row lock", async {
-        loop {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                    &[&switch_pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    wait_until_blocked_by(db, switch_pid).await;
     assert!(!validation.is_finished());
     switch.commit().await.unwrap();
     let validation = within("the validation", validation).await.unwrap().unwrap();
@@ -872,24 +855,7 @@ async fn reauthentication_waiting_on_a_logout_revives_nothing() {
         let manager = manager.clone();
         async move { manager.reauthenticate(id).await }
     });
-    let watcher = db.client().await;
-    within("the re-authentication to wait on the row lock", async {
-        loop {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                    &[&logout_pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    wait_until_blocked_by(db, logout_pid).await;
     assert!(!reauthentication.is_finished());
     logout.commit().await.unwrap();
     let live = within("the re-authentication", reauthentication)
