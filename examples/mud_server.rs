@@ -36,7 +36,8 @@
 //!
 //! Abuse limits (see `mud_server/login_guard.rs`): `PASSWORD_WORKERS` (the number of cores)
 //! argon2 checks run at once and `PASSWORD_QUEUE` (16) more may wait, beyond which a login is
-//! `503` with `Retry-After`; `LOGIN_RATE_PER_ADDRESS` (30) and `LOGIN_RATE_PER_USERNAME` (10)
+//! `503` with `Retry-After`; `LOGIN_RATE_PER_ADDRESS` (30), `LOGIN_RATE_PER_USERNAME` (10, per
+//! username from one address) and `LOGIN_RATE_PER_ACCOUNT` (100, per username from anywhere)
 //! are the login attempts per minute (as a burst, then evenly) before `429` with
 //! `Retry-After`; 0 turns one off.
 //!
@@ -314,6 +315,7 @@ impl LoginGuard {
             throttle: Arc::new(LoginThrottle::new(
                 env_var("LOGIN_RATE_PER_ADDRESS", 30)?,
                 env_var("LOGIN_RATE_PER_USERNAME", 10)?,
+                env_var("LOGIN_RATE_PER_ACCOUNT", 100)?,
             )),
         })
     }

@@ -1021,25 +1021,31 @@ async fn throttling_contract(server: &Server) {
             .unwrap();
         assert!((1..=max_wait).contains(&wait), "Retry-After: {wait}");
     };
-    // Per username (3 a minute): the fourth attempt is throttled, even with the right password
-    // and from another address; other usernames are not.
+    // Per username from one address (3 a minute): the fourth attempt from here is throttled,
+    // even with the right password; the owner, from another address, is not locked out.
     for _ in 0..3 {
         let response = try_login(&here, server, "builder", "wrong").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    let response = try_login(&elsewhere, server, "builder", "builder-pass").await;
+    let response = try_login(&here, server, "builder", "builder-pass").await;
     assert_throttled(&response, 20);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["detail"], "Too many login attempts. Try again later.");
+    assert_eq!(
+        try_login(&elsewhere, server, "builder", "builder-pass")
+            .await
+            .status(),
+        StatusCode::OK
+    );
     assert_eq!(
         try_login(&elsewhere, server, "admin", "admin-pass")
             .await
             .status(),
         StatusCode::OK
     );
-    // Per address (5 a minute, 3 spent here): two more, then 429 whatever the username;
-    // another address still logs in.
-    for username in ["nobody", "ghost"] {
+    // Per address (5 a minute, 4 spent here: the throttled attempt took its address cell): one
+    // more, then 429 whatever the username; another address still logs in.
+    for username in ["nobody"] {
         assert_eq!(
             try_login(&here, server, username, "x").await.status(),
             StatusCode::UNAUTHORIZED
@@ -1052,11 +1058,21 @@ async fn throttling_contract(server: &Server) {
             .status(),
         StatusCode::OK
     );
+    // Per account (6 a minute from anywhere; 4 spent on builder): a campaign spread over
+    // fresh addresses gets two more, then waits too.
+    for n in 3..=4 {
+        let fresh = client_from(&format!("127.0.0.{n}"));
+        let response = try_login(&fresh, server, "builder", "wrong").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "127.0.0.{n}");
+    }
+    let fresh = client_from("127.0.0.5");
+    assert_throttled(&try_login(&fresh, server, "builder", "wrong").await, 10);
 }
 
 const THROTTLE_ENV: &[(&str, &str)] = &[
     ("LOGIN_RATE_PER_ADDRESS", "5"),
     ("LOGIN_RATE_PER_USERNAME", "3"),
+    ("LOGIN_RATE_PER_ACCOUNT", "6"),
 ];
 
 on_both_stores!(
@@ -1812,7 +1828,7 @@ async fn postgres_locked_application_tables_are_a_bounded_500() {
 #[test]
 fn the_login_throttle_counts_an_ipv6_host_per_64_and_a_mapped_ipv4_address_as_itself() {
     use std::net::IpAddr;
-    let throttle = login_guard::LoginThrottle::new(2, 0);
+    let throttle = login_guard::LoginThrottle::new(2, 0, 0);
     let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
     assert!(throttle.check(ip("2001:db8:1:2::1"), "a").is_ok());
     assert!(throttle.check(ip("2001:db8:1:2::2"), "b").is_ok());

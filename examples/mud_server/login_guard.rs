@@ -105,23 +105,32 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Brute-force throttling with `governor`'s GCRA limiters, one keyed by client address (IPv6
-/// per /64) and one by username. Every attempt that would reach the password check takes one cell from
-/// both: the address first (so one address cannot fill the username table), then the username.
+/// Brute-force throttling with `governor`'s GCRA limiters: by client address (IPv6 per /64),
+/// by username from that address, and by username from anywhere (the account). Every attempt
+/// that would reach the password check takes one cell from each, the address first (so one
+/// address cannot fill the other tables).
 ///
 /// Policy: each key may make `per_minute` attempts in a burst, then one more every
-/// `60 / per_minute` seconds. Nothing is ever locked: a throttled key is free again after the
-/// `Retry-After` it is told (at most `60 / per_minute` seconds per attempt once the burst is
-/// spent), so an attacker who hammers a victim's username delays the victim's own login by
-/// that much at most per attempt, and cannot lock the account. Usernames are keyed as sent.
+/// `60 / per_minute` seconds; nothing is ever locked, a throttled key is free again after the
+/// `Retry-After` it is told. The tight per-username budget is counted per address, so an
+/// attacker who hammers a victim's username from their own address throttles only themselves:
+/// the victim, from another address, still signs in. The account budget is looser and bounds
+/// a guessing campaign spread over many addresses; to hold a victim back with it, an attacker
+/// must spend that many attempts a minute from more addresses than the per-address budgets
+/// allow any one of them. Usernames are keyed as sent.
 pub struct LoginThrottle {
     by_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    by_username: Option<DefaultKeyedRateLimiter<String>>,
+    by_username: Option<DefaultKeyedRateLimiter<(String, Option<IpAddr>)>>,
+    by_account: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 impl LoginThrottle {
     /// `0` turns a limiter off.
-    pub fn new(per_address_per_minute: u32, per_username_per_minute: u32) -> Self {
+    pub fn new(
+        per_address_per_minute: u32,
+        per_username_per_minute: u32,
+        per_account_per_minute: u32,
+    ) -> Self {
         fn limiter<K: Clone + Eq + std::hash::Hash>(
             per_minute: u32,
         ) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -130,18 +139,25 @@ impl LoginThrottle {
         Self {
             by_address: limiter(per_address_per_minute),
             by_username: limiter(per_username_per_minute),
+            by_account: limiter(per_account_per_minute),
         }
     }
 
     /// Takes a cell for this attempt, or says how long to wait.
     pub fn check(&self, address: Option<IpAddr>, username: &str) -> Result<(), Duration> {
         let now = DefaultClock::default().now();
+        let address = address.map(throttled_address);
         if let (Some(limiter), Some(address)) = (&self.by_address, address) {
             limiter
-                .check_key(&throttled_address(address))
+                .check_key(&address)
                 .map_err(|not_until| not_until.wait_time_from(now))?;
         }
         if let Some(limiter) = &self.by_username {
+            limiter
+                .check_key(&(username.to_owned(), address))
+                .map_err(|not_until| not_until.wait_time_from(now))?;
+        }
+        if let Some(limiter) = &self.by_account {
             limiter
                 .check_key(&username.to_owned())
                 .map_err(|not_until| not_until.wait_time_from(now))?;
@@ -156,6 +172,10 @@ impl LoginThrottle {
             limiter.shrink_to_fit();
         }
         if let Some(limiter) = &self.by_username {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.by_account {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
