@@ -27,7 +27,7 @@
 //! for the session-management page.
 //!
 //! Sudo mode: signing out other devices (`DELETE /sessions`, `DELETE /sessions/{id}` of
-//! another session) and changing a role (`POST /admin/users/{username}/role`) need a password
+//! another session, the admin kick of another session) and changing a role (`POST /admin/users/{username}/role`) need a password
 //! entered within `SESSION_RECENT_AUTH_SECS` (default 600) on this session; a session made
 //! by a remember-me refresh needs one first. Otherwise they answer
 //! `403 {"detail": "Recent authentication required", "reauthenticate": "/reauthenticate"}`,
@@ -764,14 +764,20 @@ struct KickRequest {
 }
 
 /// Ends any session; kicking the caller's own is a logout (the response clears the cookies).
+/// Kicking another session needs recent authentication, like revoking one: otherwise a
+/// session minted from a stolen refresh token could sign its owner's other devices out.
 async fn kick(
-    _admin: RequirePermission<KickUsers>,
+    RequirePermission(admin, ..): RequirePermission<KickUsers>,
     session: Session,
     ApiJson(body): ApiJson<KickRequest>,
 ) -> ApiResult<Json<Value>> {
-    let removed = match body.session_id.parse::<SessionId>() {
-        Ok(id) => session.kick(id).await?,
-        Err(_) => false,
+    let id = body.session_id.parse::<SessionId>().ok();
+    if id != Some(admin.session_id) {
+        session.require_recent_auth().await?;
+    }
+    let removed = match id {
+        Some(id) => session.kick(id).await?,
+        None => false,
     };
     Ok(Json(json!({ "removed": removed })))
 }
