@@ -42,7 +42,8 @@
 //!
 //! The game: `GET /game/ws` upgrades to a WebSocket for a player with a selected character
 //! (`GameUser`) whose role may `play_game`, and puts them in their world's room. Text
-//! commands: `say <text>`, `look`, `who`. A browser authenticates the upgrade with its
+//! commands: `say <text>` (one line: no line breaks or control characters), `look`, `who`; a
+//! message over 1 KiB closes the socket (1009). A browser authenticates the upgrade with its
 //! session cookie, which is accepted only with this server's `Origin` (403 otherwise); any
 //! other client sends `Authorization: Bearer <token>`. Each message counts as activity (the
 //! session's debounced touch). When the session ends the server closes the socket with a
