@@ -27,7 +27,9 @@
 //! for the session-management page.
 //!
 //! Sudo mode: signing out other devices (`DELETE /sessions`, `DELETE /sessions/{id}` of
-//! another session, the admin kick of another session) and changing a role (`POST /admin/users/{username}/role`) need a password
+//! another session, the admin kick of another session), changing a role
+//! (`POST /admin/users/{username}/role`) and (de)activating an account
+//! (`POST /admin/users/{username}/active`) need a password
 //! entered within `SESSION_RECENT_AUTH_SECS` (default 600) on this session; a session made
 //! by a remember-me refresh needs one first. Otherwise they answer
 //! `403 {"detail": "Recent authentication required", "reauthenticate": "/reauthenticate"}`,
@@ -814,10 +816,12 @@ struct ActiveRequest {
 }
 
 /// Activates or deactivates an account. A deactivated user's requests get 401 at once and
-/// their live connections close (4003).
+/// their live connections close (4003). Needs recent authentication, like a role change:
+/// otherwise a session minted from a stolen refresh token could lock every other
+/// administrator out.
 async fn set_active(
     State(state): State<AppState>,
-    admin: RequirePermission<BanUsers>,
+    RecentAuth(admin): RecentAuth<RequirePermission<BanUsers>>,
     Path(username): Path<String>,
     ApiJson(body): ApiJson<ActiveRequest>,
 ) -> ApiResult<Json<Value>> {
