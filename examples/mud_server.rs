@@ -27,7 +27,9 @@
 //! for the session-management page.
 //!
 //! Sudo mode: signing out other devices (`DELETE /sessions`, `DELETE /sessions/{id}` of
-//! another session) and changing a role (`POST /admin/users/{username}/role`) need a password
+//! another session, the admin kick of another session), changing a role
+//! (`POST /admin/users/{username}/role`) and (de)activating an account
+//! (`POST /admin/users/{username}/active`) need a password
 //! entered within `SESSION_RECENT_AUTH_SECS` (default 600) on this session; a session made
 //! by a remember-me refresh needs one first. Otherwise they answer
 //! `403 {"detail": "Recent authentication required", "reauthenticate": "/reauthenticate"}`,
@@ -43,7 +45,8 @@
 //!
 //! The game: `GET /game/ws` upgrades to a WebSocket for a player with a selected character
 //! (`GameUser`) whose role may `play_game`, and puts them in their world's room. Text
-//! commands: `say <text>`, `look`, `who`. A browser authenticates the upgrade with its
+//! commands: `say <text>` (one line: no line breaks or control characters), `look`, `who`; a
+//! message over 1 KiB closes the socket (1009). A browser authenticates the upgrade with its
 //! session cookie, which is accepted only with this server's `Origin` (403 otherwise); any
 //! other client sends `Authorization: Bearer <token>`. Each message counts as activity (the
 //! session's debounced touch). When the session ends the server closes the socket with a
@@ -766,14 +769,20 @@ struct KickRequest {
 }
 
 /// Ends any session; kicking the caller's own is a logout (the response clears the cookies).
+/// Kicking another session needs recent authentication, like revoking one: otherwise a
+/// session minted from a stolen refresh token could sign its owner's other devices out.
 async fn kick(
-    _admin: RequirePermission<KickUsers>,
+    RequirePermission(admin, ..): RequirePermission<KickUsers>,
     session: Session,
     ApiJson(body): ApiJson<KickRequest>,
 ) -> ApiResult<Json<Value>> {
-    let removed = match body.session_id.parse::<SessionId>() {
-        Ok(id) => session.kick(id).await?,
-        Err(_) => false,
+    let id = body.session_id.parse::<SessionId>().ok();
+    if id != Some(admin.session_id) {
+        session.require_recent_auth().await?;
+    }
+    let removed = match id {
+        Some(id) => session.kick(id).await?,
+        None => false,
     };
     Ok(Json(json!({ "removed": removed })))
 }
@@ -809,10 +818,12 @@ struct ActiveRequest {
 }
 
 /// Activates or deactivates an account. A deactivated user's requests get 401 at once and
-/// their live connections close (4003).
+/// their live connections close (4003). Needs recent authentication, like a role change:
+/// otherwise a session minted from a stolen refresh token could lock every other
+/// administrator out.
 async fn set_active(
     State(state): State<AppState>,
-    admin: RequirePermission<BanUsers>,
+    RecentAuth(admin): RecentAuth<RequirePermission<BanUsers>>,
     Path(username): Path<String>,
     ApiJson(body): ApiJson<ActiveRequest>,
 ) -> ApiResult<Json<Value>> {

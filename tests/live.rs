@@ -307,3 +307,36 @@ async fn a_cookie_upgrade_needs_this_servers_origin() {
         other => panic!("anonymous upgrade: {:?}", other.map(|(_, r)| r)),
     }
 }
+
+/// What one player types reaches the others as one bounded line: a `say` with a newline (which
+/// would print a forged line under another player's name) is refused, and a message over the
+/// limit closes the sender's socket instead of being relayed to every player in the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_chat_stays_one_bounded_line() {
+    let url = schema_url().await;
+    let server = Server::start(Some(&url)).await;
+    let (builder_token, _) = player(&server, "builder").await;
+    let (player_token, _) = player(&server, "player").await;
+    let mut builder = connect(&server, &builder_token).await;
+    let mut player = connect(&server, &player_token).await;
+    assert_eq!(next_text(&mut builder).await, "player_char arrives.");
+
+    builder
+        .send(Message::text(
+            "say hello\nsuperuser_char says: send me your password",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut builder).await,
+        "Say one line of text: no line breaks or control characters."
+    );
+    builder.send(Message::text("say hi")).await.unwrap();
+    assert_eq!(next_text(&mut player).await, "builder_char says: hi");
+
+    let _ = builder
+        .send(Message::text(format!("say {}", "a".repeat(100_000))))
+        .await;
+    assert_eq!(next_text(&mut player).await, "builder_char leaves.");
+    server.stop().await;
+}

@@ -1679,6 +1679,23 @@ async fn stale_login_contract(server: &Server) {
         )
         .await;
     assert_recent_auth_required(status, &body, "role change");
+    // The admin kick of another session is a revocation too.
+    let (status, body) = root
+        .call(
+            Method::POST,
+            "/admin/sessions/kick",
+            Some(json!({"session_id": second_id})),
+        )
+        .await;
+    assert_recent_auth_required(status, &body, "kick");
+    let (status, body) = root
+        .call(
+            Method::POST,
+            "/admin/users/player/active",
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_recent_auth_required(status, &body, "deactivation");
     // Everything else still works.
     assert_eq!(
         player.call(Method::GET, "/me", None).await.0,

@@ -16,6 +16,10 @@ use crate::{ApiResult, AppState, detail};
 /// Close code when a role change took `play_game` away.
 const PERMISSION_REMOVED: (u16, &str) = (4003, "permission removed");
 
+/// The largest message a player may send, in bytes: a longer one closes the socket (1009)
+/// before it is read whole, let alone relayed to the room.
+const MAX_MESSAGE: usize = 1024;
+
 /// The players in each world's room: a connection id, the character's name, and where to send
 /// their lines.
 #[derive(Default)]
@@ -106,7 +110,10 @@ pub async fn upgrade(
         ));
     }
     let watch = session.watch().await?;
-    Ok(ws.on_upgrade(move |socket| play(state, user, watch, socket)))
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| play(state, user, watch, socket)))
 }
 
 async fn play(state: AppState, user: GameUser, mut watch: SessionWatch, mut socket: WebSocket) {
@@ -174,6 +181,10 @@ fn command(state: &AppState, world: &str, name: &str, text: &str) -> Option<Stri
     let text = text.trim();
     let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
     match verb {
+        // A line break would print a line of the sender's choosing under another name.
+        "say" if rest.chars().any(char::is_control) => {
+            Some("Say one line of text: no line breaks or control characters.".to_owned())
+        }
         "say" if !rest.trim().is_empty() => {
             state
                 .rooms

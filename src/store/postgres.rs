@@ -436,7 +436,8 @@ impl PgStore {
     /// Migrations ([`migrate`](Self::migrate)) are not bounded: they may legitimately take
     /// long. The bound is enforced by the client; a server-side `statement_timeout` or
     /// `lock_timeout` on the database role is a useful addition but does not cover a silent
-    /// network.
+    /// network (a durable revocation's commit lifts the server-side `statement_timeout`; see
+    /// [`durable_revocations`](Self::durable_revocations)).
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
         self
@@ -474,7 +475,9 @@ impl PgStore {
     /// revocation waits until the [`statement_timeout`](Self::statement_timeout) and fails
     /// with [`StoreError::Timeout`] (`500 Session store unavailable`); it has then committed
     /// on the primary, but is not acknowledged and may not survive a failover, so the client
-    /// must retry it.
+    /// must retry it. A server-side `statement_timeout` (of the role or the database) does not
+    /// cut that wait short: PostgreSQL would answer the cancelled wait with a successful
+    /// commit, so the revocation's transaction sets it to 0 for its commit.
     pub fn durable_revocations(mut self, durable: bool) -> Self {
         self.durable_revocations = durable;
         self
@@ -1387,10 +1390,18 @@ fn is_read_only(error: &StoreError) -> bool {
 /// With `durable` (see [`PgStore::durable_revocations`]), makes the current transaction's
 /// commit wait until the synchronous standby has replayed it. Read at commit time, so it may
 /// come anywhere before the commit.
+///
+/// The server-side `statement_timeout` is lifted for the rest of the transaction: PostgreSQL
+/// answers a COMMIT whose wait for the standby is cancelled (which is what that timeout does)
+/// with success and a warning, so a role's timeout shorter than the store's would acknowledge
+/// a revocation the standby never received. The store's own bound still applies: it fails
+/// the request and does not acknowledge it.
 async fn commit_durably(client: &impl GenericClient, durable: bool) -> Result<(), StoreError> {
     if durable {
         client
-            .batch_execute("SET LOCAL synchronous_commit = remote_apply")
+            .batch_execute(
+                "SET LOCAL synchronous_commit = remote_apply; SET LOCAL statement_timeout = 0",
+            )
             .await?;
     }
     Ok(())
