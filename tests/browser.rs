@@ -553,6 +553,30 @@ async fn play_until_signed_out(
         .await
         .unwrap();
     assert_eq!(selected.status(), reqwest::StatusCode::OK);
+    // Only the game page's policy allows a script and a socket, both of this origin.
+    let page = reqwest::Client::new()
+        .get(format!("{}/account/game", server.base))
+        .header("cookie", format!("id={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let script = reqwest::get(format!("{}/account/game.js", server.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        script.headers()["content-security-policy"],
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+         base-uri 'none'"
+    );
 
     browser
         .goto(&format!("{}/account/game", server.base))
