@@ -370,6 +370,8 @@ fn app(
         )
         .route("/account/sessions/{id}/revoke", post(account_page::revoke))
         .route("/account/style.css", get(account_page::stylesheet))
+        .route("/account/game", get(account_page::game_page))
+        .route("/account/game.js", get(account_page::game_script))
         .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
         .method_not_allowed_fallback(|| async {
             detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
@@ -387,7 +389,8 @@ fn app(
 
 /// Headers on every response: nothing is cached unless a handler says otherwise (token bodies
 /// and pages about the user must not be), nothing may frame the pages, the pages run no
-/// script and load only this origin's stylesheet, no MIME sniffing, no cross-origin
+/// script and load only this origin's stylesheet (the game page's own policy adds this
+/// origin's script and socket), no MIME sniffing, no cross-origin
 /// `Referer`, and every 401 names its scheme.
 async fn security_headers(mut response: Response) -> Response {
     let unauthorized = response.status() == StatusCode::UNAUTHORIZED;
@@ -395,13 +398,15 @@ async fn security_headers(mut response: Response) -> Response {
     if !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    headers.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    if !headers.contains_key(CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; form-action 'self'; \
+                 frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+    }
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));

@@ -2,8 +2,8 @@
 //! over WebDriver (Debian's `chromium` and `chromium-driver`, which scripts/test installs),
 //! against the example server on PostgreSQL: sign in through the login form, see this device
 //! and another one, revoke the other and check its token is rejected, sign out everywhere
-//! else, and refuse a form post without the CSRF token. Screenshots are kept under
-//! `target/tmp/browser/`.
+//! else, and refuse a form post without the CSRF token; play on the game page until another
+//! device signs the browser out. Screenshots are kept under `target/tmp/browser/`.
 
 mod common;
 
@@ -477,5 +477,141 @@ async fn confirm_password(
         me_status(server, other_device).await,
         reqwest::StatusCode::UNAUTHORIZED
     );
+    Ok(())
+}
+
+/// The game page's script connects with the session cookie; another device signs everywhere
+/// else out, and the page shows that it was signed out, with the close frame's reason.
+#[tokio::test]
+async fn the_game_page_shows_when_another_device_signs_it_out() {
+    let server = Server::start(Some(&schema_url().await)).await;
+    let driver = start_chromedriver().await;
+    let profile = tempdir();
+    let browser = open_browser(&driver, &profile).await;
+    let outcome = play_until_signed_out(&server, &browser).await;
+    let _ = browser.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    outcome.unwrap();
+    server.stop().await;
+}
+
+/// Waits until the game page's status reads `expected`; returns the page's text.
+async fn wait_for_status(
+    browser: &Client,
+    expected: &str,
+) -> Result<String, fantoccini::error::CmdError> {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = browser.find(Locator::Id("status")).await?.text().await?;
+        if text == expected {
+            return browser.find(Locator::Css("main")).await?.text().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected the status {expected:?}; last saw {text:?}");
+}
+
+async fn play_until_signed_out(
+    server: &Server,
+    browser: &Client,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser
+        .goto(&format!("{}/account/game", server.base))
+        .await?;
+    wait_for(browser, "/account/login", None).await;
+    browser
+        .find(Locator::Css("input[name=username]"))
+        .await?
+        .send_keys("player")
+        .await?;
+    browser
+        .find(Locator::Css("input[name=password]"))
+        .await?
+        .send_keys("player-pass")
+        .await?;
+    browser.find(Locator::Id("sign-in")).await?.click().await?;
+    wait_for(browser, "/account/sessions", Some(1)).await;
+
+    // The browser's session selects the player's character (as a game client would).
+    let cookie = browser.get_named_cookie("id").await?.value().to_owned();
+    let characters: Value = reqwest::Client::new()
+        .get(format!("{}/characters", server.base))
+        .header("cookie", format!("id={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let selected = reqwest::Client::new()
+        .post(format!("{}/characters/select", server.base))
+        .header("cookie", format!("id={cookie}"))
+        .header("origin", &server.base)
+        .header("x-requested-with", "browser-test")
+        .json(&json!({ "character_id": characters[0]["id"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(selected.status(), reqwest::StatusCode::OK);
+    // Only the game page's policy allows a script and a socket, both of this origin.
+    let page = reqwest::Client::new()
+        .get(format!("{}/account/game", server.base))
+        .header("cookie", format!("id={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let script = reqwest::get(format!("{}/account/game.js", server.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        script.headers()["content-security-policy"],
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+         base-uri 'none'"
+    );
+
+    browser
+        .goto(&format!("{}/account/game", server.base))
+        .await?;
+    let text = wait_for_status(browser, "Connected").await?;
+    assert!(text.contains("Welcome,"), "{text}");
+    std::fs::write(
+        artifacts().join("game-connected.png"),
+        browser.screenshot().await?,
+    )
+    .unwrap();
+
+    // Another device, just signed in, signs out everywhere else.
+    let other_device = login_elsewhere(server, ANDROID_UA).await;
+    let revoked = reqwest::Client::new()
+        .delete(format!("{}/sessions", server.base))
+        .bearer_auth(&other_device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), reqwest::StatusCode::OK);
+    let revoked: Value = revoked.json().await.unwrap();
+    assert_eq!(revoked["revoked"], 1);
+
+    let text = wait_for_status(browser, "Signed out: session revoked").await?;
+    assert!(text.contains("Welcome,"), "{text}");
+    std::fs::write(
+        artifacts().join("game-signed-out.png"),
+        browser.screenshot().await?,
+    )
+    .unwrap();
+    // The page's session is gone: reloading it asks the browser to sign in.
+    browser
+        .goto(&format!("{}/account/game", server.base))
+        .await?;
+    wait_for(browser, "/account/login", None).await;
     Ok(())
 }

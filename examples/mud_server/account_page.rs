@@ -19,12 +19,18 @@
 //! the page asks for the password in the same forms, and the post re-authenticates the
 //! session (throttled like the login) before it acts. A wrong password changes nothing.
 //!
-//! Pages send no script at all; the stylesheet is a file of this origin, so the
-//! `Content-Security-Policy` allows nothing inline.
+//! `GET /account/game` is the game in the browser: its script, a file of this origin
+//! (`/account/game.js`), opens `/game/ws` with the session cookie (so the selected character
+//! plays), shows the room's lines, and says why when the socket closes: "Signed out: session
+//! revoked" for the close code 4001. The other pages send no script at all; the stylesheet is
+//! a file of this origin too, so the `Content-Security-Policy` allows nothing inline, and only
+//! the game page's policy allows a script and a connection, both to this origin.
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -351,6 +357,46 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The game page's policy: the example's usual one, plus this origin's script and socket.
+const GAME_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+    style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The game in the browser, for a signed-in session (the socket needs a selected character).
+pub async fn game_page(user: Option<AuthUser>) -> Response {
+    let Some(user) = user else {
+        return Redirect::to(LOGIN).into_response();
+    };
+    let body = format!(
+        "<p>Signed in as <strong>{name}</strong>. <a href=\"{PAGE}\">Your sessions</a></p>\
+         <p id=\"status\" class=\"status\" role=\"status\">Connecting…</p>\
+         <ul id=\"lines\" class=\"lines\"></ul>\
+         <script src=\"/account/game.js\"></script>",
+        name = escape(&user.username),
+    );
+    (
+        [(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(GAME_POLICY),
+        )],
+        Html(layout("Play", &body)),
+    )
+        .into_response()
+}
+
+pub async fn game_script() -> Response {
+    (
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
+        ],
+        GAME_SCRIPT,
+    )
+        .into_response()
+}
+
 fn csrf_failure(back: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
@@ -533,6 +579,34 @@ fn layout(title: &str, body: &str) -> String {
     )
 }
 
+/// Connects to this origin's game socket and shows its lines; a close in the private range
+/// (4001 revoked, 4002 expired, 4003 user inactive or permission removed) carries the reason.
+const GAME_SCRIPT: &str = r#""use strict";
+(function () {
+  const status = document.getElementById("status");
+  const lines = document.getElementById("lines");
+  const show = function (text, state) {
+    status.textContent = text;
+    status.dataset.state = state;
+  };
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  const socket = new WebSocket(scheme + location.host + "/game/ws");
+  socket.addEventListener("open", function () { show("Connected", "connected"); });
+  socket.addEventListener("message", function (event) {
+    const line = document.createElement("li");
+    line.textContent = String(event.data);
+    lines.appendChild(line);
+  });
+  socket.addEventListener("close", function (event) {
+    if (event.code >= 4000 && event.code < 5000) {
+      show("Signed out: " + (event.reason || "session ended"), "signed-out");
+    } else {
+      show("Disconnected (select a character, then reload)", "disconnected");
+    }
+  });
+})();
+"#;
+
 const STYLE: &str = "
 body { font: 15px/1.5 system-ui, sans-serif; background: #f4f5f7; color: #1f2328; margin: 0; }
 main { max-width: 60rem; margin: 3rem auto; background: #fff; padding: 2rem 2.5rem;
@@ -558,6 +632,9 @@ form.login input:not([type=checkbox]) { display: block; width: 100%; padding: .4
 small { color: #57606a; }
 .note { color: #57606a; }
 td form { display: flex; align-items: center; }
+.status { font-weight: 600; }
+.status[data-state=signed-out] { color: #cf222e; }
+.lines { list-style: none; padding: 0; font-family: ui-monospace, monospace; }
 input.confirm { font: inherit; padding: .4rem; margin-right: .5rem; width: 11rem;
          border: 1px solid #d0d7de; border-radius: 6px; }
 ";
