@@ -28,9 +28,14 @@ pub struct Rooms {
     next_id: std::sync::atomic::AtomicU64,
 }
 
+/// Lines waiting for one player. A player whose socket does not read falls behind by at most
+/// this many lines; later ones are dropped for them, so a stalled reader cannot grow the
+/// server's memory.
+const QUEUED_LINES: usize = 64;
+
 struct Player {
     name: String,
-    lines: mpsc::UnboundedSender<String>,
+    lines: mpsc::Sender<String>,
 }
 
 impl Rooms {
@@ -38,11 +43,11 @@ impl Rooms {
         self.worlds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enter(&self, world: &str, name: &str) -> (u64, mpsc::UnboundedReceiver<String>) {
+    fn enter(&self, world: &str, name: &str) -> (u64, mpsc::Receiver<String>) {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (lines, receiver) = mpsc::unbounded_channel();
+        let (lines, receiver) = mpsc::channel(QUEUED_LINES);
         self.broadcast(world, &format!("{name} arrives."));
         self.lock().entry(world.to_owned()).or_default().insert(
             id,
@@ -74,7 +79,8 @@ impl Rooms {
     fn broadcast(&self, world: &str, line: &str) {
         if let Some(room) = self.lock().get(world) {
             for player in room.values() {
-                let _ = player.lines.send(line.to_owned());
+                // Full (a reader that fell behind) or closed: this player misses the line.
+                let _ = player.lines.try_send(line.to_owned());
             }
         }
     }
