@@ -23,6 +23,7 @@ use http::HeaderName;
 /// assert_eq!(config.cookie.name, "id");
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Idle TTL. `None` disables idle expiry (a TTL of 0 in the original).
     pub idle_timeout: Option<Duration>,
@@ -82,6 +83,7 @@ impl Default for SessionConfig {
 /// [`SessionManager`](crate::SessionManager) is built ([`SessionConfig::validate`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid session configuration: {field}: {problem}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The setting, e.g. `cookie.path` or `idle_timeout`.
     pub field: &'static str,
@@ -90,7 +92,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
         Self {
             field,
             problem: problem.into(),
@@ -104,6 +106,25 @@ fn is_cookie_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Whether `origin` is one a browser sends: `http` or `https`, a host, an optional port, and
+/// nothing else, in lower case (browsers serialise origins that way).
+fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    let well_formed = origin.split_once("://").is_some_and(|(scheme, authority)| {
+        matches!(scheme, "http" | "https")
+            && !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@'])
+            && authority.parse::<http::uri::Authority>().is_ok()
+    });
+    if well_formed && origin == origin.to_ascii_lowercase() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "csrf.allowed_origins",
+            format!("{origin:?} is not an origin (scheme://host[:port], lower case, no path)"),
+        ))
+    }
 }
 
 /// Whether `path` can be a cookie's `Path` attribute: starts with `/`, visible ASCII, no `;`.
@@ -174,6 +195,11 @@ impl SessionConfig {
                     field,
                     format!("{path:?} is not a valid cookie path"),
                 ));
+            }
+        }
+        if let Some(csrf) = &self.csrf {
+            for origin in &csrf.allowed_origins {
+                check_origin(origin)?;
             }
         }
         if cookie.host_prefix && !cookie.secure {
@@ -311,6 +337,7 @@ impl SessionConfig {
 /// `max_sessions_per_user`) ends the series and all its sessions, including one that a
 /// refresh racing the revocation creates.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RefreshConfig {
     /// The series ends when unused for this long (default 30 days); `None` disables it.
     pub idle_timeout: Option<Duration>,
@@ -402,9 +429,11 @@ impl RefreshConfig {
 /// use tower_session_auth::{CsrfConfig, SessionConfig};
 ///
 /// let config = SessionConfig::default()
-///     .csrf(Some(CsrfConfig::default().allowed_origin("https://app.example.com")));
+///     .csrf(Some(CsrfConfig::default().allowed_origin("https://app.example.com")?));
+/// # Ok::<(), tower_session_auth::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CsrfConfig {
     /// Origins (`scheme://host[:port]`) allowed to send unsafe cookie-authenticated requests.
     /// Empty: only the request's own host.
@@ -425,10 +454,21 @@ impl Default for CsrfConfig {
 }
 
 impl CsrfConfig {
-    /// Adds an allowed origin.
-    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
-        self.allowed_origins.push(origin.into());
-        self
+    /// Adds an allowed origin, `scheme://host[:port]` as browsers send it in `Origin` (no
+    /// path, no trailing `/`, lower case), or the [`ConfigError`] of one that no browser would
+    /// ever send, which would silently allow nothing.
+    ///
+    /// ```
+    /// use tower_session_auth::CsrfConfig;
+    ///
+    /// assert!(CsrfConfig::default().allowed_origin("https://app.example:8443").is_ok());
+    /// assert!(CsrfConfig::default().allowed_origin("https://app.example/").is_err());
+    /// ```
+    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Result<Self, ConfigError> {
+        let origin = origin.into();
+        check_origin(&origin)?;
+        self.allowed_origins.push(origin);
+        Ok(self)
     }
 
     /// Sets the custom header (`None`: require `Origin` or `Sec-Fetch-Site`).
@@ -496,6 +536,7 @@ impl CsrfConfig {
 
 /// Attributes of the session cookie. `HttpOnly` is always set and `Domain` never is.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CookieConfig {
     /// Cookie name (default `id`). With [`CookieConfig::host_prefix`] the sent name is
     /// `__Host-` + this.

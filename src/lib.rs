@@ -103,40 +103,38 @@
 //!   `LISTEN/NOTIFY`, with a documented staleness bound.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "cache")]
-mod cache;
-mod clock;
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub mod cache;
+pub mod clock;
 mod config;
+pub mod credentials;
 mod extract;
-mod layer;
-mod lifecycle;
+pub mod layer;
+mod manager;
 pub mod permission;
-mod store;
-mod token;
+mod rejection;
+mod response;
+mod session;
+pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
+pub mod token;
 pub mod watch;
 
-#[cfg(feature = "cache")]
-pub use cache::{CacheConfig, SessionCache};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
-pub use extract::{
-    AuthRejection, AuthUser, Authenticated, GameUser, NoStore, RecentAuth, RequirePermission,
-    RequireRole,
-};
-pub use layer::{
-    ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
-    TokenSource, find_token,
-};
-pub use lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
-pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
-pub use store::{
-    AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSeries, NewSession,
-    PgStore, Purged, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation,
-};
-pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
-pub use watch::{SessionEnd, SessionWatch, WatchEvent};
+pub use extract::{AuthUser, Authenticated, GameUser, RecentAuth, RequirePermission, RequireRole};
+pub use layer::SessionLayer;
+pub use manager::{AUDIT_TARGET, Login, LoginOptions, Refresh, SessionManager};
+pub use permission::{permissions, roles};
+pub use rejection::AuthRejection;
+pub use response::NoStore;
+pub use session::Session;
+pub use store::{ClientInfo, MemoryStore, PgStore};
+pub use token::SessionId;
 
 /// Re-exported for [`CookieConfig::same_site`].
 pub use cookie::SameSite;

@@ -57,7 +57,7 @@ macro_rules! permission {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         $vis struct $ty;
-        impl $crate::Permission for $ty {
+        impl $crate::permission::Permission for $ty {
             const NAME: &'static str = $name;
         }
     )+};
@@ -70,7 +70,7 @@ macro_rules! role {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         $vis struct $ty;
-        impl $crate::Role for $ty {
+        impl $crate::permission::Role for $ty {
             const NAME: &'static str = $name;
         }
     )+};

@@ -63,7 +63,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use crate::lifecycle::SessionManager;
+use crate::manager::SessionManager;
 use crate::store::{SessionView, Validation};
 use crate::token::{SessionId, TokenHash};
 
@@ -385,7 +385,7 @@ impl SessionWatch {
     pub async fn touch(&mut self) {
         let manager = self.manager.clone();
         let now = manager.now();
-        let interval = crate::store::span(manager.config().touch_interval);
+        let interval = crate::store::family::span(manager.config().touch_interval);
         if self.ended.is_some() || self.last_activity > now - interval {
             return;
         }

@@ -8,10 +8,11 @@ use time::OffsetDateTime;
 
 use uuid::Uuid;
 
+use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::{
-    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
+    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
+    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -111,7 +112,7 @@ impl State {
         max_per_user: Option<u32>,
     ) -> Result<SessionRecord, StoreError> {
         if self.by_token.contains_key(&new.token_hash) {
-            return Err(StoreError::Other("duplicate token hash".to_owned()));
+            return Err(StoreError::backend("duplicate token hash"));
         }
         if let Some(max) = max_per_user {
             let mut older: Vec<(OffsetDateTime, SessionId)> = self
@@ -334,7 +335,7 @@ impl SessionStore for MemoryStore {
         let Some(&id) = state.by_token.get(token_hash) else {
             return Ok(Validation::Unknown);
         };
-        if is_expired(&state.sessions[&id].record, now) {
+        if state.sessions[&id].record.is_expired(now) {
             state.delete(id);
             return Ok(Validation::Expired);
         }
@@ -368,31 +369,10 @@ impl SessionStore for MemoryStore {
         let Some(entry) = state.by_token.get(token_hash).map(|id| &state.sessions[id]) else {
             return Ok(None);
         };
-        if is_expired(&entry.record, now) {
+        if entry.record.is_expired(now) {
             return Ok(None);
         }
         Ok(Some(state.view(&entry.record, Scope::Game)))
-    }
-
-    async fn select_character(
-        &self,
-        session_id: SessionId,
-        user_id: i64,
-        character_id: i64,
-    ) -> Result<CharacterSelection, StoreError> {
-        let mut state = self.lock();
-        let character = match state.characters.get(&character_id) {
-            Some((owner, character)) if *owner == user_id => character.clone(),
-            _ => return Ok(CharacterSelection::CharacterNotFound),
-        };
-        match state.sessions.get_mut(&session_id) {
-            Some(entry) if entry.record.user_id == user_id => {
-                entry.record.character_id = Some(character_id);
-                entry.record.world_id = character.world_id.clone();
-                Ok(CharacterSelection::Selected(character))
-            }
-            _ => Ok(CharacterSelection::SessionNotFound),
-        }
     }
 
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
@@ -443,36 +423,11 @@ impl SessionStore for MemoryStore {
             .sessions
             .values()
             .map(|entry| &entry.record)
-            .filter(|record| record.user_id == user_id && !is_expired(record, now))
+            .filter(|record| record.user_id == user_id && !record.is_expired(now))
             .cloned()
             .collect();
         list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(list)
-    }
-
-    async fn count_active(
-        &self,
-        now: OffsetDateTime,
-        active_since: Option<OffsetDateTime>,
-    ) -> Result<u64, StoreError> {
-        let state = self.lock();
-        Ok(state
-            .sessions
-            .values()
-            .map(|entry| &entry.record)
-            .filter(|record| {
-                !is_expired(record, now) && active_since.is_none_or(|t| record.last_activity >= t)
-            })
-            .count() as u64)
-    }
-
-    async fn clear_all(&self) -> Result<u64, StoreError> {
-        let mut state = self.lock();
-        let count = state.sessions.len() as u64;
-        state.sessions.clear();
-        state.by_token.clear();
-        state.series.clear();
-        Ok(count)
     }
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
@@ -491,7 +446,7 @@ impl SessionStore for MemoryStore {
         let sessions: Vec<SessionId> = state
             .sessions
             .values()
-            .filter(|entry| is_expired(&entry.record, now))
+            .filter(|entry| entry.record.is_expired(now))
             .map(|entry| entry.record.id)
             .take(limit)
             .collect();
@@ -505,6 +460,33 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.sessions.get_mut(&id) {
+            Some(entry) if !&entry.record.is_expired(now) => {
+                let record = &mut entry.record;
+                record.authenticated_at = record.authenticated_at.max(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn remember(&self) -> Option<&dyn RememberStore> {
+        Some(self)
+    }
+
+    fn characters(&self) -> Option<&dyn CharacterStore> {
+        Some(self)
+    }
+
+    fn admin(&self) -> Option<&dyn AdminStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RememberStore for MemoryStore {
     async fn end_series(
         &self,
         series: Uuid,
@@ -604,16 +586,56 @@ impl SessionStore for MemoryStore {
         )?;
         Ok(RefreshOutcome::Refreshed(Box::new(record)))
     }
+}
 
-    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+#[async_trait]
+impl CharacterStore for MemoryStore {
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
         let mut state = self.lock();
-        match state.sessions.get_mut(&id) {
-            Some(entry) if !is_expired(&entry.record, now) => {
-                let record = &mut entry.record;
-                record.authenticated_at = record.authenticated_at.max(now);
-                Ok(true)
+        let character = match state.characters.get(&character_id) {
+            Some((owner, character)) if *owner == user_id => character.clone(),
+            _ => return Ok(CharacterSelection::CharacterNotFound),
+        };
+        match state.sessions.get_mut(&session_id) {
+            Some(entry) if entry.record.user_id == user_id => {
+                entry.record.character_id = Some(character_id);
+                entry.record.world_id = character.world_id.clone();
+                Ok(CharacterSelection::Selected(character))
             }
-            _ => Ok(false),
+            _ => Ok(CharacterSelection::SessionNotFound),
         }
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStore {
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .sessions
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|record| {
+                !record.is_expired(now) && active_since.is_none_or(|t| record.last_activity >= t)
+            })
+            .count() as u64)
+    }
+
+    async fn clear_all(&self) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let count = state.sessions.len() as u64;
+        state.sessions.clear();
+        state.by_token.clear();
+        state.series.clear();
+        Ok(count)
     }
 }

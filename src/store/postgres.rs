@@ -11,11 +11,13 @@ use tokio_postgres::types::{FromSql, ToSql};
 
 use uuid::Uuid;
 
+use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::{
-    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
+    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
+    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation,
 };
+use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
 
 /// The crate's migrations, applied in order by [`PgStore::migrate`].
@@ -32,13 +34,26 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::backend(error)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::backend(error)
+    }
+}
+
 /// Where the application keeps its users and characters. The validating statement joins them.
 ///
 /// The names are inserted into SQL as identifiers, so they must be plain (letters, digits,
-/// `_`, optionally schema-qualified with `.`); [`PgStore::with_schema`] panics otherwise. The
-/// defaults are the original server's tables:
+/// `_`, optionally schema-qualified with `.`); [`PgStore::with_schema`] refuses others
+/// ([`AppSchema::validate`]). The defaults:
 /// `users(id, username, role, is_active)` and `characters(id, user_id, name, world_id)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppSchema {
     /// Users table.
     pub users_table: String,
@@ -81,27 +96,46 @@ impl Default for AppSchema {
 }
 
 impl AppSchema {
-    fn assert_plain_identifiers(&self) {
-        for name in [
-            &self.users_table,
-            &self.user_id,
-            &self.username,
-            &self.role,
-            &self.is_active,
-            &self.characters_table,
-            &self.character_id,
-            &self.character_user_id,
-            &self.character_name,
-            &self.character_world_id,
-        ] {
+    /// Checks that every name is a plain SQL identifier (letters, digits, `_`, not starting
+    /// with a digit, optionally schema-qualified with `.`): the names are inserted into SQL.
+    ///
+    /// ```
+    /// use tower_session_auth::store::AppSchema;
+    ///
+    /// let mut app = AppSchema::default();
+    /// app.users_table = "auth.accounts".into();
+    /// assert!(app.validate().is_ok());
+    /// app.username = "name; DROP TABLE users".into();
+    /// assert_eq!(app.validate().unwrap_err().field, "AppSchema.username");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let names = [
+            ("AppSchema.users_table", &self.users_table),
+            ("AppSchema.user_id", &self.user_id),
+            ("AppSchema.username", &self.username),
+            ("AppSchema.role", &self.role),
+            ("AppSchema.is_active", &self.is_active),
+            ("AppSchema.characters_table", &self.characters_table),
+            ("AppSchema.character_id", &self.character_id),
+            ("AppSchema.character_user_id", &self.character_user_id),
+            ("AppSchema.character_name", &self.character_name),
+            ("AppSchema.character_world_id", &self.character_world_id),
+        ];
+        for (field, name) in names {
             let plain = !name.is_empty()
                 && name.split('.').all(|part| {
                     !part.is_empty()
                         && !part.starts_with(|c: char| c.is_ascii_digit())
                         && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 });
-            assert!(plain, "AppSchema: {name:?} is not a plain SQL identifier");
+            if !plain {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{name:?} is not a plain SQL identifier"),
+                ));
+            }
         }
+        Ok(())
     }
 }
 
@@ -407,15 +441,7 @@ impl PgStore {
 
     /// A store on an existing pool, with the default [`AppSchema`].
     pub fn new(pool: Pool) -> Self {
-        Self::with_schema(pool, AppSchema::default())
-    }
-
-    /// A store on an existing pool, reading users and characters from `app`.
-    ///
-    /// # Panics
-    /// If a name in `app` is not a plain SQL identifier.
-    pub fn with_schema(pool: Pool, app: AppSchema) -> Self {
-        app.assert_plain_identifiers();
+        let app = AppSchema::default();
         Self {
             pool,
             sql: Arc::new(Statements::new(&app)),
@@ -423,6 +449,19 @@ impl PgStore {
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             durable_revocations: false,
         }
+    }
+
+    /// A store on an existing pool, reading users and characters from `app`, or the
+    /// [`ConfigError`] of a name that is not a plain SQL identifier ([`AppSchema::validate`]).
+    pub fn with_schema(pool: Pool, app: AppSchema) -> Result<Self, ConfigError> {
+        app.validate()?;
+        Ok(Self {
+            pool,
+            sql: Arc::new(Statements::new(&app)),
+            app: Arc::new(app),
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            durable_revocations: false,
+        })
     }
 
     /// Bounds each of the store's operations once it has a connection (default
@@ -585,7 +624,7 @@ impl PgStore {
                 .map_err(|source| StoreError::Migration {
                     version,
                     name,
-                    source,
+                    source: source.into(),
                 })?;
             tx.execute(
                 "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
@@ -881,7 +920,7 @@ fn column<'r, T: FromSql<'r>>(
             .get(index)
             .map_or_else(|| format!("#{index}"), |column| column.name().to_owned()),
         expected,
-        source,
+        source: source.into(),
     })
 }
 
@@ -938,7 +977,7 @@ fn view_from_row(row: &Row, scope: Scope) -> Result<SessionView, StoreError> {
 /// applied as the statement applied them.
 fn validation(mut view: SessionView, now: OffsetDateTime, touch: Touch) -> Validation {
     let session = &mut view.session;
-    if is_expired(session, now) {
+    if session.is_expired(now) {
         return Validation::Expired;
     }
     if session.last_activity <= touch.due_before {
@@ -1053,30 +1092,6 @@ impl SessionStore for PgStore {
             .transpose()
     }
 
-    async fn select_character(
-        &self,
-        session_id: SessionId,
-        user_id: i64,
-        character_id: i64,
-    ) -> Result<CharacterSelection, StoreError> {
-        let row = self
-            .query_one_opt(
-                &self.sql.select_character,
-                &[&session_id.0, &user_id, &character_id],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(CharacterSelection::CharacterNotFound);
-        };
-        if !column::<bool>(&row, 2, "boolean")? {
-            return Ok(CharacterSelection::SessionNotFound);
-        }
-        Ok(CharacterSelection::Selected(CharacterRecord {
-            name: column(&row, 0, "text")?,
-            world_id: column(&row, 1, "text")?,
-        }))
-    }
-
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
         self.end_session(
             "id = $1 AND ($2::int8 IS NULL OR user_id = $2)",
@@ -1141,31 +1156,6 @@ impl SessionStore for PgStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn count_active(
-        &self,
-        now: OffsetDateTime,
-        active_since: Option<OffsetDateTime>,
-    ) -> Result<u64, StoreError> {
-        let row = self
-            .query_one_opt(&self.sql.count_active, &[&now, &active_since])
-            .await?;
-        count(row.as_ref())
-    }
-
-    async fn clear_all(&self) -> Result<u64, StoreError> {
-        const CLEAR: &str = "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions";
-        if !self.durable_revocations {
-            return self.execute(CLEAR, &[]).await;
-        }
-        bounded!(self, |client| {
-            let tx = client.transaction().await?;
-            let count = tx.execute(CLEAR, &[]).await?;
-            commit_durably(&tx, true).await?;
-            tx.commit().await?;
-            Ok(count)
-        })
-    }
-
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
         // Each batch locks only the rows it deletes, skipping those that a concurrent
         // statement (a touch, another instance's sweeper) holds, and deletes them where the
@@ -1200,6 +1190,32 @@ impl SessionStore for PgStore {
         })
     }
 
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
+        // column is unindexed, so this is a HOT update like a touch.
+        let sql = format!(
+            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
+             WHERE s.id = $1 AND {}",
+            live("s", "$2")
+        );
+        Ok(self.execute(&sql, &[&id.0, &now]).await? > 0)
+    }
+
+    fn remember(&self) -> Option<&dyn RememberStore> {
+        Some(self)
+    }
+
+    fn characters(&self) -> Option<&dyn CharacterStore> {
+        Some(self)
+    }
+
+    fn admin(&self) -> Option<&dyn AdminStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RememberStore for PgStore {
     async fn end_series(
         &self,
         series: Uuid,
@@ -1368,23 +1384,76 @@ impl SessionStore for PgStore {
             Ok(RefreshOutcome::Refreshed(Box::new(record)))
         })
     }
+}
 
-    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
-        // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
-        // column is unindexed, so this is a HOT update like a touch.
-        let sql = format!(
-            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
-             WHERE s.id = $1 AND {}",
-            live("s", "$2")
-        );
-        Ok(self.execute(&sql, &[&id.0, &now]).await? > 0)
+#[async_trait]
+impl CharacterStore for PgStore {
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
+        let row = self
+            .query_one_opt(
+                &self.sql.select_character,
+                &[&session_id.0, &user_id, &character_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(CharacterSelection::CharacterNotFound);
+        };
+        if !column::<bool>(&row, 2, "boolean")? {
+            return Ok(CharacterSelection::SessionNotFound);
+        }
+        Ok(CharacterSelection::Selected(CharacterRecord {
+            name: column(&row, 0, "text")?,
+            world_id: column(&row, 1, "text")?,
+        }))
+    }
+}
+
+#[async_trait]
+impl AdminStore for PgStore {
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let row = self
+            .query_one_opt(&self.sql.count_active, &[&now, &active_since])
+            .await?;
+        count(row.as_ref())
+    }
+
+    async fn clear_all(&self) -> Result<u64, StoreError> {
+        const CLEAR: &str = "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions";
+        if !self.durable_revocations {
+            return self.execute(CLEAR, &[]).await;
+        }
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            let count = tx.execute(CLEAR, &[]).await?;
+            commit_durably(&tx, true).await?;
+            tx.commit().await?;
+            Ok(count)
+        })
     }
 }
 
 /// Whether the server refused a write because it is read-only (SQLSTATE 25006).
 fn is_read_only(error: &StoreError) -> bool {
-    matches!(error, StoreError::Database(error)
-        if error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION))
+    let StoreError::Backend(source) = error else {
+        return false;
+    };
+    let database = source.downcast_ref::<tokio_postgres::Error>().or_else(|| {
+        match source.downcast_ref::<deadpool_postgres::PoolError>() {
+            Some(deadpool_postgres::PoolError::Backend(error)) => Some(error),
+            _ => None,
+        }
+    });
+    database.and_then(tokio_postgres::Error::code)
+        == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
 /// With `durable` (see [`PgStore::durable_revocations`]), makes the current transaction's

@@ -17,9 +17,11 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, SessionConfig};
 use crate::permission::{AccessPolicy, MudPolicy};
+use crate::store::family::{earliest, span};
 use crate::store::{
-    CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest, Scope,
-    SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, earliest, span,
+    AdminStore, CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome,
+    RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch,
+    Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 use crate::watch::{Notice, SessionWatch, Watchers, user_role};
@@ -62,9 +64,54 @@ impl Invalidations<'_> {
 /// rejected tokens).
 pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
 
+/// What a login asks for beyond the user id: "remember me", and who logs in from where.
+///
+/// ```
+/// use tower_session_auth::{ClientInfo, LoginOptions};
+///
+/// let options = LoginOptions::new()
+///     .remember(true)
+///     .client(ClientInfo::default().with_client_type("tui"));
+/// assert!(options.remember);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoginOptions {
+    /// Also start a remember-me series: the login returns a [`RefreshToken`] in
+    /// [`Login::refresh`] (and [`Session::login`](crate::Session::login) sets the refresh
+    /// cookie for cookie clients). The session's absolute lifetime never goes beyond the
+    /// series'.
+    pub remember: bool,
+    /// Who is logging in from where, recorded with the session. `None`:
+    /// [`Session::login`](crate::Session::login) reads it from the request (the address the
+    /// layer found, `User-Agent`, `X-Client-Type`); [`SessionManager::login`] records
+    /// [`ClientInfo::default`].
+    pub client: Option<ClientInfo>,
+}
+
+impl LoginOptions {
+    /// A plain login: no remember-me, the client read from the request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to start a remember-me series.
+    pub fn remember(mut self, remember: bool) -> Self {
+        self.remember = remember;
+        self
+    }
+
+    /// Records `client` instead of what the request says.
+    pub fn client(mut self, client: ClientInfo) -> Self {
+        self.client = Some(client);
+        self
+    }
+}
+
 /// A successful login or refresh: the new token (hand it to the client once), the stored
 /// session, and with "remember me" the refresh token.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Login {
     /// The fresh bearer token. Its `Debug` is redacted.
     pub token: SessionToken,
@@ -76,6 +123,7 @@ pub struct Login {
 
 /// Outcome of [`SessionManager::refresh`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Refresh {
     /// A new session and a rotated refresh token.
     Refreshed(Box<Login>),
@@ -196,7 +244,7 @@ impl SessionManager {
         self
     }
 
-    /// Replaces the clock (tests use a [`ManualClock`](crate::ManualClock)).
+    /// Replaces the clock (tests use `test_util::ManualClock`, feature `test-util`).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         Arc::make_mut(&mut self.inner).clock = Arc::new(clock);
         self
@@ -310,6 +358,13 @@ impl SessionManager {
         &*self.inner.store
     }
 
+    fn admin(&self) -> Result<&dyn AdminStore, StoreError> {
+        self.inner
+            .store
+            .admin()
+            .ok_or(StoreError::Unsupported("administration"))
+    }
+
     /// The cookie name as sent (with the `__Host-` prefix when enabled).
     pub fn cookie_name(&self) -> &str {
         &self.inner.cookie_name
@@ -323,25 +378,20 @@ impl SessionManager {
             .unwrap_or(now)
     }
 
-    /// Creates a session for `user_id` with a fresh token. With `max_sessions_per_user =
-    /// Some(n)`, the user's oldest sessions beyond `n` are removed in the same step, and their
-    /// remember-me series end.
+    /// Creates a session for `user_id` with a fresh token, as `options` asks (remember-me, the
+    /// client recorded). With `max_sessions_per_user = Some(n)`, the user's oldest sessions
+    /// beyond `n` are removed in the same step, and their remember-me series end.
     ///
     /// The caller has authenticated the user (password, SSO, …) and checked that the account
-    /// is active; the session records `client` for listings and audits.
-    pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
-        self.login_with(user_id, client, false).await
-    }
-
-    /// Like [`login`](Self::login); with `remember` also starts a remember-me series and
-    /// returns its [`RefreshToken`] in [`Login::refresh`]. The session's absolute lifetime
-    /// never goes beyond the series'.
-    pub async fn login_with(
-        &self,
-        user_id: i64,
-        client: ClientInfo,
-        remember: bool,
-    ) -> Result<Login, StoreError> {
+    /// is active. "Remember me" on a store without remember-me support
+    /// ([`RememberStore`](crate::store::RememberStore)) fails with
+    /// [`StoreError::Unsupported`] and creates nothing.
+    pub async fn login(&self, user_id: i64, options: LoginOptions) -> Result<Login, StoreError> {
+        let LoginOptions { remember, client } = options;
+        if remember && self.inner.store.remember().is_none() {
+            return Err(StoreError::Unsupported("remember-me"));
+        }
+        let client = client.unwrap_or_default();
         let now = self.now();
         let (token, mut new) = self.new_session(user_id, client, now);
         let refresh = remember.then(RefreshToken::generate);
@@ -408,7 +458,12 @@ impl SessionManager {
             max_per_user: self.inner.config.max_sessions_per_user,
         };
         let series = presented.series().simple();
-        Ok(match self.inner.store.refresh(request).await? {
+        let store = self
+            .inner
+            .store
+            .remember()
+            .ok_or(StoreError::Unsupported("remember-me"))?;
+        Ok(match store.refresh(request).await? {
             RefreshOutcome::Refreshed(session) => {
                 // The series' earlier session, and sessions pruned by the limit, ended.
                 self.with_cached(|cache| cache.invalidate_user(session.user_id));
@@ -490,7 +545,7 @@ impl SessionManager {
     /// [`validate`](Self::validate) by the token's hash.
     pub(crate) async fn validate_hash(
         &self,
-        hash: &crate::TokenHash,
+        hash: &crate::store::TokenHash,
         scope: Scope,
     ) -> Result<Validation, StoreError> {
         let hash = *hash;
@@ -528,7 +583,7 @@ impl SessionManager {
         Ok(self.audit_expiry(validation, &hash))
     }
 
-    fn audit_expiry(&self, validation: Validation, hash: &crate::TokenHash) -> Validation {
+    fn audit_expiry(&self, validation: Validation, hash: &crate::store::TokenHash) -> Validation {
         if validation == Validation::Expired {
             tracing::info!(
                 target: AUDIT_TARGET,
@@ -620,6 +675,8 @@ impl SessionManager {
         let selection = self
             .inner
             .store
+            .characters()
+            .ok_or(StoreError::Unsupported("character binding"))?
             .select_character(session_id, user_id, character_id)
             .await?;
         self.with_cached(|cache| cache.invalidate_session(session_id));
@@ -731,11 +788,10 @@ impl SessionManager {
     /// series ended. Logout calls this with the refresh cookie.
     pub async fn end_series(&self, presented: &RefreshToken) -> Result<bool, StoreError> {
         let series = presented.series();
-        let ended = self
-            .inner
-            .store
-            .end_series(series, &presented.secret_hash())
-            .await?;
+        let Some(store) = self.inner.store.remember() else {
+            return Ok(false); // no series to end
+        };
+        let ended = store.end_series(series, &presented.secret_hash()).await?;
         if let Some(user_id) = ended {
             self.invalidate_user(user_id);
             let series = series.simple();
@@ -778,12 +834,12 @@ impl SessionManager {
         let now = self.now();
         // A window reaching before the calendar's start counts every live session.
         let since = window.and_then(|window| now.checked_sub(span(window)));
-        self.inner.store.count_active(now, since).await
+        self.admin()?.count_active(now, since).await
     }
 
     /// Deletes every session. Returns how many were removed.
     pub async fn clear_all(&self) -> Result<u64, StoreError> {
-        let count = self.inner.store.clear_all().await?;
+        let count = self.admin()?.clear_all().await?;
         self.with_cached(|cache| cache.invalidate_all());
         tracing::warn!(target: AUDIT_TARGET, event = "clear_all", count);
         Ok(count)
@@ -842,14 +898,10 @@ impl SessionManager {
         let cookie_config = &self.inner.config.cookie;
         let mut cookie = self.cookie_base(token.expose());
         if cookie_config.persistent {
-            let now = self.now();
-            // A session that never expires gets the longest lifetime browsers honour.
-            let until = [session.expires_at, session.absolute_expires_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + time::Duration::days(400));
-            cookie.set_max_age((until - now).max(time::Duration::ZERO));
+            cookie.set_max_age(max_age(
+                self.now(),
+                [session.expires_at, session.absolute_expires_at],
+            ));
         }
         cookie_header(&cookie)
     }
@@ -875,14 +927,9 @@ impl SessionManager {
         let absolute = config
             .absolute_lifetime
             .map(|life| authenticated_at + span(life));
-        let until = [idle, absolute]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + time::Duration::days(400));
         let value = token.expose();
         let mut cookie = self.refresh_cookie_base(&value);
-        cookie.set_max_age((until - now).max(time::Duration::ZERO));
+        cookie.set_max_age(max_age(now, [idle, absolute]));
         cookie_header(&cookie)
     }
 
@@ -912,6 +959,17 @@ impl SessionManager {
             .path(config.path.as_str())
             .build()
     }
+}
+
+/// A cookie's `Max-Age`: until the earliest of `ends` (never negative), or, when none is set,
+/// the longest lifetime browsers honour (400 days).
+fn max_age(now: OffsetDateTime, ends: [Option<OffsetDateTime>; 2]) -> time::Duration {
+    let until = ends
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + time::Duration::days(400));
+    (until - now).max(time::Duration::ZERO)
 }
 
 /// A `Set-Cookie` value, marked sensitive so that HTTP/2 and HTTP/3 encoders never put it in
