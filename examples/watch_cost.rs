@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, SessionManager};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = SessionManager::new(store, SessionConfig::default());
     let mut tokens = Vec::with_capacity(count);
     for _ in 0..count {
-        tokens.push(manager.login(1, ClientInfo::default()).await?.token);
+        tokens.push(manager.login(1, LoginOptions::new()).await?.token);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = resident_bytes();
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "size_of::<SessionWatch>() = {} bytes",
-        std::mem::size_of::<tower_session_auth::SessionWatch>()
+        std::mem::size_of::<tower_session_auth::watch::SessionWatch>()
     );
     for task in &tasks {
         assert!(!task.is_finished(), "a watch ended while idle");

@@ -35,7 +35,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_session_auth::{CacheConfig, MemoryStore, SessionCache, SessionConfig, SessionManager};
+//! use tower_session_auth::{cache::CacheConfig, MemoryStore, cache::SessionCache, SessionConfig, SessionManager};
 //!
 //! let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_secs(2)));
 //! let manager = SessionManager::new(MemoryStore::new(), SessionConfig::default())

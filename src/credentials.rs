@@ -34,7 +34,7 @@ pub enum TokenSource {
 /// `Authorization` headers with another scheme only (e.g. `Basic`) are ignored.
 ///
 /// ```
-/// use tower_session_auth::{MemoryStore, SessionConfig, SessionManager, TokenSource, find_token};
+/// use tower_session_auth::{MemoryStore, SessionConfig, SessionManager, credentials::TokenSource, credentials::find_token};
 ///
 /// let manager = SessionManager::new(MemoryStore::new(), SessionConfig::default());
 /// let mut headers = http::HeaderMap::new();
@@ -126,6 +126,7 @@ pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<Opt
 mod tests {
     use super::*;
     use crate::{MemoryStore, SessionConfig};
+    use http::HeaderValue;
 
     fn manager() -> SessionManager {
         let config = SessionConfig::default()

@@ -382,4 +382,3 @@ where
         Ok(Self(inner))
     }
 }
-

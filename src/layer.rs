@@ -167,4 +167,3 @@ where
         Poll::Ready(Ok(response))
     }
 }
-

@@ -20,8 +20,7 @@ use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::family::{earliest, span};
 use crate::store::{
     AdminStore, CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome,
-    RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch,
-    Validation,
+    RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 use crate::watch::{Notice, SessionWatch, Watchers, user_role};
@@ -123,7 +122,6 @@ pub struct Login {
 
 /// Outcome of [`SessionManager::refresh`].
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Refresh {
     /// A new session and a rotated refresh token.
     Refreshed(Box<Login>),
@@ -143,7 +141,7 @@ pub enum Refresh {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), tower_session_auth::StoreError> {
+/// # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
 /// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
 ///
 /// let store = MemoryStore::new();
@@ -694,7 +692,7 @@ impl SessionManager {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_session_auth::StoreError> {
+    /// # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
     /// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
     ///
     /// let store = MemoryStore::new();

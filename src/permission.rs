@@ -7,7 +7,7 @@
 //! [`role!`](macro@crate::role) define more.
 //!
 //! ```
-//! use tower_session_auth::{AccessPolicy, MudPolicy, Permission, permissions::ViewLogs};
+//! use tower_session_auth::{permission::AccessPolicy, permission::MudPolicy, permission::Permission, permissions::ViewLogs};
 //!
 //! tower_session_auth::permission! {
 //!     /// May post announcements.

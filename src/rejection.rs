@@ -132,4 +132,3 @@ impl IntoResponse for StoreError {
         AuthRejection::StoreUnavailable.into_response()
     }
 }
-

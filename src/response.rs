@@ -28,4 +28,3 @@ impl<T: IntoResponse> IntoResponse for NoStore<T> {
         response
     }
 }
-

@@ -504,7 +504,6 @@ fn is_safe(method: &Method) -> bool {
     )
 }
 
-
 impl Session {
     /// The check of [`RecentAuth`], for a handler that needs recent authentication only in
     /// some cases (say, revoking another device's session but not its own): the request's

@@ -42,8 +42,8 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_session_auth::StoreError> {
-//! use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionEnd, SessionManager, WatchEvent};
+//! # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
+//! use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, watch::SessionEnd, SessionManager, watch::WatchEvent};
 //!
 //! let store = MemoryStore::new();
 //! store.upsert_user(1, "alice", Some("player"), true);

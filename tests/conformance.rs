@@ -11,18 +11,14 @@ use axum::http::StatusCode;
 use common::app::{bearer, login, send};
 use common::{Backend, Harness, harness};
 use tower_session_auth::{
-    CharacterSelection, ClientInfo, Clock, Purged, RefreshConfig, Scope, SessionConfig, SessionId,
-    SessionToken, Validation,
+    ClientInfo, LoginOptions, RefreshConfig, SessionConfig, SessionId, clock::Clock,
+    store::CharacterSelection, store::Purged, store::Scope, store::Validation, token::SessionToken,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 async fn login_token(h: &Harness, user_id: i64) -> (SessionToken, SessionId) {
-    let login = h
-        .manager
-        .login(user_id, ClientInfo::default())
-        .await
-        .unwrap();
+    let login = h.manager.login(user_id, LoginOptions::new()).await.unwrap();
     (login.token, login.session.id)
 }
 
@@ -581,17 +577,17 @@ async fn client_info_is_recorded_and_listed(backend: Backend) {
     let ip = "203.0.113.7".parse().unwrap();
     let login = h
         .manager
-        .login(1, ClientInfo::from_headers(&headers).with_ip(ip))
+        .login(
+            1,
+            LoginOptions::new().client(ClientInfo::from_headers(&headers).with_ip(ip)),
+        )
         .await
         .unwrap();
     let blank = h
         .manager
         .login(
             1,
-            ClientInfo {
-                client_type: ClientInfo::normalize_client_type("   "),
-                ..Default::default()
-            },
+            LoginOptions::new().client(ClientInfo::default().with_client_type("   ")),
         )
         .await
         .unwrap();
@@ -674,7 +670,7 @@ async fn purge_works_in_batches_and_spares_live_sessions(backend: Backend) {
     let h = harness(backend, config);
     for user in 1..=3 {
         h.manager
-            .login_with(user, ClientInfo::default(), true)
+            .login(user, LoginOptions::new().remember(true))
             .await
             .unwrap();
     }
@@ -686,13 +682,7 @@ async fn purge_works_in_batches_and_spares_live_sessions(backend: Backend) {
     assert_eq!(h.backend.stored_sessions().await, 7);
     // One batch deletes at most its size, of sessions and of series alike.
     let first = h.backend.purge_batch(h.clock.now(), 2).await;
-    assert_eq!(
-        first,
-        Purged {
-            sessions: 2,
-            series: 2
-        }
-    );
+    assert_eq!(first, Purged::new(2, 2));
     assert!(first.was_full(2));
     assert_eq!(h.backend.stored_sessions().await, 5);
     // The manager goes on batch after batch until every expired row is gone.
@@ -806,7 +796,11 @@ async fn default_client_info_records_an_unknown_client_type(backend: Backend) {
 }
 
 /// The stored row of a session, by id.
-async fn stored(h: &Harness, user_id: i64, id: SessionId) -> tower_session_auth::SessionRecord {
+async fn stored(
+    h: &Harness,
+    user_id: i64,
+    id: SessionId,
+) -> tower_session_auth::store::SessionRecord {
     h.manager
         .list_for_user(user_id)
         .await
@@ -820,7 +814,7 @@ async fn reauthenticate_moves_authenticated_at_on_the_same_session(backend: Back
     let h = harness(backend, SessionConfig::default());
     let login = h
         .manager
-        .login_with(1, ClientInfo::default(), true)
+        .login(1, LoginOptions::new().remember(true))
         .await
         .unwrap();
     let (id, t0) = (login.session.id, login.session.created_at);
@@ -835,9 +829,10 @@ async fn reauthenticate_moves_authenticated_at_on_the_same_session(backend: Back
     assert!(h.manager.is_recently_authenticated(&after));
     // Nothing else moved: same session, login time, activity, expiry, series.
     assert_eq!(
-        tower_session_auth::SessionRecord {
-            authenticated_at: t0,
-            ..after.clone()
+        {
+            let mut expected = after.clone();
+            expected.authenticated_at = t0;
+            expected
         },
         before
     );
@@ -882,7 +877,7 @@ async fn a_refreshed_session_is_recent_only_after_reauthentication(backend: Back
     let h = harness(backend, SessionConfig::default());
     let login = h
         .manager
-        .login_with(1, ClientInfo::default(), true)
+        .login(1, LoginOptions::new().remember(true))
         .await
         .unwrap();
     h.clock.advance(Duration::from_secs(1));

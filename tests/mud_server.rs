@@ -443,7 +443,7 @@ async fn remember_me_contract(server: &Server) {
     let forged = format!(
         "{}{}",
         &r0[..33],
-        tower_session_auth::SessionToken::generate().expose()
+        tower_session_auth::token::SessionToken::generate().expose()
     );
     let (status, body) = api
         .call(

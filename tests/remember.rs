@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use common::app::{bearer, send};
 use common::{Backend, Harness};
 use tower_session_auth::{
-    ClientInfo, Login, Refresh, RefreshConfig, RefreshToken, SessionConfig, SessionToken,
+    ClientInfo, Login, LoginOptions, Refresh, RefreshConfig, SessionConfig, token::RefreshToken,
+    token::SessionToken,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -22,7 +23,7 @@ fn harness(backend: Backend, refresh: RefreshConfig) -> Harness {
 async fn remembered_login(h: &Harness, user_id: i64) -> Login {
     let login = h
         .manager
-        .login_with(user_id, ClientInfo::default(), true)
+        .login(user_id, LoginOptions::new().remember(true))
         .await
         .unwrap();
     assert!(login.session.remembered);
@@ -192,7 +193,7 @@ async fn inactive_users_and_unknown_series_cannot_refresh(backend: Backend) {
         Refresh::Invalid
     ));
     // A plain login has no series.
-    let plain = h.manager.login(2, ClientInfo::default()).await.unwrap();
+    let plain = h.manager.login(2, LoginOptions::new()).await.unwrap();
     assert!(plain.refresh.is_none());
     assert!(!plain.session.remembered);
 }
@@ -355,7 +356,7 @@ async fn a_session_never_outlives_its_series(backend: Backend) {
     h.clock.advance(2 * 3600 * SECOND);
     assert_eq!(status(&h, &next).await, StatusCode::UNAUTHORIZED);
     // A plain login keeps its own lifetime.
-    let plain = h.manager.login(1, ClientInfo::default()).await.unwrap();
+    let plain = h.manager.login(1, LoginOptions::new()).await.unwrap();
     assert_eq!(
         plain.session.absolute_expires_at,
         Some(plain.session.created_at + time::Duration::days(7))
@@ -366,7 +367,7 @@ async fn single_session_mode_ends_the_pruned_series(backend: Backend) {
     let config = SessionConfig::default().max_sessions_per_user(Some(1));
     let h = common::harness(backend, config);
     let device_a = remembered_login(&h, 1).await;
-    let device_b = h.manager.login(1, ClientInfo::default()).await.unwrap();
+    let device_b = h.manager.login(1, LoginOptions::new()).await.unwrap();
     // Device A was evicted, and its series with it: it cannot refresh back in.
     assert_eq!(status(&h, &device_a).await, StatusCode::UNAUTHORIZED);
     assert!(matches!(

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::{
     AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation,
+    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation,
 };
 use crate::token::{SessionId, TokenHash};
 

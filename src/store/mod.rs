@@ -113,9 +113,8 @@ pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use postgres::{AppSchema, PgStore};
 pub use record::{
-    CharacterRecord, CharacterSelection, ClientInfo, NewSeries, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionView, Touch, UserRecord,
-    Validation,
+    CharacterRecord, CharacterSelection, ClientInfo, NewSeries, NewSession, Purged, RefreshOutcome,
+    RefreshRequest, Scope, SessionRecord, SessionView, Touch, UserRecord, Validation,
 };
 
 use crate::token::SessionId;
@@ -220,7 +219,6 @@ pub trait SessionStore: Send + Sync + 'static {
 /// implements this and returns `Some(self)` from [`SessionStore::remember`].
 #[async_trait]
 pub trait RememberStore: SessionStore {
-
     /// Ends the remember-me series `series` and its sessions if `secret_hash` is a secret the
     /// series issued and still remembers; returns the series' user if it did. A forged secret
     /// changes nothing (the series id is public).
@@ -229,7 +227,6 @@ pub trait RememberStore: SessionStore {
         series: Uuid,
         secret_hash: &TokenHash,
     ) -> Result<Option<i64>, StoreError>;
-
 
     /// Exchanges a remember-me secret for a new session, atomically, by the family rules of
     /// [`RefreshConfig`](crate::RefreshConfig): issues a new secret, ends the series' earlier
@@ -244,7 +241,6 @@ pub trait RememberStore: SessionStore {
 /// [`SessionStore::characters`].
 #[async_trait]
 pub trait CharacterStore: SessionStore {
-
     /// Binds a character of `user_id` to the session (ownership checked, world derived).
     async fn select_character(
         &self,
@@ -258,14 +254,12 @@ pub trait CharacterStore: SessionStore {
 /// offers them implements this and returns `Some(self)` from [`SessionStore::admin`].
 #[async_trait]
 pub trait AdminStore: SessionStore {
-
     /// Counts live sessions, and of those only the ones active since `active_since` if given.
     async fn count_active(
         &self,
         now: OffsetDateTime,
         active_since: Option<OffsetDateTime>,
     ) -> Result<u64, StoreError>;
-
 
     /// Deletes every session and remember-me series; returns how many sessions.
     async fn clear_all(&self) -> Result<u64, StoreError>;

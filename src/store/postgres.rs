@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::{
     AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation,
+    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation,
 };
 use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
@@ -1446,12 +1446,15 @@ fn is_read_only(error: &StoreError) -> bool {
     let StoreError::Backend(source) = error else {
         return false;
     };
-    let database = source.downcast_ref::<tokio_postgres::Error>().or_else(|| {
-        match source.downcast_ref::<deadpool_postgres::PoolError>() {
-            Some(deadpool_postgres::PoolError::Backend(error)) => Some(error),
-            _ => None,
-        }
-    });
+    let database =
+        source
+            .downcast_ref::<tokio_postgres::Error>()
+            .or_else(
+                || match source.downcast_ref::<deadpool_postgres::PoolError>() {
+                    Some(deadpool_postgres::PoolError::Backend(error)) => Some(error),
+                    _ => None,
+                },
+            );
     database.and_then(tokio_postgres::Error::code)
         == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }

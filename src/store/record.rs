@@ -2,9 +2,11 @@
 //! [`SessionManager`](crate::SessionManager).
 //!
 //! Records the manager builds (`NewSession`, `RefreshRequest`, `Touch`) are read by stores;
-//! records stores return have constructors (`SessionRecord::new`, `UserRecord::new`, ...), so
-//! that fields can be added without breaking a custom store. Every public struct and enum here
-//! is `#[non_exhaustive]` for the same reason.
+//! records stores return have constructors (`SessionRecord::new`, `UserRecord::new`, ...).
+//! Every struct here is `#[non_exhaustive]`, so that fields can be added without breaking a
+//! custom store. The outcome enums ([`Scope`], [`Validation`], [`CharacterSelection`],
+//! [`RefreshOutcome`]) are complete by definition and stay exhaustive: stores and callers
+//! match on every case, and a new case would need every store's support anyway.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -190,7 +192,6 @@ pub struct RefreshRequest {
 
 /// Outcome of [`SessionStore::refresh`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RefreshOutcome {
     /// A new session was created and a new secret issued; the series' earlier sessions ended
     /// (but for the grace overlap, see [`RefreshConfig`](crate::RefreshConfig)).
@@ -287,7 +288,7 @@ impl SessionRecord {
     /// to or past `created_at`).
     ///
     /// ```
-    /// # use tower_session_auth::SessionRecord;
+    /// # use tower_session_auth::store::SessionRecord;
     /// # fn check(session: &SessionRecord) -> bool {
     /// let now = time::OffsetDateTime::now_utc();
     /// session.recently_authenticated(now, std::time::Duration::from_secs(600))
@@ -380,7 +381,6 @@ impl SessionView {
 /// [`Scope::User`], [`GameUser`](crate::GameUser) for [`Scope::Game`]. Reading the character
 /// costs PostgreSQL a third table in the statement, so routes that do not need it skip it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Scope {
     /// The session and its user. The store reads no character (the view's `character` is
     /// `None`, unless the view comes from the validation cache, which holds [`Scope::Game`]
@@ -393,7 +393,6 @@ pub enum Scope {
 
 /// Outcome of [`SessionStore::validate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Validation {
     /// No session has this token hash.
     Unknown,
@@ -427,7 +426,6 @@ impl Touch {
 
 /// Outcome of [`SessionStore::select_character`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum CharacterSelection {
     /// The character was bound; its name and world are returned.
     Selected(CharacterRecord),
@@ -436,4 +434,3 @@ pub enum CharacterSelection {
     /// The session is gone (logged out or expired concurrently); nothing changed.
     SessionNotFound,
 }
-

@@ -8,7 +8,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
 use tower_session_auth::{
-    ManualClock, MemoryStore, PgStore, Purged, SessionConfig, SessionManager, SessionStore,
+    MemoryStore, PgStore, SessionConfig, SessionManager, store::Purged, store::SessionStore,
+    test_util::ManualClock,
 };
 
 /// The database the tests use. Missing or unreachable is a loud failure, never a skip.
@@ -350,7 +351,7 @@ pub mod app {
     use tower_session_auth::permissions::{ManageUsers, ViewLogs};
     use tower_session_auth::roles::Admin;
     use tower_session_auth::{
-        AuthUser, ClientInfo, GameUser, RequirePermission, RequireRole, Session, SessionLayer,
+        AuthUser, GameUser, LoginOptions, RequirePermission, RequireRole, Session, SessionLayer,
         SessionManager,
     };
 
@@ -370,8 +371,8 @@ pub mod app {
             .route("/admin-area", get(|RequireRole(user, ..): RequireRole<Admin>| async move { user.username }))
             .route(
                 "/login/{user_id}",
-                post(|session: Session, Path(user_id): Path<i64>, headers: axum::http::HeaderMap| async move {
-                    let login = session.login(user_id, ClientInfo::from_headers(&headers)).await.unwrap();
+                post(|session: Session, Path(user_id): Path<i64>| async move {
+                    let login = session.login(user_id, LoginOptions::new()).await.unwrap();
                     Json(json!({"token": login.token.expose(), "session_id": login.session.id}))
                 }),
             )
