@@ -78,7 +78,7 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
+    pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = view.user.as_ref().ok_or(AuthRejection::InvalidUser)?;
         let role = match &user.role {
             Some(role) if user.is_active && !role.is_empty() => role,
@@ -171,11 +171,9 @@ impl Deref for GameUser {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for GameUser {
-    type Rejection = AuthRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let view = live_view(session_of(parts)?, Scope::Game).await?;
+impl GameUser {
+    /// The game user of a view validated at [`Scope::Game`], or the rejection.
+    pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = AuthUser::from_view(view)?;
         let character_id = user
             .character_id
@@ -195,6 +193,14 @@ impl<S: Send + Sync> FromRequestParts<S> for GameUser {
             character_name: character.name.clone(),
             world_id,
         })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for GameUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_view(live_view(session_of(parts)?, Scope::Game).await?)
     }
 }
 

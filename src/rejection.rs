@@ -112,6 +112,8 @@ impl IntoResponse for AuthRejection {
         if let Some(challenge) = challenge {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
+        // For the layer's renderer (`SessionLayer::render_rejection`).
+        response.extensions_mut().insert(self);
         response
     }
 }
