@@ -1,4 +1,4 @@
-//! [`SessionConfig`]: expiry, debounce, cookie and limits, with the original server's defaults.
+//! [`SessionConfig`]: expiry, debounce, cookie and limits, and their defaults.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use http::HeaderName;
 
 /// How sessions expire, how the token travels, and how many a user may hold.
 ///
-/// Defaults follow the original server: an idle TTL of 480 minutes with sliding expiration,
+/// Defaults: an idle TTL of 480 minutes with sliding expiration,
 /// plus an absolute lifetime of 7 days and a 60 s activity debounce.
 ///
 /// ```
@@ -25,7 +25,7 @@ use http::HeaderName;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionConfig {
-    /// Idle TTL. `None` disables idle expiry (a TTL of 0 in the original).
+    /// Idle TTL. `None` disables idle expiry .
     pub idle_timeout: Option<Duration>,
     /// Sliding expiration: each validated request moves `expires_at` to now + idle TTL.
     pub sliding: bool,
@@ -293,7 +293,7 @@ impl SessionConfig {
 
 /// Remember-me: a long-lived refresh series that trades its rotating secret for new sessions.
 ///
-/// A login with `remember = true` also returns a [`RefreshToken`](crate::RefreshToken) and
+/// A login with `remember = true` also returns a [`RefreshToken`](crate::token::RefreshToken) and
 /// sets it in its own cookie (`HttpOnly`, `Secure` as the session cookie, `SameSite=Strict`,
 /// `Path` limited to the refresh route, `Max-Age` the series' remaining lifetime). A refresh
 /// token is `<series id>.<secret>`; the series id is public (it appears in logs and `Debug`),

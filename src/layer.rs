@@ -3,7 +3,7 @@
 //!
 //! The service parses the token strictly and inserts a [`Session`] handle into the request's
 //! extensions; it does not touch the store. The first extractor that needs the user
-//! ([`AuthUser`](crate::AuthUser), [`GameUser`](crate::GameUser), …) resolves the session with
+//! ([`AuthUser`], [`GameUser`], …) resolves the session with
 //! one store round trip and caches the outcome in the handle, so any further extractors of the
 //! same request reuse it. Routes that extract nothing never reach the store, and keep working
 //! while the database is down.

@@ -142,13 +142,13 @@ pub enum Refresh {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
-/// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+/// use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, SessionManager};
 ///
 /// let store = MemoryStore::new();
 /// store.upsert_user(1, "alice", Some("player"), true);
 /// let manager = SessionManager::new(store, SessionConfig::default());
 ///
-/// let login = manager.login(1, ClientInfo::default()).await?;
+/// let login = manager.login(1, LoginOptions::new()).await?;
 /// assert!(manager.lookup(&login.token).await.is_some());
 /// assert!(manager.remove_by_token(&login.token).await?);
 /// assert!(manager.lookup(&login.token).await.is_none());
@@ -249,7 +249,7 @@ impl SessionManager {
     }
 
     /// Serves validations from `cache` when it can (feature `cache`; see
-    /// [`SessionCache`](crate::SessionCache) for the staleness bound).
+    /// [`SessionCache`](crate::cache::SessionCache) for the staleness bound).
     #[cfg(feature = "cache")]
     pub fn with_cache(mut self, cache: crate::cache::SessionCache) -> Self {
         Arc::make_mut(&mut self.inner).cache = Some(cache);
@@ -433,7 +433,7 @@ impl SessionManager {
     /// [`RefreshConfig`](crate::RefreshConfig) for the grace overlap and the family rules).
     /// Presenting a used secret after the grace window revokes the whole series and every
     /// session it created ([`Refresh::ReuseDetected`]); a secret the series never issued
-    /// changes nothing ([`Refresh::Invalid`]). The new session keeps the original login time
+    /// changes nothing ([`Refresh::Invalid`]). The new session keeps the series' login time
     /// as `authenticated_at`, is marked `refreshed`, and ends no later than the series.
     pub async fn refresh(
         &self,
@@ -639,7 +639,7 @@ impl SessionManager {
     }
 
     /// Read-only lookup by token: no activity update, nothing deleted, `None` on any failure
-    /// (unknown, expired, or a store error). The original's `get_username_from_session`.
+    /// (unknown, expired, or a store error).
     pub async fn lookup(&self, token: &SessionToken) -> Option<SessionView> {
         match self.inner.store.lookup(&token.hash(), self.now()).await {
             Ok(view) => view,
@@ -693,12 +693,12 @@ impl SessionManager {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
-    /// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+    /// use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, SessionManager};
     ///
     /// let store = MemoryStore::new();
     /// store.upsert_user(1, "alice", Some("player"), true);
     /// let manager = SessionManager::new(store, SessionConfig::default());
-    /// let login = manager.login(1, ClientInfo::default()).await?;
+    /// let login = manager.login(1, LoginOptions::new()).await?;
     /// // ... the user typed their password again, and it matched ...
     /// assert!(manager.reauthenticate(login.session.id).await?);
     /// # Ok(()) }
@@ -826,8 +826,8 @@ impl SessionManager {
         self.inner.store.list_for_user(user_id, self.now()).await
     }
 
-    /// Live sessions, counting only those active within `window` when one is given (the
-    /// original counted activity within 30 minutes for its health endpoint).
+    /// Live sessions, counting only those active within `window` when one is given (a health page
+    /// might count activity within the last 30 minutes).
     pub async fn count_active(&self, window: Option<Duration>) -> Result<u64, StoreError> {
         let now = self.now();
         // A window reaching before the calendar's start counts every live session.

@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode};
 use crate::store::StoreError;
 
 /// Why an extractor refused a request. Renders as JSON `{"detail": "<text>"}` with the
-/// original server's status codes and texts; 401s carry `WWW-Authenticate: Bearer`.
+/// statuses and texts below; 401s carry `WWW-Authenticate: Bearer`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthRejection {
@@ -40,7 +40,7 @@ pub enum AuthRejection {
     /// ([`CsrfConfig`](crate::CsrfConfig)).
     #[error("Cross-site request rejected")]
     CrossSiteRequest,
-    /// 403: a [`RecentAuth`] route, and the session's user has not proved their credentials
+    /// 403: a [`RecentAuth`](crate::RecentAuth) route, and the session's user has not proved their credentials
     /// within [`recent_auth_max_age`](crate::SessionConfig::recent_auth_max_age), or the
     /// session was made by a remember-me refresh and not re-authenticated since. The body
     /// names the re-authentication route in a `reauthenticate` field when one is configured
@@ -118,7 +118,7 @@ impl IntoResponse for AuthRejection {
     }
 }
 
-/// A store error seen by the [`Session`] handle: logged, and answered like the extractors'.
+/// A store error seen by the [`Session`](crate::Session) handle: logged, and answered like the extractors'.
 impl From<StoreError> for AuthRejection {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "session store unavailable");

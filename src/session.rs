@@ -22,19 +22,19 @@ use crate::store::{ClientInfo, Scope, SessionView, Validation};
 use crate::token::{RefreshToken, SessionId, SessionToken};
 use crate::watch::SessionWatch;
 
-/// The request's session handle, inserted by [`SessionService`].
+/// The request's session handle, inserted by the [`SessionLayer`](crate::SessionLayer).
 ///
 /// Extractors use it to resolve the user; handlers take it (it is an extractor too) to log in
 /// or out, which also sets or clears the cookie on the response. It never reveals the token.
 ///
 /// ```
 /// use axum::{Json, http::StatusCode};
-/// use tower_session_auth::{ClientInfo, Session};
+/// use tower_session_auth::{LoginOptions, Session};
 ///
 /// async fn login(session: Session) -> Result<Json<String>, StatusCode> {
 ///     // ... check the user's password first ...
 ///     let login = session
-///         .login(1, ClientInfo::default())
+///         .login(1, LoginOptions::new())
 ///         .await
 ///         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
 ///     Ok(Json(login.session.id.to_string()))
@@ -156,7 +156,7 @@ impl Session {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
     }
 
-    /// The client address, if the layer was told how to find it ([`SessionLayer::client_ip`]).
+    /// The client address, if the layer was told how to find it ([`SessionLayer::client_ip`](crate::SessionLayer::client_ip)).
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.state.client_ip
     }
@@ -505,7 +505,7 @@ fn is_safe(method: &Method) -> bool {
 }
 
 impl Session {
-    /// The check of [`RecentAuth`], for a handler that needs recent authentication only in
+    /// The check of [`RecentAuth`](crate::RecentAuth), for a handler that needs recent authentication only in
     /// some cases (say, revoking another device's session but not its own): the request's
     /// live session if its user proved their credentials recently, otherwise
     /// [`AuthRejection::RecentAuthRequired`] (or the rejection of the validation itself).

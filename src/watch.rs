@@ -21,7 +21,7 @@
 //! fire from a timer set to the session's expiry, re-armed when it moves.
 //!
 //! **How.** An event marks the watches of the sessions or users it names; each marked watch
-//! then reads its session once ([`SessionStore::lookup`](crate::SessionStore::lookup), read
+//! then reads its session once ([`SessionStore::lookup`](crate::store::SessionStore::lookup), read
 //! only) to learn whether it still lives, whether its user is still active, and its role. So a
 //! role change costs one query per watch of that user, a revocation one per watch of the
 //! sessions named, and a listener reconnection (notifications may have been missed) one per
@@ -43,12 +43,12 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
-//! use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, watch::SessionEnd, SessionManager, watch::WatchEvent};
+//! use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, watch::SessionEnd, SessionManager, watch::WatchEvent};
 //!
 //! let store = MemoryStore::new();
 //! store.upsert_user(1, "alice", Some("player"), true);
 //! let manager = SessionManager::new(store, SessionConfig::default());
-//! let login = manager.login(1, ClientInfo::default()).await?;
+//! let login = manager.login(1, LoginOptions::new()).await?;
 //! let mut watch = manager.watch(&login.token).await?.expect("a live session");
 //! manager.revoke_all(1).await?;
 //! assert_eq!(watch.next().await, WatchEvent::Ended(SessionEnd::Revoked));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::app::{bearer, router, send};
 use common::{Backend, TestDb, pool_for_schema};
-use tower_session_auth::{ClientInfo, LoginOptions, PgStore, SessionConfig, SessionManager};
+use tower_session_auth::{LoginOptions, PgStore, SessionConfig, SessionManager};
 
 /// Another instance: its own pool and manager on the same schema.
 fn instance(db: &TestDb, config: SessionConfig) -> (PgStore, SessionManager) {
@@ -404,7 +404,7 @@ mod cached {
             let manager = manager.clone();
             async move {
                 match manager
-                    .refresh(&token, ClientInfo::default())
+                    .refresh(&token, tower_session_auth::ClientInfo::default())
                     .await
                     .unwrap()
                 {
@@ -442,7 +442,10 @@ mod cached {
         assert!(live(&manager, &next).await);
         backend.set_active(1, false).await;
         let outcome = manager
-            .refresh(next.refresh.as_ref().unwrap(), ClientInfo::default())
+            .refresh(
+                next.refresh.as_ref().unwrap(),
+                tower_session_auth::ClientInfo::default(),
+            )
             .await
             .unwrap();
         assert!(matches!(outcome, Refresh::Invalid));
@@ -469,7 +472,10 @@ mod cached {
         let next = refreshed(r0.clone()).await;
         assert!(live(&manager, &next).await);
         clock.advance(Duration::from_secs(6));
-        let outcome = manager.refresh(&r0, ClientInfo::default()).await.unwrap();
+        let outcome = manager
+            .refresh(&r0, tower_session_auth::ClientInfo::default())
+            .await
+            .unwrap();
         assert!(matches!(outcome, Refresh::ReuseDetected));
         assert!(!live(&manager, &next).await, "reuse");
     }
