@@ -52,11 +52,8 @@
 //! `pg_stat_statements` and exports `BENCH_DATABASE_URL`. The results are printed and written
 //! to `target/bench-summary.json`. Numbers depend on the machine: nothing here asserts a speed.
 
-#[path = "auth/charts.rs"]
 mod charts;
-#[path = "auth/parts.rs"]
 mod parts;
-#[path = "auth/scale.rs"]
 mod scale;
 
 use std::fmt::Display;

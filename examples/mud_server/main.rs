@@ -64,11 +64,8 @@
 //! `403 Cross-site request rejected`: `curl -H 'x-requested-with: curl' …`. The HTML forms
 //! carry a CSRF token and the browser's `Origin`.
 
-#[path = "mud_server/account_page.rs"]
 mod account_page;
-#[path = "mud_server/game.rs"]
 mod game;
-#[path = "mud_server/login_guard.rs"]
 mod login_guard;
 
 use std::borrow::Cow;
