@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+use crate::invalidation::Notice;
 use crate::store::SessionView;
 use crate::token::{SessionId, TokenHash};
-use crate::watch::Notice;
 
 /// Size and lifetime of the [`SessionCache`].
 #[derive(Clone, Debug)]

@@ -138,6 +138,7 @@ pub mod clock;
 mod config;
 pub mod credentials;
 mod extract;
+mod invalidation;
 pub mod layer;
 mod manager;
 pub mod permission;

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, SessionConfig};
+use crate::invalidation::{Notice, Watchers};
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::family::{earliest, span};
 use crate::store::{
@@ -23,7 +24,6 @@ use crate::store::{
     RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
-use crate::watch::{Notice, SessionWatch, Watchers, user_role};
 
 /// Where an invalidation goes: the validation cache, when there is one, and the session
 /// watches ([`SessionWatch`]), which hear every event the cache does.
@@ -316,29 +316,6 @@ impl SessionManager {
 
     pub(crate) fn watchers(&self) -> &Watchers {
         &self.inner.watchers
-    }
-
-    /// Watches the session of `token` until it ends ([`SessionWatch`]): `None` when there is no
-    /// live session with an active user for it. Inside a request,
-    /// [`Session::watch`](crate::Session::watch) reuses the request's validation instead.
-    pub async fn watch(&self, token: &SessionToken) -> Result<Option<SessionWatch>, StoreError> {
-        let hash = token.hash();
-        let read_at = self.inner.watchers.generation();
-        let view = self.inner.store.lookup(&hash, self.now()).await?;
-        Ok(view
-            .filter(|view| user_role(view).is_some())
-            .map(|view| SessionWatch::new(self, hash, &view, Some(read_at))))
-    }
-
-    /// How many [`SessionWatch`]es of this manager are live.
-    pub fn watch_count(&self) -> usize {
-        self.inner.watchers.count()
-    }
-
-    /// Whether a session has a live [`SessionWatch`] on this instance (a session page can show
-    /// which sessions hold a live connection).
-    pub fn is_watched(&self, id: SessionId) -> bool {
-        self.inner.watchers.watches_session(id)
     }
 
     /// The configuration.
