@@ -171,7 +171,10 @@ impl<S, R: Clone> Layer<S> for SessionLayer<R> {
 }
 
 /// The request a rejection answered, as [`RenderRejection`] sees it.
-#[derive(Clone, Debug)]
+///
+/// Its headers may carry the session token (`Authorization`, `Cookie`): its `Debug` output
+/// lists header names only.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RejectedRequest {
     /// The request's method.
@@ -180,6 +183,16 @@ pub struct RejectedRequest {
     pub uri: Uri,
     /// The request's headers.
     pub headers: HeaderMap,
+}
+
+impl std::fmt::Debug for RejectedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RejectedRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Renders the crate's rejections for a whole app ([`SessionLayer::render_rejection`]).
@@ -421,5 +434,29 @@ where
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::SessionToken;
+
+    #[test]
+    fn a_rejected_requests_debug_output_shows_no_credentials() {
+        let token = SessionToken::generate();
+        let mut headers = HeaderMap::new();
+        let bearer = format!("Bearer {}", token.expose());
+        headers.insert(http::header::AUTHORIZATION, bearer.parse().unwrap());
+        let cookie = format!("id={}", token.expose());
+        headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+        let request = RejectedRequest {
+            method: Method::GET,
+            uri: Uri::from_static("/me"),
+            headers,
+        };
+        let debug = format!("{request:?}");
+        assert!(!debug.contains(token.expose()), "{debug}");
+        assert!(debug.contains("authorization") && debug.contains("/me"), "{debug}");
     }
 }
