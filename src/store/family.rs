@@ -69,6 +69,17 @@ pub(crate) fn earliest(
     }
 }
 
+/// Whether a session or a remember-me series with these expiries (`None`: never) has expired at
+/// `now`: its idle or its absolute expiry is reached. The one expiry rule in Rust (the
+/// PostgreSQL store states it in SQL once, beside its statements).
+pub(crate) fn expired(
+    now: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+    absolute_expires_at: Option<OffsetDateTime>,
+) -> bool {
+    expires_at.is_some_and(|at| at <= now) || absolute_expires_at.is_some_and(|at| at <= now)
+}
+
 /// Converts a `Duration` to a `time::Duration`, saturating.
 pub(crate) fn span(duration: Duration) -> time::Duration {
     time::Duration::try_from(duration).unwrap_or(time::Duration::MAX)

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 
 use uuid::Uuid;
 
-use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
+use super::family::{
+    MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, expired, match_secret,
+};
 use super::{
     AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
     RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
@@ -63,8 +65,7 @@ struct Series {
 
 impl Series {
     fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-            || self.absolute_expires_at.is_some_and(|at| at <= now)
+        expired(now, self.expires_at, self.absolute_expires_at)
     }
 }
 
