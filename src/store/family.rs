@@ -18,6 +18,14 @@ pub(crate) struct SecretState {
     pub(crate) spent: bool,
 }
 
+impl SecretState {
+    /// A secret just issued.
+    pub(crate) const UNUSED: Self = Self {
+        used_at: None,
+        spent: false,
+    };
+}
+
 /// Decides a refresh from what the series remembers of the presented secret; shared by both
 /// stores (the family rules are drawn in [`RefreshConfig`](crate::RefreshConfig)).
 pub(crate) enum SecretMatch {
