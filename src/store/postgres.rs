@@ -441,7 +441,18 @@ impl PgStore {
 
     /// A store on an existing pool, with the default [`AppSchema`].
     pub fn new(pool: Pool) -> Self {
-        let app = AppSchema::default();
+        Self::with_valid_schema(pool, AppSchema::default())
+    }
+
+    /// A store on an existing pool, reading users and characters from `app`, or the
+    /// [`ConfigError`] of a name that is not a plain SQL identifier ([`AppSchema::validate`]).
+    pub fn with_schema(pool: Pool, app: AppSchema) -> Result<Self, ConfigError> {
+        app.validate()?;
+        Ok(Self::with_valid_schema(pool, app))
+    }
+
+    /// A store on `pool`, reading users and characters from `app`, whose names are valid.
+    fn with_valid_schema(pool: Pool, app: AppSchema) -> Self {
         Self {
             pool,
             sql: Arc::new(Statements::new(&app)),
@@ -449,19 +460,6 @@ impl PgStore {
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             durable_revocations: false,
         }
-    }
-
-    /// A store on an existing pool, reading users and characters from `app`, or the
-    /// [`ConfigError`] of a name that is not a plain SQL identifier ([`AppSchema::validate`]).
-    pub fn with_schema(pool: Pool, app: AppSchema) -> Result<Self, ConfigError> {
-        app.validate()?;
-        Ok(Self {
-            pool,
-            sql: Arc::new(Statements::new(&app)),
-            app: Arc::new(app),
-            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
-            durable_revocations: false,
-        })
     }
 
     /// Bounds each of the store's operations once it has a connection (default
