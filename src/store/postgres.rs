@@ -709,7 +709,7 @@ impl PgStore {
     /// (default off). Logout and every other path that ends a session or a remember-me series
     /// (revoking one session, by token, all of a user's or all but one, ending a series, the
     /// revocation of a series whose secret was reused or whose user was deactivated, the
-    /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](SessionStore::clear_all))
+    /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](AdminStore::clear_all))
     /// then commit with `SET LOCAL synchronous_commit = remote_apply`, one more statement in
     /// their transaction. Validation, touches, logins and refreshes that revoke nothing keep the
     /// role's setting and are not slowed down (a refresh's replacement of the series' earlier
@@ -1034,7 +1034,7 @@ impl PgStore {
     /// Spawns the one task that carries other instances' session events to `manager`: on a
     /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
     /// notifications of [`install_invalidation_triggers`](Self::install_invalidation_triggers),
-    /// wakes the [`SessionWatch`](crate::SessionWatch)es of the sessions and users they name,
+    /// wakes the [`SessionWatch`](crate::watch::SessionWatch)es of the sessions and users they name,
     /// and, with the `cache` feature, drops the manager's cache entries as
     /// `spawn_invalidation_listener` does. Every watch of the manager shares this connection.
     ///

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::family::{expired, span};
 use crate::token::{SessionId, TokenHash};
 
-/// What one batch of [`SessionStore::purge_expired`] deleted.
+/// What one batch of [`SessionStore::purge_expired`](super::SessionStore::purge_expired) deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Purged {
@@ -190,7 +190,7 @@ pub struct RefreshRequest {
     pub max_per_user: Option<u32>,
 }
 
-/// Outcome of [`SessionStore::refresh`].
+/// Outcome of [`RememberStore::refresh`](super::RememberStore::refresh).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefreshOutcome {
     /// A new session was created and a new secret issued; the series' earlier sessions ended
@@ -390,7 +390,7 @@ pub enum Scope {
     Game,
 }
 
-/// Outcome of [`SessionStore::validate`].
+/// Outcome of [`SessionStore::validate`](super::SessionStore::validate).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Validation {
     /// No session has this token hash.
@@ -423,7 +423,7 @@ impl Touch {
     }
 }
 
-/// Outcome of [`SessionStore::select_character`].
+/// Outcome of [`CharacterStore::select_character`](super::CharacterStore::select_character).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CharacterSelection {
     /// The character was bound; its name and world are returned.
