@@ -18,6 +18,14 @@ pub(crate) struct SecretState {
     pub(crate) spent: bool,
 }
 
+impl SecretState {
+    /// A secret just issued.
+    pub(crate) const UNUSED: Self = Self {
+        used_at: None,
+        spent: false,
+    };
+}
+
 /// Decides a refresh from what the series remembers of the presented secret; shared by both
 /// stores (the family rules are drawn in [`RefreshConfig`](crate::RefreshConfig)).
 pub(crate) enum SecretMatch {
@@ -67,6 +75,17 @@ pub(crate) fn earliest(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Whether a session or a remember-me series with these expiries (`None`: never) has expired at
+/// `now`: its idle or its absolute expiry is reached. The one expiry rule in Rust (the
+/// PostgreSQL store states it in SQL once, beside its statements).
+pub(crate) fn expired(
+    now: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+    absolute_expires_at: Option<OffsetDateTime>,
+) -> bool {
+    expires_at.is_some_and(|at| at <= now) || absolute_expires_at.is_some_and(|at| at <= now)
 }
 
 /// Converts a `Duration` to a `time::Duration`, saturating.

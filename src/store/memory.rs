@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 
 use uuid::Uuid;
 
-use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
+use super::family::{
+    MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, expired, match_secret,
+};
 use super::{
     AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
     RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
@@ -63,8 +65,7 @@ struct Series {
 
 impl Series {
     fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-            || self.absolute_expires_at.is_some_and(|at| at <= now)
+        expired(now, self.expires_at, self.absolute_expires_at)
     }
 }
 
@@ -131,20 +132,10 @@ impl State {
             }
         }
         let record = SessionRecord {
-            id: new.id,
-            user_id: new.user_id,
-            character_id: None,
-            world_id: None,
-            client_type: new.client.client_type,
-            ip: new.client.ip,
-            user_agent: new.client.user_agent,
-            created_at: new.created_at,
-            last_activity: new.created_at,
-            expires_at: new.expires_at,
-            absolute_expires_at: new.absolute_expires_at,
             authenticated_at,
             refreshed,
             remembered: series_id.is_some(),
+            ..SessionRecord::new(&new)
         };
         self.by_token.insert(new.token_hash, new.id);
         self.sessions.insert(
@@ -306,15 +297,11 @@ impl SessionStore for MemoryStore {
         let (user_id, created_at) = (new.user_id, new.created_at);
         let record = state.insert(new, created_at, false, series_id, max_per_user)?;
         if let Some(series) = remember {
-            let unused = SecretState {
-                used_at: None,
-                spent: false,
-            };
             state.series.insert(
                 series.id,
                 Series {
                     user_id,
-                    secrets: vec![(series.secret_hash, unused)],
+                    secrets: vec![(series.secret_hash, SecretState::UNUSED)],
                     created_at,
                     expires_at: series.expires_at,
                     absolute_expires_at: series.absolute_expires_at,
@@ -463,7 +450,7 @@ impl SessionStore for MemoryStore {
     async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
         let mut state = self.lock();
         match state.sessions.get_mut(&id) {
-            Some(entry) if !&entry.record.is_expired(now) => {
+            Some(entry) if !entry.record.is_expired(now) => {
                 let record = &mut entry.record;
                 record.authenticated_at = record.authenticated_at.max(now);
                 Ok(true)
@@ -557,13 +544,9 @@ impl RememberStore for MemoryStore {
             index += 1;
             keep
         });
-        series.secrets.push((
-            request.new_secret_hash,
-            SecretState {
-                used_at: None,
-                spent: false,
-            },
-        ));
+        series
+            .secrets
+            .push((request.new_secret_hash, SecretState::UNUSED));
         series.expires_at = request.series_expires_at;
         let (authenticated_at, series_absolute) = (series.created_at, series.absolute_expires_at);
         // One device, one session: the series' earlier sessions end, but for those that the

@@ -16,7 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::family::span;
+use super::family::{expired, span};
 use crate::token::{SessionId, TokenHash};
 
 /// What one batch of [`SessionStore::purge_expired`](super::SessionStore::purge_expired) deleted.
@@ -277,8 +277,7 @@ impl SessionRecord {
 
     /// Whether the session has expired at `now` (idle or absolute expiry reached).
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-            || self.absolute_expires_at.is_some_and(|at| at <= now)
+        expired(now, self.expires_at, self.absolute_expires_at)
     }
 
     /// Whether the user proved their credentials on this session within `max_age` of `now`:
