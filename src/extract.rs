@@ -78,7 +78,7 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
+    pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = view.user.as_ref().ok_or(AuthRejection::InvalidUser)?;
         let role = match &user.role {
             Some(role) if user.is_active && !role.is_empty() => role,
