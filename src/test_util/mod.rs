@@ -1,5 +1,7 @@
 //! Helpers for testing applications and stores (feature `test-util`):
 //!
+//! - [`login`] and [`TestLogin`]: a logged-in request in one line, for an application's tests
+//!   of its router;
 //! - [`ManualClock`]: a clock that tests move by hand, for expiry edges without sleeping;
 //! - [`conformance`]: the store conformance suite, which checks a custom
 //!   [`SessionStore`](crate::store::SessionStore) against every guarantee the
@@ -47,6 +49,9 @@ use time::OffsetDateTime;
 use crate::clock::Clock;
 
 pub mod conformance;
+mod login;
+
+pub use login::{TestLogin, login};
 
 /// A clock that stands still until [`ManualClock::advance`] moves it: expiry edges in tests
 /// without sleeping.
