@@ -125,8 +125,10 @@
 //! - `cache` (off by default): `cache::SessionCache`, an opt-in cache of validated sessions
 //!   for services with many instances, invalidated across instances by PostgreSQL
 //!   `LISTEN/NOTIFY`, with a documented staleness bound.
-//! - `test-util` (off by default): `test_util`, helpers for the tests of applications and
-//!   stores.
+//! - `test-util` (off by default; for dev-dependencies): `test_util::login`, a logged-in
+//!   request in one line for an application's tests; `test_util::ManualClock`; and the store
+//!   conformance suite (`conformance_tests!`), which checks a custom store against every
+//!   guarantee the manager relies on.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -15,9 +15,16 @@
 //! # Implementing a store
 //!
 //! A store over another database fills in the core; [`MemoryStore`]'s source is a complete
-//! reference, and the conformance suite of the `test-util` feature
-//! (`tower_session_auth::test_util::conformance`) checks a store against every guarantee
-//! the manager relies on.
+//! reference, and the conformance suite of the `test-util` feature checks a store against
+//! every guarantee the manager relies on, one `#[test]` per guarantee:
+#![cfg_attr(
+    feature = "test-util",
+    doc = "[`conformance_tests!`](crate::conformance_tests) in [`test_util::conformance`](crate::test_util::conformance)."
+)]
+#![cfg_attr(
+    not(feature = "test-util"),
+    doc = "`tower_session_auth::conformance_tests!` in `tower_session_auth::test_util::conformance`."
+)]
 //!
 //! ```
 //! use async_trait::async_trait;

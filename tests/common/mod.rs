@@ -9,7 +9,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
 use tower_session_auth::{
     MemoryStore, PgStore, SessionConfig, SessionManager, store::Purged, store::SessionStore,
-    test_util::ManualClock,
+    test_util::ManualClock, test_util::conformance,
 };
 
 /// The database the tests use. Missing or unreachable is a loud failure, never a skip.
@@ -133,14 +133,6 @@ pub const APP_TABLES: &str = "
     CREATE TABLE characters (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id),
                              name text NOT NULL, world_id text);";
 
-/// The demo users: (id, name, role).
-pub const USERS: &[(i64, &str, &str)] = &[
-    (1, "player", "player"),
-    (2, "builder", "worldbuilder"),
-    (3, "admin", "admin"),
-    (4, "superuser", "superuser"),
-];
-
 /// A store with the demo data, on PostgreSQL or in memory.
 #[derive(Clone)]
 pub enum Backend {
@@ -161,16 +153,24 @@ impl Backend {
         backend
     }
 
-    /// Users 1..=4 with their roles; each has a character `<id>0` named `<name>_char` in
-    /// `pipeworks_web`; the player also has character 11, `player_alt`, in `daily_undertaking`.
+    /// The conformance suite's users and characters ([`conformance::USERS`],
+    /// [`conformance::CHARACTERS`]): users 1..=4 with their roles, each with a character
+    /// `<id>0` named `<name>_char` in `pipeworks_web`, the player's `player_alt` (11) in
+    /// `daily_undertaking`, and users 6..=9 (one to delete, no role, an empty role, inactive).
     async fn seed(&self) {
-        for &(id, name, role) in USERS {
-            self.add_user(id, name, Some(role), true).await;
-            self.add_character(id * 10, id, &format!("{name}_char"), Some("pipeworks_web"))
+        for user in conformance::USERS {
+            self.add_user(user.id, user.username, user.role, user.is_active)
                 .await;
         }
-        self.add_character(11, 1, "player_alt", Some("daily_undertaking"))
+        for character in conformance::CHARACTERS {
+            self.add_character(
+                character.id,
+                character.user_id,
+                character.name,
+                character.world_id,
+            )
             .await;
+        }
     }
 
     pub fn manager(&self, config: SessionConfig, clock: Arc<ManualClock>) -> SessionManager {
@@ -290,6 +290,56 @@ impl Backend {
             }
             Self::Memory(store) => store.upsert_character(id, user_id, name, world),
         }
+    }
+}
+
+/// The conformance suite's fixture on PostgreSQL: a schema of this test's own, with the
+/// crate's migrations, the application's tables and the suite's users and characters.
+pub struct PgFixture(pub Arc<TestDb>);
+
+impl PgFixture {
+    pub async fn new() -> Self {
+        match Backend::pg().await {
+            Backend::Pg(db) => Self(db),
+            Backend::Memory(_) => unreachable!("Backend::pg is on PostgreSQL"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl conformance::Fixture for PgFixture {
+    type Store = PgStore;
+
+    fn store(&self) -> PgStore {
+        self.0.store.clone()
+    }
+
+    async fn set_role(&self, user_id: i64, role: Option<&str>) {
+        let sql = "UPDATE users SET role = $2 WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&user_id, &role]).await, 1);
+    }
+
+    async fn set_active(&self, user_id: i64, active: bool) {
+        let sql = "UPDATE users SET is_active = $2 WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&user_id, &active]).await, 1);
+    }
+
+    async fn delete_user(&self, user_id: i64) {
+        Backend::Pg(self.0.clone()).delete_user(user_id).await;
+    }
+
+    async fn set_character_world(&self, character_id: i64, world_id: Option<&str>) {
+        let sql = "UPDATE characters SET world_id = $2 WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&character_id, &world_id]).await, 1);
+    }
+
+    async fn delete_character(&self, character_id: i64) {
+        let sql = "DELETE FROM characters WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&character_id]).await, 1);
+    }
+
+    async fn stored_sessions(&self) -> u64 {
+        self.0.session_rows().await as u64
     }
 }
 
