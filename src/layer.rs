@@ -457,6 +457,9 @@ mod tests {
         };
         let debug = format!("{request:?}");
         assert!(!debug.contains(token.expose()), "{debug}");
-        assert!(debug.contains("authorization") && debug.contains("/me"), "{debug}");
+        assert!(
+            debug.contains("authorization") && debug.contains("/me"),
+            "{debug}"
+        );
     }
 }

@@ -265,7 +265,7 @@ impl SessionManager {
     /// Reports a change to a user that no trigger reports (a role change or a deactivation
     /// made on another database, or without the triggers): drops the user's cached
     /// validations (feature `cache`) and wakes the watches of their sessions, which check
-    /// once ([`SessionWatch`]).
+    /// once ([`SessionWatch`](crate::watch::SessionWatch)).
     pub fn invalidate_user(&self, user_id: i64) {
         self.with_cached(|targets| targets.invalidate_user(user_id));
     }
