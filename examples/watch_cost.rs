@@ -8,7 +8,7 @@
 //! It logs N sessions in on the in-memory store, then measures the process's resident memory
 //! before and after starting one task per session that waits on its watch (as a game socket's
 //! task does, with its expiry timer armed), then how long one revocation takes to end them
-//! all. An idle watch never reaches the store (`tests/watch.rs` `idle_watches_cost_no_queries`
+//! all. An idle watch never reaches the store (`tests/it/watch.rs` `idle_watches_cost_no_queries`
 //! counts the statements on PostgreSQL), so the store does not change the figure. Linux only
 //! (reads `/proc`).
 

@@ -3,7 +3,7 @@
 //! `Session::reauthenticate` lifts it on the same session, and the guard composes with
 //! `RequirePermission` in one statement.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

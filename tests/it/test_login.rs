@@ -1,7 +1,7 @@
 //! `test_util::login`: a logged-in request in one line, sent with `oneshot` to a router with
 //! the `SessionLayer`, on `PgStore` (real PostgreSQL) and `MemoryStore`.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -64,7 +64,8 @@ pub async fn warm(pool: &Pool) {
     }
 }
 
-/// A schema of this test's own, with the crate's migrations and the demo tables.
+/// A schema of this test's own, with the crate's migrations and the demo tables. It is
+/// dropped when the test ends (when this value is dropped).
 pub struct TestDb {
     pub schema: String,
     pub pool: Pool,
@@ -123,6 +124,36 @@ impl TestDb {
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the test's schema. A drop cannot await, and the test's runtime may be a
+    /// current-thread one, so a thread of its own does the work. A lock still held (by a
+    /// connection a failed test leaked) makes it give up after a few seconds and leave the
+    /// schema behind, rather than hang.
+    fn drop(&mut self) {
+        let (url, schema) = (database_url(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE"
+                    ))
+                    .await
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("test schema {} left behind: {error}", self.schema);
+        }
     }
 }
 
@@ -539,15 +570,20 @@ pub mod example {
     pub struct Server {
         child: Child,
         pub base: String,
+        /// Keeps the server's schema until the server is gone.
+        _schema: Option<SchemaUrl>,
     }
 
     impl Server {
-        pub async fn start(database_url: Option<&str>) -> Self {
+        pub async fn start(database_url: Option<&dyn ServerDatabase>) -> Self {
             Self::start_with(database_url, &[]).await
         }
 
         /// Starts the server with extra environment variables.
-        pub async fn start_with(database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
+        pub async fn start_with(
+            database_url: Option<&dyn ServerDatabase>,
+            env: &[(&str, &str)],
+        ) -> Self {
             let mut command = Command::new(example_binary());
             command
                 .env("BIND_ADDR", "127.0.0.1:0")
@@ -559,7 +595,7 @@ pub mod example {
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true);
             if let Some(url) = database_url {
-                command.env("DATABASE_URL", url);
+                command.env("DATABASE_URL", url.url());
             }
             command.envs(env.iter().copied());
             let mut child = command.spawn().expect("start mud_server");
@@ -580,6 +616,7 @@ pub mod example {
             Self {
                 base: format!("http://{addr}"),
                 child,
+                _schema: database_url.and_then(|database| database.keep()),
             }
         }
 
@@ -607,12 +644,56 @@ pub mod example {
     }
 
     /// A database URL whose connections use a fresh schema of this test's own.
-    pub async fn schema_url() -> String {
+    pub async fn schema_url() -> SchemaUrl {
         let db = super::TestDb::new().await;
         // TestDb made the schema; the example creates its own tables in it, so drop the fixtures.
         db.execute("DROP TABLE characters, users", &[]).await;
         let url = super::database_url();
         let separator = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{separator}options=-csearch_path%3D{}", db.schema)
+        let url = format!("{url}{separator}options=-csearch_path%3D{}", db.schema);
+        SchemaUrl {
+            _db: std::sync::Arc::new(db),
+            url,
+        }
+    }
+
+    /// The URL of a fresh schema for example servers. The schema is dropped when the last
+    /// clone of this value, and the last server started on it, is gone.
+    #[derive(Clone)]
+    pub struct SchemaUrl {
+        _db: std::sync::Arc<super::TestDb>,
+        url: String,
+    }
+
+    /// A database URL for an example server: a test schema (kept while the server runs) or
+    /// any other URL.
+    pub trait ServerDatabase {
+        fn url(&self) -> &str;
+        fn keep(&self) -> Option<SchemaUrl> {
+            None
+        }
+    }
+
+    impl ServerDatabase for SchemaUrl {
+        fn url(&self) -> &str {
+            &self.url
+        }
+        fn keep(&self) -> Option<SchemaUrl> {
+            Some(self.clone())
+        }
+    }
+
+    impl ServerDatabase for String {
+        fn url(&self) -> &str {
+            self
+        }
+    }
+
+    impl std::ops::Deref for SchemaUrl {
+        type Target = str;
+
+        fn deref(&self) -> &str {
+            &self.url
+        }
     }
 }

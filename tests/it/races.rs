@@ -27,7 +27,7 @@
 //! Likewise, a re-authentication that waits on a logout's row lock finds no session once the
 //! logout commits, and revives nothing.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::Arc;

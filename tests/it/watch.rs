@@ -1,7 +1,7 @@
 //! Session watches: the signal a live connection holds, on both stores (same instance), and
 //! across instances on PostgreSQL through the one notification listener.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! survives the primary's crash; without the option a revocation the standby never received
 //! is lost; and the server finds the promoted standby on its own, without a restart.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! documented staleness bound, the cache is bypassed while its listener is down, and the
 //! debounced touch still reaches the database.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ mod cached {
 
     use super::*;
     use tower_session_auth::test_util::ManualClock;
-    use tower_session_auth::{ClientInfo, cache::CacheConfig, cache::SessionCache, store::Scope};
+    use tower_session_auth::{cache::CacheConfig, cache::SessionCache, store::Scope};
 
     /// How long another instance may take to see a notified change in these tests: far below
     /// the cache TTL they use, so passing proves the notification, not the TTL, did it.

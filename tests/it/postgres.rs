@@ -3,7 +3,7 @@
 //! resurrects a deleted session, the touched columns stay unindexed (HOT updates), and each
 //! request sends one validating statement that reads only what its extractors need.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +106,9 @@ async fn migrations_are_idempotent_and_safe_to_race() {
         .get(0);
     assert!(applied >= 2);
     assert_eq!((ra.unwrap() + rb.unwrap()) as i64, applied);
+    drop((a, b));
+    db.execute(&format!("DROP SCHEMA {schema} CASCADE"), &[])
+        .await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 //! - revoke-all and deactivation end every session of the user at once;
 //! - the opt-in CSRF check for cookie-authenticated unsafe requests.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};

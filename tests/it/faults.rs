@@ -31,7 +31,7 @@
 //!   unreachable logs `session sweeper failed` (repeatedly) and keeps running; once the link is
 //!   back it deletes the sessions that expired, and only those.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,10 +3,10 @@
 //!
 //! `cargo test` builds the example before running this file (examples are built by default).
 
-mod common;
+use crate::common;
 /// The example's login defences, compiled here too so that a test can present client
 /// addresses a loopback connection cannot have.
-#[path = "../examples/mud_server/login_guard.rs"]
+#[path = "../../examples/mud_server/login_guard.rs"]
 #[allow(dead_code)]
 mod login_guard;
 

@@ -39,7 +39,7 @@
 //! duplicated one always refused); and `SessionToken::parse` accepts a string iff it is 43
 //! characters of `[A-Za-z0-9_-]` that the base64 crate decodes canonically to 32 bytes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

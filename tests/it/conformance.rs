@@ -3,7 +3,7 @@
 //! (real PostgreSQL, a schema per test); and, on both stores, what the layer and the
 //! extractors make of the stores' answers over HTTP: status codes, texts and headers.
 
-mod common;
+use crate::common;
 
 /// One test per conformance check and store, named after the check.
 mod suite {

@@ -4,7 +4,7 @@
 //! lifetimes, revocation) are checks of the conformance suite, run on both stores by
 //! tests/conformance.rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

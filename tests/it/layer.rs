@@ -1,7 +1,7 @@
 //! The layer through an axum `Router` and `oneshot`, on a real PostgreSQL store: token sources
 //! and their precedence, `Set-Cookie` attributes, the removal cookie, `Cache-Control`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The layer's eager mode (the user in the request's extensions, for services that are not
 //! axum handlers) and its app-wide rejection rendering, on a real PostgreSQL store.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::sync::Arc;
