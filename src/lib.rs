@@ -142,6 +142,7 @@ pub mod credentials;
 mod extract;
 mod invalidation;
 pub mod layer;
+mod listener;
 mod manager;
 pub mod permission;
 mod rejection;

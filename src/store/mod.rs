@@ -112,7 +112,7 @@ use uuid::Uuid;
 mod error;
 pub(crate) mod family;
 mod memory;
-mod postgres;
+pub(crate) mod postgres;
 mod record;
 
 pub use crate::token::TokenHash;
