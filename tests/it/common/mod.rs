@@ -29,14 +29,40 @@ pub fn pool_for_schema(url: &str, schema: &str, max_size: usize, wait: Duration)
     pool_on(config, schema, max_size, wait)
 }
 
+/// [`pool_for_schema`], and the schema is dropped when this pool (every clone of it) is gone.
+fn owning_pool(url: &str, schema: &str, max_size: usize, wait: Duration) -> Pool {
+    let guard = Arc::new(SchemaGuard {
+        schema: schema.to_owned(),
+    });
+    let config: tokio_postgres::Config = url.parse().expect("DATABASE_URL is not a valid URL");
+    pool_builder(config, schema, max_size, wait)
+        .post_create(deadpool_postgres::Hook::sync_fn(move |_, _| {
+            let _owned = &guard;
+            Ok(())
+        }))
+        .build()
+        .expect("pool")
+}
+
 /// A pool on `config` whose connections use `schema` as their search_path, recycled with
 /// `RecyclingMethod::Fast` as `PgStore` documents, waiting at most `wait` for a connection.
 pub fn pool_on(
-    mut config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     schema: &str,
     max_size: usize,
     wait: Duration,
 ) -> Pool {
+    pool_builder(config, schema, max_size, wait)
+        .build()
+        .expect("pool")
+}
+
+fn pool_builder(
+    mut config: tokio_postgres::Config,
+    schema: &str,
+    max_size: usize,
+    wait: Duration,
+) -> deadpool_postgres::PoolBuilder {
     config.options(format!("-c search_path={schema}"));
     config.connect_timeout(CONNECT_TIMEOUT);
     let manager = Manager::from_config(
@@ -51,8 +77,6 @@ pub fn pool_on(
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(wait))
         .create_timeout(Some(CONNECT_TIMEOUT))
-        .build()
-        .expect("pool")
 }
 
 /// Opens every connection of `pool` one after the other, so that a test's load does not start
@@ -65,7 +89,7 @@ pub async fn warm(pool: &Pool) {
 }
 
 /// A schema of this test's own, with the crate's migrations and the demo tables. It is
-/// dropped when the test ends (when this value is dropped).
+/// dropped when the test is done with it: when its pool and every store on it are gone.
 pub struct TestDb {
     pub schema: String,
     pub pool: Pool,
@@ -88,7 +112,7 @@ impl TestDb {
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .expect("create schema");
-        let pool = pool_for_schema(&url, &schema, max_size, Duration::from_secs(5));
+        let pool = owning_pool(&url, &schema, max_size, Duration::from_secs(5));
         let store = PgStore::new(pool.clone());
         store.migrate().await.expect("migrate");
         pool.get()
@@ -127,11 +151,16 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
-    /// Drops the test's schema. A drop cannot await, and the test's runtime may be a
-    /// current-thread one, so a thread of its own does the work. A lock still held (by a
-    /// connection a failed test leaked) makes it give up after a few seconds and leave the
-    /// schema behind, rather than hang.
+/// Drops a test's schema when the last pool on it is gone (the guard rides in the pool's
+/// hooks, so a test's stores and managers keep the schema as long as they live).
+struct SchemaGuard {
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    /// A drop cannot await, and the test's runtime may be a current-thread one, so a thread
+    /// of its own does the work. A lock still held (by a connection a failed test leaked)
+    /// makes it give up after a few seconds and leave the schema behind, rather than hang.
     fn drop(&mut self) {
         let (url, schema) = (database_url(), self.schema.clone());
         let dropped = std::thread::spawn(move || {
