@@ -544,13 +544,19 @@ macro_rules! __conformance_tests {
 
     // Whether a group's capability is declared absent: its checks are ignored.
     (@group remember, $capability:ident, [remember $($rest:ident)*], $make_fixture:expr, $checks:tt) => {
-        $crate::__conformance_tests!(@ignored remember, $capability, $make_fixture, $checks);
+        $crate::__conformance_tests!(
+            @ignored remember, "the store has no remember-me support, as conformance_tests! declares", $capability, $make_fixture, $checks
+        );
     };
     (@group characters, $capability:ident, [characters $($rest:ident)*], $make_fixture:expr, $checks:tt) => {
-        $crate::__conformance_tests!(@ignored characters, $capability, $make_fixture, $checks);
+        $crate::__conformance_tests!(
+            @ignored characters, "the store has no character binding, as conformance_tests! declares", $capability, $make_fixture, $checks
+        );
     };
     (@group admin, $capability:ident, [admin $($rest:ident)*], $make_fixture:expr, $checks:tt) => {
-        $crate::__conformance_tests!(@ignored admin, $capability, $make_fixture, $checks);
+        $crate::__conformance_tests!(
+            @ignored admin, "the store has no administration, as conformance_tests! declares", $capability, $make_fixture, $checks
+        );
     };
     (@group $module:ident, $capability:ident, [$other:ident $($rest:ident)*], $make_fixture:expr, $checks:tt) => {
         $crate::__conformance_tests!(@group $module, $capability, [$($rest)*], $make_fixture, $checks);
@@ -578,10 +584,10 @@ macro_rules! __conformance_tests {
         )*
     };
 
-    (@ignored remember, $capability:ident, $make_fixture:expr, [$($check:ident),* $(,)?]) => {
+    (@ignored $module:ident, $reason:literal, $capability:ident, $make_fixture:expr, [$($check:ident),* $(,)?]) => {
         $(
             #[test]
-            #[ignore = "the store has no remember-me support, as conformance_tests! declares"]
+            #[ignore = $reason]
             fn $check() {
                 $crate::test_util::conformance::run_check(
                     ::core::stringify!($check),
@@ -589,39 +595,7 @@ macro_rules! __conformance_tests {
                         $crate::test_util::conformance::Capability::$capability,
                     ),
                     $make_fixture,
-                    $crate::test_util::conformance::remember::$check,
-                );
-            }
-        )*
-    };
-    (@ignored characters, $capability:ident, $make_fixture:expr, [$($check:ident),* $(,)?]) => {
-        $(
-            #[test]
-            #[ignore = "the store has no character binding, as conformance_tests! declares"]
-            fn $check() {
-                $crate::test_util::conformance::run_check(
-                    ::core::stringify!($check),
-                    ::core::option::Option::Some(
-                        $crate::test_util::conformance::Capability::$capability,
-                    ),
-                    $make_fixture,
-                    $crate::test_util::conformance::characters::$check,
-                );
-            }
-        )*
-    };
-    (@ignored admin, $capability:ident, $make_fixture:expr, [$($check:ident),* $(,)?]) => {
-        $(
-            #[test]
-            #[ignore = "the store has no administration, as conformance_tests! declares"]
-            fn $check() {
-                $crate::test_util::conformance::run_check(
-                    ::core::stringify!($check),
-                    ::core::option::Option::Some(
-                        $crate::test_util::conformance::Capability::$capability,
-                    ),
-                    $make_fixture,
-                    $crate::test_util::conformance::admin::$check,
+                    $crate::test_util::conformance::$module::$check,
                 );
             }
         )*
