@@ -64,7 +64,7 @@ use crate::extract::AuthUser;
 use crate::manager::{Login, LoginOptions, Refresh, SessionManager};
 use crate::rejection::AuthRejection;
 use crate::store::{
-    ClientInfo, MemoryStore, Scope, SessionRecord, SessionStore, SessionView, Validation,
+    ClientInfo, MemoryStore, Purged, Scope, SessionRecord, SessionStore, SessionView, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 use crate::{RefreshConfig, SessionConfig};
@@ -636,6 +636,25 @@ fn remember_harness<F: Fixture>(fixture: F, refresh: RefreshConfig) -> Harness<F
 }
 
 impl<F: Fixture> Harness<F> {
+    /// Seven stored sessions, five expired, purged in batches of two: the first batch deletes
+    /// `first` (sessions, series), the manager deletes the rest, and `live` stay signed in.
+    async fn purge_in_batches_of_two(&self, first: Purged, live: [&SessionToken; 2]) {
+        assert_eq!(self.stored_sessions().await, 7);
+        let store = self.manager.store();
+        let batch = store.purge_expired(self.manager.now(), 2).await.unwrap();
+        assert_eq!(batch, first);
+        assert!(batch.was_full(2));
+        assert_eq!(self.stored_sessions().await, 5);
+        assert_eq!(self.manager.purge_expired().await.unwrap(), 3);
+        assert_eq!(self.stored_sessions().await, 2);
+        let last = store.purge_expired(self.manager.now(), 2).await.unwrap();
+        assert_eq!(last, Purged::default());
+        assert!(!last.was_full(2));
+        for token in live {
+            assert!(self.signed_in(token).await);
+        }
+    }
+
     /// A plain login: its token and session id.
     async fn login(&self, user_id: i64) -> (SessionToken, SessionId) {
         let login = self
