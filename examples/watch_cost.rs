@@ -8,13 +8,13 @@
 //! It logs N sessions in on the in-memory store, then measures the process's resident memory
 //! before and after starting one task per session that waits on its watch (as a game socket's
 //! task does, with its expiry timer armed), then how long one revocation takes to end them
-//! all. An idle watch never reaches the store (`tests/watch.rs` `idle_watches_cost_no_queries`
+//! all. An idle watch never reaches the store (`tests/it/watch.rs` `idle_watches_cost_no_queries`
 //! counts the statements on PostgreSQL), so the store does not change the figure. Linux only
 //! (reads `/proc`).
 
 use std::time::Duration;
 
-use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, SessionManager};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = SessionManager::new(store, SessionConfig::default());
     let mut tokens = Vec::with_capacity(count);
     for _ in 0..count {
-        tokens.push(manager.login(1, ClientInfo::default()).await?.token);
+        tokens.push(manager.login(1, LoginOptions::new()).await?.token);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = resident_bytes();
@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "size_of::<SessionWatch>() = {} bytes",
-        std::mem::size_of::<tower_session_auth::SessionWatch>()
+        std::mem::size_of::<tower_session_auth::watch::SessionWatch>()
     );
     for task in &tasks {
         assert!(!task.is_finished(), "a watch ended while idle");

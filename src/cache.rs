@@ -35,7 +35,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_session_auth::{CacheConfig, MemoryStore, SessionCache, SessionConfig, SessionManager};
+//! use tower_session_auth::{cache::CacheConfig, MemoryStore, cache::SessionCache, SessionConfig, SessionManager};
 //!
 //! let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_secs(2)));
 //! let manager = SessionManager::new(MemoryStore::new(), SessionConfig::default())
@@ -49,12 +49,13 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::store::{SessionView, is_expired};
+use crate::invalidation::Notice;
+use crate::store::SessionView;
 use crate::token::{SessionId, TokenHash};
-use crate::watch::Notice;
 
 /// Size and lifetime of the [`SessionCache`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// How long an entry may be served (default 2 s): the worst-case staleness.
     pub ttl: Duration,
@@ -256,7 +257,7 @@ impl SessionCache {
         }
         match &entry.cached {
             Cached::Live(view)
-                if is_expired(&view.session, now) || view.session.last_activity <= due_before =>
+                if view.session.is_expired(now) || view.session.last_activity <= due_before =>
             {
                 None
             }

@@ -1,7 +1,5 @@
-//! Where "now" comes from: the system clock, or a [`ManualClock`] that tests move by hand.
-
-use std::sync::Mutex;
-use std::time::Duration;
+//! Where "now" comes from: the system clock, or one that tests move by hand
+//! (`ManualClock`, feature `test-util`).
 
 use time::OffsetDateTime;
 
@@ -18,47 +16,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
-    }
-}
-
-/// A clock that stands still until [`ManualClock::advance`] moves it: expiry edges in tests
-/// without sleeping.
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_session_auth::{Clock, ManualClock};
-///
-/// let clock = ManualClock::default();
-/// let start = clock.now();
-/// clock.advance(Duration::from_secs(90));
-/// assert_eq!(clock.now() - start, time::Duration::seconds(90));
-/// ```
-#[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
-
-impl ManualClock {
-    /// A clock showing `start`.
-    pub fn new(start: OffsetDateTime) -> Self {
-        Self(Mutex::new(start))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *now += by;
-    }
-}
-
-impl Default for ManualClock {
-    /// A clock showing the current system time.
-    fn default() -> Self {
-        Self::new(OffsetDateTime::now_utc())
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`SessionConfig`]: expiry, debounce, cookie and limits, with the original server's defaults.
+//! [`SessionConfig`]: expiry, debounce, cookie and limits, and their defaults.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use http::HeaderName;
 
 /// How sessions expire, how the token travels, and how many a user may hold.
 ///
-/// Defaults follow the original server: an idle TTL of 480 minutes with sliding expiration,
+/// Defaults: an idle TTL of 480 minutes with sliding expiration,
 /// plus an absolute lifetime of 7 days and a 60 s activity debounce.
 ///
 /// ```
@@ -23,8 +23,9 @@ use http::HeaderName;
 /// assert_eq!(config.cookie.name, "id");
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionConfig {
-    /// Idle TTL. `None` disables idle expiry (a TTL of 0 in the original).
+    /// Idle TTL. `None` disables idle expiry .
     pub idle_timeout: Option<Duration>,
     /// Sliding expiration: each validated request moves `expires_at` to now + idle TTL.
     pub sliding: bool,
@@ -82,6 +83,7 @@ impl Default for SessionConfig {
 /// [`SessionManager`](crate::SessionManager) is built ([`SessionConfig::validate`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid session configuration: {field}: {problem}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The setting, e.g. `cookie.path` or `idle_timeout`.
     pub field: &'static str,
@@ -90,7 +92,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, problem: impl Into<String>) -> Self {
         Self {
             field,
             problem: problem.into(),
@@ -104,6 +106,25 @@ fn is_cookie_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// Whether `origin` is one a browser sends: `http` or `https`, a host, an optional port, and
+/// nothing else, in lower case (browsers serialise origins that way).
+fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    let well_formed = origin.split_once("://").is_some_and(|(scheme, authority)| {
+        matches!(scheme, "http" | "https")
+            && !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@'])
+            && authority.parse::<http::uri::Authority>().is_ok()
+    });
+    if well_formed && origin == origin.to_ascii_lowercase() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "csrf.allowed_origins",
+            format!("{origin:?} is not an origin (scheme://host[:port], lower case, no path)"),
+        ))
+    }
 }
 
 /// Whether `path` can be a cookie's `Path` attribute: starts with `/`, visible ASCII, no `;`.
@@ -174,6 +195,11 @@ impl SessionConfig {
                     field,
                     format!("{path:?} is not a valid cookie path"),
                 ));
+            }
+        }
+        if let Some(csrf) = &self.csrf {
+            for origin in &csrf.allowed_origins {
+                check_origin(origin)?;
             }
         }
         if cookie.host_prefix && !cookie.secure {
@@ -267,7 +293,7 @@ impl SessionConfig {
 
 /// Remember-me: a long-lived refresh series that trades its rotating secret for new sessions.
 ///
-/// A login with `remember = true` also returns a [`RefreshToken`](crate::RefreshToken) and
+/// A login with `remember = true` also returns a [`RefreshToken`](crate::token::RefreshToken) and
 /// sets it in its own cookie (`HttpOnly`, `Secure` as the session cookie, `SameSite=Strict`,
 /// `Path` limited to the refresh route, `Max-Age` the series' remaining lifetime). A refresh
 /// token is `<series id>.<secret>`; the series id is public (it appears in logs and `Debug`),
@@ -311,6 +337,7 @@ impl SessionConfig {
 /// `max_sessions_per_user`) ends the series and all its sessions, including one that a
 /// refresh racing the revocation creates.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RefreshConfig {
     /// The series ends when unused for this long (default 30 days); `None` disables it.
     pub idle_timeout: Option<Duration>,
@@ -402,9 +429,11 @@ impl RefreshConfig {
 /// use tower_session_auth::{CsrfConfig, SessionConfig};
 ///
 /// let config = SessionConfig::default()
-///     .csrf(Some(CsrfConfig::default().allowed_origin("https://app.example.com")));
+///     .csrf(Some(CsrfConfig::default().allowed_origin("https://app.example.com")?));
+/// # Ok::<(), tower_session_auth::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CsrfConfig {
     /// Origins (`scheme://host[:port]`) allowed to send unsafe cookie-authenticated requests.
     /// Empty: only the request's own host.
@@ -425,10 +454,21 @@ impl Default for CsrfConfig {
 }
 
 impl CsrfConfig {
-    /// Adds an allowed origin.
-    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
-        self.allowed_origins.push(origin.into());
-        self
+    /// Adds an allowed origin, `scheme://host[:port]` as browsers send it in `Origin` (no
+    /// path, no trailing `/`, lower case), or the [`ConfigError`] of one that no browser would
+    /// ever send, which would silently allow nothing.
+    ///
+    /// ```
+    /// use tower_session_auth::CsrfConfig;
+    ///
+    /// assert!(CsrfConfig::default().allowed_origin("https://app.example:8443").is_ok());
+    /// assert!(CsrfConfig::default().allowed_origin("https://app.example/").is_err());
+    /// ```
+    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Result<Self, ConfigError> {
+        let origin = origin.into();
+        check_origin(&origin)?;
+        self.allowed_origins.push(origin);
+        Ok(self)
     }
 
     /// Sets the custom header (`None`: require `Origin` or `Sec-Fetch-Site`).
@@ -496,6 +536,7 @@ impl CsrfConfig {
 
 /// Attributes of the session cookie. `HttpOnly` is always set and `Domain` never is.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CookieConfig {
     /// Cookie name (default `id`). With [`CookieConfig::host_prefix`] the sent name is
     /// `__Host-` + this.

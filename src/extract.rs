@@ -1,5 +1,5 @@
-//! Extractors whose presence in a handler's signature is its access policy, and their
-//! rejection, [`AuthRejection`].
+//! Extractors whose presence in a handler's signature is its access policy. They reject with
+//! [`AuthRejection`](crate::AuthRejection).
 //!
 //! | extractor | passes when | otherwise |
 //! |---|---|---|
@@ -28,158 +28,14 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
-use axum_core::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::request::Parts;
-use http::{HeaderValue, StatusCode};
 use time::OffsetDateTime;
 
-use crate::layer::Session;
 use crate::permission::{Permission, Role};
-use crate::store::{Scope, SessionView, StoreError};
+use crate::rejection::AuthRejection;
+use crate::session::Session;
+use crate::store::{Scope, SessionView};
 use crate::token::SessionId;
-
-/// Why an extractor refused a request. Renders as JSON `{"detail": "<text>"}` with the
-/// original server's status codes and texts; 401s carry `WWW-Authenticate: Bearer`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthRejection {
-    /// 401: no token, malformed, unknown or expired.
-    #[error("Invalid or expired session")]
-    InvalidSession,
-    /// 401: the session's user is missing, inactive, or has no role.
-    #[error("Invalid session user")]
-    InvalidUser,
-    /// 409: a game route, and no character is selected.
-    #[error("No character selected for session. Select a character first.")]
-    NoCharacterSelected,
-    /// 409: the selected character no longer exists (or no longer belongs to the user).
-    #[error("Selected character not found")]
-    CharacterNotFound,
-    /// 409: the selected character has no world.
-    #[error("Character world not found")]
-    CharacterWorldNotFound,
-    /// 403: the role lacks the permission.
-    #[error("Insufficient permissions. Required: {0}")]
-    MissingPermission(&'static str),
-    /// 403: the role is below the minimum.
-    #[error("Insufficient privileges. Minimum role required: {0}")]
-    MissingRole(&'static str),
-    /// 403: a cookie-authenticated unsafe request failed the opt-in CSRF check
-    /// ([`CsrfConfig`](crate::CsrfConfig)).
-    #[error("Cross-site request rejected")]
-    CrossSiteRequest,
-    /// 403: a [`RecentAuth`] route, and the session's user has not proved their credentials
-    /// within [`recent_auth_max_age`](crate::SessionConfig::recent_auth_max_age), or the
-    /// session was made by a remember-me refresh and not re-authenticated since. The body
-    /// names the re-authentication route in a `reauthenticate` field when one is configured
-    /// ([`SessionConfig::reauthenticate_route`](crate::SessionConfig::reauthenticate_route)),
-    /// and the response carries `WWW-Authenticate: Bearer
-    /// error="insufficient_user_authentication", max_age=<seconds>` (the step-up challenge of
-    /// RFC 9470).
-    #[error("Recent authentication required")]
-    RecentAuthRequired {
-        /// The required recency, in seconds.
-        max_age_secs: u64,
-        /// Where the client re-authenticates, if configured.
-        reauthenticate: Option<String>,
-    },
-    /// 500: the store failed (database down, pool timeout).
-    #[error("Session store unavailable")]
-    StoreUnavailable,
-    /// 500: no [`SessionLayer`](crate::SessionLayer) runs in front of this route.
-    #[error("Session layer not installed")]
-    LayerMissing,
-}
-
-impl AuthRejection {
-    /// The HTTP status of this rejection.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidSession | Self::InvalidUser => StatusCode::UNAUTHORIZED,
-            Self::NoCharacterSelected | Self::CharacterNotFound | Self::CharacterWorldNotFound => {
-                StatusCode::CONFLICT
-            }
-            Self::MissingPermission(_)
-            | Self::MissingRole(_)
-            | Self::CrossSiteRequest
-            | Self::RecentAuthRequired { .. } => StatusCode::FORBIDDEN,
-            Self::StoreUnavailable | Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl IntoResponse for AuthRejection {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut body = serde_json::json!({ "detail": self.to_string() });
-        let mut challenge = None;
-        if let Self::RecentAuthRequired {
-            max_age_secs,
-            reauthenticate,
-        } = &self
-        {
-            if let Some(route) = reauthenticate {
-                body["reauthenticate"] = route.as_str().into();
-            }
-            challenge = HeaderValue::try_from(format!(
-                "Bearer error=\"insufficient_user_authentication\", max_age={max_age_secs}"
-            ))
-            .ok();
-        }
-        let mut response = (status, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if status == StatusCode::UNAUTHORIZED {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(challenge) = challenge {
-            headers.insert(WWW_AUTHENTICATE, challenge);
-        }
-        response
-    }
-}
-
-/// A store error seen by the [`Session`] handle: logged, and answered like the extractors'.
-impl From<StoreError> for AuthRejection {
-    fn from(error: StoreError) -> Self {
-        tracing::error!(%error, "session store unavailable");
-        Self::StoreUnavailable
-    }
-}
-
-/// A store error returned from a handler fails closed, like the extractors: it is logged and
-/// answered with `500 Session store unavailable`.
-impl IntoResponse for StoreError {
-    fn into_response(self) -> Response {
-        tracing::error!(error = %self, "session store unavailable");
-        AuthRejection::StoreUnavailable.into_response()
-    }
-}
-
-/// A response that must not be stored by any cache: wraps a handler's response and sets
-/// `Cache-Control: no-store`. Use it for responses that carry a token in the body (login,
-/// refresh); the layer already marks responses that set or clear a cookie.
-///
-/// ```
-/// use axum::Json;
-/// use tower_session_auth::NoStore;
-///
-/// async fn login() -> NoStore<Json<&'static str>> {
-///     NoStore(Json("token in the body"))
-/// }
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub struct NoStore<T>(pub T);
-
-impl<T: IntoResponse> IntoResponse for NoStore<T> {
-    fn into_response(self) -> Response {
-        let mut response = self.0.into_response();
-        response
-            .headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    }
-}
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = AuthRejection;
@@ -200,6 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 /// session and its user, without the character (unless [`GameUser`] already validated the
 /// request).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthUser {
     /// The user's id.
     pub user_id: i64,
@@ -221,7 +78,7 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
+    pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = view.user.as_ref().ok_or(AuthRejection::InvalidUser)?;
         let role = match &user.role {
             Some(role) if user.is_active && !role.is_empty() => role,
@@ -294,15 +151,10 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
 /// also takes [`AuthUser`] or a guard, list `GameUser` first: the others then reuse its
 /// validation; listed after them, it validates a second time when a character is selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GameUser {
-    /// The user's id.
-    pub user_id: i64,
-    /// The user's name.
-    pub username: String,
-    /// The user's role.
-    pub role: String,
-    /// The session's public id.
-    pub session_id: SessionId,
+    /// The authenticated user (its fields are reachable through `Deref`: `game.username`).
+    pub user: AuthUser,
     /// The selected character.
     pub character_id: i64,
     /// The character's name.
@@ -311,11 +163,17 @@ pub struct GameUser {
     pub world_id: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for GameUser {
-    type Rejection = AuthRejection;
+impl Deref for GameUser {
+    type Target = AuthUser;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let view = live_view(session_of(parts)?, Scope::Game).await?;
+    fn deref(&self) -> &AuthUser {
+        &self.user
+    }
+}
+
+impl GameUser {
+    /// The game user of a view validated at [`Scope::Game`], or the rejection.
+    pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = AuthUser::from_view(view)?;
         let character_id = user
             .character_id
@@ -330,14 +188,19 @@ impl<S: Send + Sync> FromRequestParts<S> for GameUser {
             .filter(|world| !world.is_empty())
             .ok_or(AuthRejection::CharacterWorldNotFound)?;
         Ok(Self {
-            user_id: user.user_id,
-            username: user.username,
-            role: user.role,
-            session_id: user.session_id,
+            user,
             character_id,
             character_name: character.name.clone(),
             world_id,
         })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for GameUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_view(live_view(session_of(parts)?, Scope::Game).await?)
     }
 }
 
@@ -433,7 +296,7 @@ impl Authenticated for AuthUser {
 
 impl Authenticated for GameUser {
     fn session_id(&self) -> SessionId {
-        self.session_id
+        self.user.session_id
     }
 }
 
@@ -523,45 +386,5 @@ where
             return Err(session.recent_auth_rejection());
         }
         Ok(Self(inner))
-    }
-}
-
-impl Session {
-    /// The check of [`RecentAuth`], for a handler that needs recent authentication only in
-    /// some cases (say, revoking another device's session but not its own): the request's
-    /// live session if its user proved their credentials recently, otherwise
-    /// [`AuthRejection::RecentAuthRequired`] (or the rejection of the validation itself).
-    /// It reuses the request's validation when an extractor already made one.
-    ///
-    /// ```
-    /// use tower_session_auth::{AuthRejection, AuthUser, Session, SessionId};
-    ///
-    /// async fn revoke(
-    ///     user: AuthUser,
-    ///     session: Session,
-    ///     other: SessionId,
-    /// ) -> Result<(), AuthRejection> {
-    ///     if other != user.session_id {
-    ///         session.require_recent_auth().await?;
-    ///     }
-    ///     // ... revoke `other` ...
-    ///     Ok(())
-    /// }
-    /// ```
-    pub async fn require_recent_auth(&self) -> Result<&SessionView, AuthRejection> {
-        let view = live_view(self, Scope::User).await?;
-        if self.manager().is_recently_authenticated(&view.session) {
-            Ok(view)
-        } else {
-            Err(self.recent_auth_rejection())
-        }
-    }
-
-    fn recent_auth_rejection(&self) -> AuthRejection {
-        let config = self.manager().config();
-        AuthRejection::RecentAuthRequired {
-            max_age_secs: config.recent_auth_max_age.as_secs(),
-            reauthenticate: config.reauthenticate_route.clone(),
-        }
     }
 }

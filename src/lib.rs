@@ -1,20 +1,20 @@
 //! Server-side session authentication for Tower and Axum, on PostgreSQL.
 //!
 //! [`SessionLayer`] finds the session token (`Authorization: Bearer`, an optional extra header,
-//! or a cookie), and typed extractors resolve it against a [`SessionStore`] in **one round
-//! trip**: [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`],
+//! or a cookie), and typed extractors resolve it against the store in **one round trip**:
+//! [`AuthUser`], `Option<AuthUser>`, [`GameUser`], [`RequirePermission<P>`],
 //! [`RequireRole<R>`] and [`RecentAuth<E>`]. A handler's signature is its access policy.
 //!
 //! ```no_run
 //! use axum::{Json, Router, routing::{get, post}};
 //! use tower_session_auth::{
-//!     AuthRejection, AuthUser, ClientInfo, NoStore, PgStore, RequirePermission, Session,
+//!     AuthRejection, AuthUser, LoginOptions, NoStore, PgStore, RequirePermission, Session,
 //!     SessionConfig, SessionLayer, SessionManager, permissions::ViewLogs,
 //! };
 //!
 //! async fn login(session: Session) -> Result<NoStore<Json<String>>, AuthRejection> {
 //!     // ... verify the password, find the user id ...
-//!     let login = session.login(42, ClientInfo::default()).await?; // sets the cookie too
+//!     let login = session.login(42, LoginOptions::new()).await?; // sets the cookie too
 //!     Ok(NoStore(Json(login.token.expose().to_owned())))
 //! }
 //! async fn me(user: AuthUser) -> String { user.username }
@@ -32,6 +32,24 @@
 //!     .layer(SessionLayer::new(manager));
 //! # Ok(()) }
 //! ```
+//!
+//! # What is where
+//!
+//! The root holds what a handler author uses: the [`SessionLayer`], the [`SessionManager`],
+//! the request's [`Session`] handle, the extractors and their [`AuthRejection`], the
+//! configuration types, and the permission macros ([`permission!`], [`role!`]). The modules
+//! hold the rest:
+//!
+//! - [`store`]: for store implementers and operators: the [`SessionStore`](store::SessionStore)
+//!   trait and its extension traits, the records, [`StoreError`](store::StoreError), and the two
+//!   stores ([`PgStore`], [`MemoryStore`]).
+//! - [`layer`]: the service and response future behind [`SessionLayer`], eager mode and
+//!   rejection rendering ([`RenderRejection`](layer::RenderRejection)).
+//! - [`credentials`]: token discovery ([`find_token`](credentials::find_token)), for custom
+//!   middleware and fuzzing. [`token`]: the token types.
+//! - [`permission`](mod@permission): the access policy. [`watch`]: live connections. [`clock`]: time.
+//! - `cache` (feature `cache`): a validation cache for many instances. `test_util` (feature
+//!   `test-util`): a manual clock, the store conformance suite and logged-in test requests.
 //!
 //! # Security model
 //!
@@ -70,73 +88,83 @@
 //!
 //! # How a request flows
 //!
-//! The [`SessionService`] parses the token strictly and inserts a [`Session`] handle; it does
-//! not query. The first extractor that needs the user runs the single validating statement
-//! ([`SessionStore::validate`]) and caches the outcome in the handle, so several extractors on
-//! one handler still cost one round trip, and routes that extract nothing never reach the
-//! database. The statement reads the selected character only for [`GameUser`] ([`Scope`]).
-//! A handler logs in or out through the [`Session`] handle, and the response future writes
-//! the cookie.
+//! The [`SessionService`](layer::SessionService) parses the token strictly and inserts a
+//! [`Session`] handle; by default it does not query. The first extractor that needs the user
+//! runs the single validating statement ([`SessionStore::validate`](store::SessionStore::validate))
+//! and caches the outcome in the handle, so several extractors on one handler still cost one
+//! round trip, and routes that extract nothing never reach the database. The statement reads
+//! the selected character only for [`GameUser`] ([`Scope`](store::Scope)). A handler logs in
+//! or out through the [`Session`] handle, and the response future writes the cookie.
 //!
-//! # Beyond the original module
+//! In eager mode ([`SessionLayer::eager`]) the layer validates before the inner service and
+//! inserts [`AuthUser`] (and [`GameUser`]) into the request's extensions, for plain hyper
+//! services and tower middleware after the layer. [`SessionLayer::render_rejection`] lets an
+//! app answer every rejection its own way (an HTML app redirects to its login page) in one
+//! place.
+//!
+//! # Beyond validation
 //!
 //! - Session management: [`SessionManager::list_for_user`], [`SessionManager::revoke`],
 //!   [`SessionManager::revoke_others`], [`SessionManager::revoke_all`], with IP, User-Agent
 //!   and client type recorded at login.
-//! - Remember me: [`SessionManager::login_with`] starts a refresh series,
+//! - Remember me: [`LoginOptions::remember`] starts a refresh series,
 //!   [`SessionManager::refresh`] exchanges its secret for a new session (ending the series'
 //!   earlier one), and reuse of a secret already used revokes the series and its sessions;
 //!   the family rules are in [`RefreshConfig`].
-//! - Live connections: [`Session::watch`] gives a WebSocket handler a [`SessionWatch`] that
-//!   reports when its session ends or its user's role changes, on this instance at once and
-//!   from other instances through one `LISTEN` connection
-//!   ([`PgStore::spawn_session_listener`]); see [`watch`]. A cookie-authenticated WebSocket
-//!   upgrade must come from an allowed `Origin` ([`CsrfConfig::allows`]), even when the CSRF
-//!   check is off.
+//! - Live connections: [`Session::watch`] gives a WebSocket handler a
+//!   [`SessionWatch`](watch::SessionWatch) that reports when its session ends or its user's role
+//!   changes, on this instance at once and from other instances through one `LISTEN`
+//!   connection ([`PgStore::spawn_session_listener`]); see [`watch`]. A cookie-authenticated
+//!   WebSocket upgrade must come from an allowed `Origin` ([`CsrfConfig::allows`]), even when
+//!   the CSRF check is off.
 //! - Audit events through `tracing` (target [`AUDIT_TARGET`]), with a per-address count of
 //!   rejected tokens ([`SessionManager::rejected_tokens_by_ip`]).
 //!
 //! # Cargo features
 //!
-//! - `cache` (off by default): `SessionCache`, an opt-in cache of validated sessions for
-//!   services with many instances, invalidated across instances by PostgreSQL
+//! - `cache` (off by default): `cache::SessionCache`, an opt-in cache of validated sessions
+//!   for services with many instances, invalidated across instances by PostgreSQL
 //!   `LISTEN/NOTIFY`, with a documented staleness bound.
+//! - `test-util` (off by default; for dev-dependencies): `test_util::login`, a logged-in
+//!   request in one line for an application's tests; `test_util::ManualClock`; and the store
+//!   conformance suite (`conformance_tests!`), which checks a custom store against every
+//!   guarantee the manager relies on.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "cache")]
-mod cache;
-mod clock;
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub mod cache;
+pub mod clock;
 mod config;
+pub mod credentials;
 mod extract;
-mod layer;
-mod lifecycle;
+mod invalidation;
+pub mod layer;
+mod listener;
+mod manager;
 pub mod permission;
-mod store;
-mod token;
+mod rejection;
+mod response;
+mod session;
+pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
+pub mod token;
 pub mod watch;
 
-#[cfg(feature = "cache")]
-pub use cache::{CacheConfig, SessionCache};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
-pub use extract::{
-    AuthRejection, AuthUser, Authenticated, GameUser, NoStore, RecentAuth, RequirePermission,
-    RequireRole,
-};
-pub use layer::{
-    ClientIpFn, MAX_COOKIE_HEADER, ResponseFuture, Session, SessionLayer, SessionService,
-    TokenSource, find_token,
-};
-pub use lifecycle::{AUDIT_TARGET, Login, Refresh, SessionManager};
-pub use permission::{AccessPolicy, MudPolicy, Permission, Role, permissions, roles};
-pub use store::{
-    AppSchema, CharacterRecord, CharacterSelection, ClientInfo, MemoryStore, NewSeries, NewSession,
-    PgStore, Purged, RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation,
-};
-pub use token::{RefreshToken, SessionId, SessionToken, TOKEN_LEN, TokenHash};
-pub use watch::{SessionEnd, SessionWatch, WatchEvent};
+pub use extract::{AuthUser, Authenticated, GameUser, RecentAuth, RequirePermission, RequireRole};
+pub use layer::SessionLayer;
+pub use manager::{AUDIT_TARGET, Login, LoginOptions, Refresh, SessionManager};
+pub use permission::{permissions, roles};
+pub use rejection::AuthRejection;
+pub use response::NoStore;
+pub use session::Session;
+pub use store::{ClientInfo, MemoryStore, PgStore};
+pub use token::SessionId;
 
 /// Re-exported for [`CookieConfig::same_site`].
 pub use cookie::SameSite;

@@ -3,11 +3,11 @@
 //! A permission is a zero-sized marker type implementing [`Permission`]; the extractor
 //! [`RequirePermission<P>`](crate::RequirePermission) checks it against the [`AccessPolicy`]
 //! configured on the [`SessionManager`](crate::SessionManager). The 13 permissions and 4 roles
-//! of the original server are predefined; [`permission!`](macro@crate::permission) and
+//! of the MUD policy are predefined; [`permission!`](macro@crate::permission) and
 //! [`role!`](macro@crate::role) define more.
 //!
 //! ```
-//! use tower_session_auth::{AccessPolicy, MudPolicy, Permission, permissions::ViewLogs};
+//! use tower_session_auth::{permission::AccessPolicy, permission::MudPolicy, permission::Permission, permissions::ViewLogs};
 //!
 //! tower_session_auth::permission! {
 //!     /// May post announcements.
@@ -57,7 +57,7 @@ macro_rules! permission {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         $vis struct $ty;
-        impl $crate::Permission for $ty {
+        impl $crate::permission::Permission for $ty {
             const NAME: &'static str = $name;
         }
     )+};
@@ -70,13 +70,13 @@ macro_rules! role {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         $vis struct $ty;
-        impl $crate::Role for $ty {
+        impl $crate::permission::Role for $ty {
             const NAME: &'static str = $name;
         }
     )+};
 }
 
-/// The original server's permissions.
+/// The permissions of [`MudPolicy`].
 pub mod permissions {
     crate::permission! {
         /// Enter the game.
@@ -108,7 +108,7 @@ pub mod permissions {
     }
 }
 
-/// The original server's roles, lowest first.
+/// The roles of [`MudPolicy`], lowest first.
 pub mod roles {
     crate::role! {
         /// Level 0.
@@ -122,7 +122,7 @@ pub mod roles {
     }
 }
 
-/// The original server's policy, exactly: roles `player` < `worldbuilder` < `admin` <
+/// The default policy, for a multi-user game server: roles `player` < `worldbuilder` < `admin` <
 /// `superuser` (matched case-insensitively; unknown roles have no permissions).
 ///
 /// | role | permissions |

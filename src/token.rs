@@ -25,7 +25,7 @@ const TOKEN_BYTES: usize = 32;
 /// needed (the login response body, the `Set-Cookie` header).
 ///
 /// ```
-/// use tower_session_auth::SessionToken;
+/// use tower_session_auth::token::SessionToken;
 ///
 /// let token = SessionToken::generate();
 /// assert_eq!(token.expose().len(), 43);
@@ -155,7 +155,7 @@ impl std::str::FromStr for SessionId {
 /// is no `Display`.
 ///
 /// ```
-/// use tower_session_auth::RefreshToken;
+/// use tower_session_auth::token::RefreshToken;
 ///
 /// let token = RefreshToken::generate();
 /// assert_eq!(token.expose().len(), 76);

@@ -21,7 +21,7 @@
 //! fire from a timer set to the session's expiry, re-armed when it moves.
 //!
 //! **How.** An event marks the watches of the sessions or users it names; each marked watch
-//! then reads its session once ([`SessionStore::lookup`](crate::SessionStore::lookup), read
+//! then reads its session once ([`SessionStore::lookup`](crate::store::SessionStore::lookup), read
 //! only) to learn whether it still lives, whether its user is still active, and its role. So a
 //! role change costs one query per watch of that user, a revocation one per watch of the
 //! sessions named, and a listener reconnection (notifications may have been missed) one per
@@ -42,30 +42,28 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_session_auth::StoreError> {
-//! use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionEnd, SessionManager, WatchEvent};
+//! # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
+//! use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, watch::SessionEnd, SessionManager, watch::WatchEvent};
 //!
 //! let store = MemoryStore::new();
 //! store.upsert_user(1, "alice", Some("player"), true);
 //! let manager = SessionManager::new(store, SessionConfig::default());
-//! let login = manager.login(1, ClientInfo::default()).await?;
+//! let login = manager.login(1, LoginOptions::new()).await?;
 //! let mut watch = manager.watch(&login.token).await?.expect("a live session");
 //! manager.revoke_all(1).await?;
 //! assert_eq!(watch.next().await, WatchEvent::Ended(SessionEnd::Revoked));
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use crate::lifecycle::SessionManager;
-use crate::store::{SessionView, Validation};
-use crate::token::{SessionId, TokenHash};
+use crate::manager::SessionManager;
+use crate::store::{SessionView, StoreError, Validation};
+use crate::token::{SessionId, SessionToken, TokenHash};
 
 /// Why a watched session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,154 +112,6 @@ pub enum WatchEvent {
     RoleChanged(String),
     /// The session ended. Every later call returns this again.
     Ended(SessionEnd),
-}
-
-/// The registry of live watches of one manager: who to wake for which session and user.
-///
-/// One lock for all: it is taken when a watch starts or stops and when a session or user
-/// event arrives, never while a connection is idle.
-#[derive(Default)]
-pub(crate) struct Watchers {
-    registry: Mutex<Registry>,
-    next_id: AtomicU64,
-    /// Bumped by every event, so that a watch started from an earlier read knows whether
-    /// it may have missed one.
-    generation: AtomicU64,
-    listening: AtomicBool,
-}
-
-#[derive(Default)]
-struct Registry {
-    watches: HashMap<u64, Arc<Notify>>,
-    by_session: HashMap<SessionId, Vec<u64>>,
-    by_user: HashMap<i64, Vec<u64>>,
-}
-
-/// A parsed invalidation notification: `sessions:<uuid>,<uuid>,…`, `user:<id>`, or anything
-/// else (an id that does not parse included), which means everything.
-pub(crate) enum Notice {
-    Sessions(Vec<SessionId>),
-    User(i64),
-    All,
-}
-
-impl Notice {
-    pub(crate) fn parse(payload: &str) -> Self {
-        if let Some(list) = payload.strip_prefix("sessions:") {
-            match list.split(',').map(str::parse).collect() {
-                Ok(ids) => Self::Sessions(ids),
-                Err(_) => Self::All,
-            }
-        } else if let Some(user) = payload
-            .strip_prefix("user:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            Self::User(user)
-        } else {
-            Self::All
-        }
-    }
-}
-
-impl Watchers {
-    fn lock(&self) -> MutexGuard<'_, Registry> {
-        // Each change is a few map operations that cannot be left half done by a panic.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn register(&self, session_id: SessionId, user_id: i64) -> (u64, Arc<Notify>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
-        let mut registry = self.lock();
-        registry.watches.insert(id, Arc::clone(&notify));
-        registry.by_session.entry(session_id).or_default().push(id);
-        registry.by_user.entry(user_id).or_default().push(id);
-        (id, notify)
-    }
-
-    fn unregister(&self, id: u64, session_id: SessionId, user_id: i64) {
-        let mut registry = self.lock();
-        registry.watches.remove(&id);
-        forget(&mut registry.by_session, session_id, id);
-        forget(&mut registry.by_user, user_id, id);
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn set_listening(&self, listening: bool) {
-        self.listening.store(listening, Ordering::Release);
-    }
-
-    pub(crate) fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
-    }
-
-    /// How many watches are live.
-    pub(crate) fn count(&self) -> usize {
-        self.lock().watches.len()
-    }
-
-    /// Whether a session has a live watch.
-    pub(crate) fn watches_session(&self, session_id: SessionId) -> bool {
-        self.lock().by_session.contains_key(&session_id)
-    }
-
-    pub(crate) fn invalidate_sessions(&self, ids: &[SessionId]) {
-        self.bump();
-        let registry = self.lock();
-        for id in ids {
-            wake(&registry, registry.by_session.get(id));
-        }
-    }
-
-    pub(crate) fn invalidate_session(&self, id: SessionId) {
-        self.invalidate_sessions(&[id]);
-    }
-
-    pub(crate) fn invalidate_user(&self, user_id: i64) {
-        self.bump();
-        let registry = self.lock();
-        wake(&registry, registry.by_user.get(&user_id));
-    }
-
-    pub(crate) fn invalidate_all(&self) {
-        self.bump();
-        for notify in self.lock().watches.values() {
-            notify.notify_one();
-        }
-    }
-
-    pub(crate) fn apply(&self, notice: &Notice) {
-        match notice {
-            Notice::Sessions(ids) => self.invalidate_sessions(ids),
-            Notice::User(user_id) => self.invalidate_user(*user_id),
-            Notice::All => self.invalidate_all(),
-        }
-    }
-}
-
-fn wake(registry: &Registry, ids: Option<&Vec<u64>>) {
-    for id in ids.into_iter().flatten() {
-        if let Some(notify) = registry.watches.get(id) {
-            // Stores a permit when the watch is not waiting: events coalesce into one check.
-            notify.notify_one();
-        }
-    }
-}
-
-fn forget<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<u64>>, key: K, id: u64) {
-    if let Some(ids) = index.get_mut(&key) {
-        ids.retain(|other| *other != id);
-        if ids.is_empty() {
-            index.remove(&key);
-        }
-    }
 }
 
 /// A live session's end signal; see the [module docs](crate::watch) for what it hears, the
@@ -385,7 +235,7 @@ impl SessionWatch {
     pub async fn touch(&mut self) {
         let manager = self.manager.clone();
         let now = manager.now();
-        let interval = crate::store::span(manager.config().touch_interval);
+        let interval = crate::store::family::span(manager.config().touch_interval);
         if self.ended.is_some() || self.last_activity > now - interval {
             return;
         }
@@ -479,5 +329,30 @@ pub(crate) fn user_role(view: &SessionView) -> Option<String> {
     match &view.user {
         Some(user) if user.is_active => user.role.clone().filter(|role| !role.is_empty()),
         _ => None,
+    }
+}
+
+impl SessionManager {
+    /// Watches the session of `token` until it ends ([`SessionWatch`]): `None` when there is no
+    /// live session with an active user for it. Inside a request,
+    /// [`Session::watch`](crate::Session::watch) reuses the request's validation instead.
+    pub async fn watch(&self, token: &SessionToken) -> Result<Option<SessionWatch>, StoreError> {
+        let hash = token.hash();
+        let read_at = self.watchers().generation();
+        let view = self.store().lookup(&hash, self.now()).await?;
+        Ok(view
+            .filter(|view| user_role(view).is_some())
+            .map(|view| SessionWatch::new(self, hash, &view, Some(read_at))))
+    }
+
+    /// How many [`SessionWatch`]es of this manager are live.
+    pub fn watch_count(&self) -> usize {
+        self.watchers().count()
+    }
+
+    /// Whether a session has a live [`SessionWatch`] on this instance (a session page can show
+    /// which sessions hold a live connection).
+    pub fn is_watched(&self, id: SessionId) -> bool {
+        self.watchers().watches_session(id)
     }
 }

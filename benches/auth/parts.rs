@@ -26,8 +26,8 @@ use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 use tower_session_auth::{
-    PgStore, Scope, Session, SessionManager, SessionStore, SessionToken, TokenHash, Touch,
-    find_token,
+    PgStore, Session, SessionManager, credentials::find_token, store::Scope, store::SessionStore,
+    store::TokenHash, store::Touch, token::SessionToken,
 };
 
 /// Counts heap allocations (and reallocations) of the whole process.
@@ -282,10 +282,10 @@ async fn run_once(statement: Statement, pool: &Pool, store: &PgStore, user: i64,
     };
     if let Some(scope) = scope {
         let now = time::OffsetDateTime::now_utc();
-        let touch = Touch {
-            due_before: now - Duration::from_secs(60),
-            slide_to: Some(now + Duration::from_secs(8 * 3600)),
-        };
+        let touch = Touch::new(
+            now - Duration::from_secs(60),
+            Some(now + Duration::from_secs(8 * 3600)),
+        );
         let validation = store.validate(hash, now, touch, scope).await;
         std::hint::black_box(validation.expect("validate"));
         return;

@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tower_session_auth::LoginOptions;
 
 use super::*;
 
@@ -631,7 +632,7 @@ async fn long_run(bench: &Bench, settings: &ScaleSettings, ours: &Ours<'_>) -> V
             for n in (worker..count).step_by(SCALE_CONCURRENCY) {
                 let user = 1 + (n as i64 * 7919) % SCALE_USERS;
                 let login = manager
-                    .login(user, ClientInfo::default())
+                    .login(user, LoginOptions::new())
                     .await
                     .expect("login");
                 let cookie = format!("{cookie_name}={}", login.token.expose());

@@ -38,7 +38,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
-use tower_session_auth::{AuthRejection, AuthUser, ClientInfo, Session, SessionId, SessionRecord};
+use tower_session_auth::{
+    AuthRejection, AuthUser, LoginOptions, Session, SessionId, store::SessionRecord,
+};
 
 use super::login_guard::LoginRefusal;
 use super::{AppState, check_credentials, drops_refresh_cookie, refuses_cross_site};
@@ -146,13 +148,18 @@ pub async fn login(
         Ok(user) => user,
         Err(refusal) => return login_refused(&token, refusal),
     };
-    let mut client = ClientInfo::from_headers(&headers);
-    client.ip = session.client_ip();
+    let mut client = session.client_info();
     if client.client_type == "unknown" {
-        client.client_type = "web".to_owned();
+        client = client.with_client_type("web");
     }
     let remember = form.remember.is_some();
-    match session.login_with(user.id, client, remember).await {
+    match session
+        .login(
+            user.id,
+            LoginOptions::new().client(client).remember(remember),
+        )
+        .await
+    {
         Ok(_) => {
             let mut response = Redirect::to(PAGE).into_response();
             if drops_refresh_cookie(&session, remember) {

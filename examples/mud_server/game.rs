@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tokio::sync::mpsc;
 use tower_session_auth::permissions::PlayGame;
-use tower_session_auth::{GameUser, Permission, Session, SessionWatch, WatchEvent};
+use tower_session_auth::{
+    GameUser, Session, permission::Permission, watch::SessionWatch, watch::WatchEvent,
+};
 
 use crate::{ApiResult, AppState, detail};
 

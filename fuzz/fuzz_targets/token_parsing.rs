@@ -29,8 +29,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use tower_session_auth::{
-    MAX_COOKIE_HEADER, MemoryStore, SessionConfig, SessionManager, SessionToken, TOKEN_LEN,
-    TokenSource, find_token,
+    credentials::MAX_COOKIE_HEADER, MemoryStore, SessionConfig, SessionManager, token::SessionToken, token::TOKEN_LEN,
+    credentials::TokenSource, credentials::find_token,
 };
 
 const TOKEN_HEADER: &str = "x-session-token";

@@ -8,10 +8,13 @@ use time::OffsetDateTime;
 
 use uuid::Uuid;
 
+use super::family::{
+    MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, expired, match_secret,
+};
 use super::{
-    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
+    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
+    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation,
 };
 use crate::token::{SessionId, TokenHash};
 
@@ -62,8 +65,7 @@ struct Series {
 
 impl Series {
     fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-            || self.absolute_expires_at.is_some_and(|at| at <= now)
+        expired(now, self.expires_at, self.absolute_expires_at)
     }
 }
 
@@ -111,7 +113,7 @@ impl State {
         max_per_user: Option<u32>,
     ) -> Result<SessionRecord, StoreError> {
         if self.by_token.contains_key(&new.token_hash) {
-            return Err(StoreError::Other("duplicate token hash".to_owned()));
+            return Err(StoreError::backend("duplicate token hash"));
         }
         if let Some(max) = max_per_user {
             let mut older: Vec<(OffsetDateTime, SessionId)> = self
@@ -130,20 +132,10 @@ impl State {
             }
         }
         let record = SessionRecord {
-            id: new.id,
-            user_id: new.user_id,
-            character_id: None,
-            world_id: None,
-            client_type: new.client.client_type,
-            ip: new.client.ip,
-            user_agent: new.client.user_agent,
-            created_at: new.created_at,
-            last_activity: new.created_at,
-            expires_at: new.expires_at,
-            absolute_expires_at: new.absolute_expires_at,
             authenticated_at,
             refreshed,
             remembered: series_id.is_some(),
+            ..SessionRecord::new(&new)
         };
         self.by_token.insert(new.token_hash, new.id);
         self.sessions.insert(
@@ -305,15 +297,11 @@ impl SessionStore for MemoryStore {
         let (user_id, created_at) = (new.user_id, new.created_at);
         let record = state.insert(new, created_at, false, series_id, max_per_user)?;
         if let Some(series) = remember {
-            let unused = SecretState {
-                used_at: None,
-                spent: false,
-            };
             state.series.insert(
                 series.id,
                 Series {
                     user_id,
-                    secrets: vec![(series.secret_hash, unused)],
+                    secrets: vec![(series.secret_hash, SecretState::UNUSED)],
                     created_at,
                     expires_at: series.expires_at,
                     absolute_expires_at: series.absolute_expires_at,
@@ -334,7 +322,7 @@ impl SessionStore for MemoryStore {
         let Some(&id) = state.by_token.get(token_hash) else {
             return Ok(Validation::Unknown);
         };
-        if is_expired(&state.sessions[&id].record, now) {
+        if state.sessions[&id].record.is_expired(now) {
             state.delete(id);
             return Ok(Validation::Expired);
         }
@@ -368,31 +356,10 @@ impl SessionStore for MemoryStore {
         let Some(entry) = state.by_token.get(token_hash).map(|id| &state.sessions[id]) else {
             return Ok(None);
         };
-        if is_expired(&entry.record, now) {
+        if entry.record.is_expired(now) {
             return Ok(None);
         }
         Ok(Some(state.view(&entry.record, Scope::Game)))
-    }
-
-    async fn select_character(
-        &self,
-        session_id: SessionId,
-        user_id: i64,
-        character_id: i64,
-    ) -> Result<CharacterSelection, StoreError> {
-        let mut state = self.lock();
-        let character = match state.characters.get(&character_id) {
-            Some((owner, character)) if *owner == user_id => character.clone(),
-            _ => return Ok(CharacterSelection::CharacterNotFound),
-        };
-        match state.sessions.get_mut(&session_id) {
-            Some(entry) if entry.record.user_id == user_id => {
-                entry.record.character_id = Some(character_id);
-                entry.record.world_id = character.world_id.clone();
-                Ok(CharacterSelection::Selected(character))
-            }
-            _ => Ok(CharacterSelection::SessionNotFound),
-        }
     }
 
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
@@ -443,36 +410,11 @@ impl SessionStore for MemoryStore {
             .sessions
             .values()
             .map(|entry| &entry.record)
-            .filter(|record| record.user_id == user_id && !is_expired(record, now))
+            .filter(|record| record.user_id == user_id && !record.is_expired(now))
             .cloned()
             .collect();
         list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         Ok(list)
-    }
-
-    async fn count_active(
-        &self,
-        now: OffsetDateTime,
-        active_since: Option<OffsetDateTime>,
-    ) -> Result<u64, StoreError> {
-        let state = self.lock();
-        Ok(state
-            .sessions
-            .values()
-            .map(|entry| &entry.record)
-            .filter(|record| {
-                !is_expired(record, now) && active_since.is_none_or(|t| record.last_activity >= t)
-            })
-            .count() as u64)
-    }
-
-    async fn clear_all(&self) -> Result<u64, StoreError> {
-        let mut state = self.lock();
-        let count = state.sessions.len() as u64;
-        state.sessions.clear();
-        state.by_token.clear();
-        state.series.clear();
-        Ok(count)
     }
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
@@ -491,7 +433,7 @@ impl SessionStore for MemoryStore {
         let sessions: Vec<SessionId> = state
             .sessions
             .values()
-            .filter(|entry| is_expired(&entry.record, now))
+            .filter(|entry| entry.record.is_expired(now))
             .map(|entry| entry.record.id)
             .take(limit)
             .collect();
@@ -505,6 +447,33 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.sessions.get_mut(&id) {
+            Some(entry) if !entry.record.is_expired(now) => {
+                let record = &mut entry.record;
+                record.authenticated_at = record.authenticated_at.max(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn remember(&self) -> Option<&dyn RememberStore> {
+        Some(self)
+    }
+
+    fn characters(&self) -> Option<&dyn CharacterStore> {
+        Some(self)
+    }
+
+    fn admin(&self) -> Option<&dyn AdminStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RememberStore for MemoryStore {
     async fn end_series(
         &self,
         series: Uuid,
@@ -575,13 +544,9 @@ impl SessionStore for MemoryStore {
             index += 1;
             keep
         });
-        series.secrets.push((
-            request.new_secret_hash,
-            SecretState {
-                used_at: None,
-                spent: false,
-            },
-        ));
+        series
+            .secrets
+            .push((request.new_secret_hash, SecretState::UNUSED));
         series.expires_at = request.series_expires_at;
         let (authenticated_at, series_absolute) = (series.created_at, series.absolute_expires_at);
         // One device, one session: the series' earlier sessions end, but for those that the
@@ -604,16 +569,56 @@ impl SessionStore for MemoryStore {
         )?;
         Ok(RefreshOutcome::Refreshed(Box::new(record)))
     }
+}
 
-    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+#[async_trait]
+impl CharacterStore for MemoryStore {
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
         let mut state = self.lock();
-        match state.sessions.get_mut(&id) {
-            Some(entry) if !is_expired(&entry.record, now) => {
-                let record = &mut entry.record;
-                record.authenticated_at = record.authenticated_at.max(now);
-                Ok(true)
+        let character = match state.characters.get(&character_id) {
+            Some((owner, character)) if *owner == user_id => character.clone(),
+            _ => return Ok(CharacterSelection::CharacterNotFound),
+        };
+        match state.sessions.get_mut(&session_id) {
+            Some(entry) if entry.record.user_id == user_id => {
+                entry.record.character_id = Some(character_id);
+                entry.record.world_id = character.world_id.clone();
+                Ok(CharacterSelection::Selected(character))
             }
-            _ => Ok(false),
+            _ => Ok(CharacterSelection::SessionNotFound),
         }
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStore {
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .sessions
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|record| {
+                !record.is_expired(now) && active_since.is_none_or(|t| record.last_activity >= t)
+            })
+            .count() as u64)
+    }
+
+    async fn clear_all(&self) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let count = state.sessions.len() as u64;
+        state.sessions.clear();
+        state.by_token.clear();
+        state.series.clear();
+        Ok(count)
     }
 }

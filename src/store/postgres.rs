@@ -11,11 +11,13 @@ use tokio_postgres::types::{FromSql, ToSql};
 
 use uuid::Uuid;
 
+use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::{
-    CharacterRecord, CharacterSelection, MAX_SECRETS_PER_SERIES, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, Scope, SecretMatch, SecretState, SessionRecord, SessionStore,
-    SessionView, StoreError, Touch, UserRecord, Validation, earliest, is_expired, match_secret,
+    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
+    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
+    StoreError, Touch, UserRecord, Validation,
 };
+use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
 
 /// The crate's migrations, applied in order by [`PgStore::migrate`].
@@ -32,13 +34,26 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::backend(error)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::backend(error)
+    }
+}
+
 /// Where the application keeps its users and characters. The validating statement joins them.
 ///
 /// The names are inserted into SQL as identifiers, so they must be plain (letters, digits,
-/// `_`, optionally schema-qualified with `.`); [`PgStore::with_schema`] panics otherwise. The
-/// defaults are the original server's tables:
+/// `_`, optionally schema-qualified with `.`); [`PgStore::with_schema`] refuses others
+/// ([`AppSchema::validate`]). The defaults:
 /// `users(id, username, role, is_active)` and `characters(id, user_id, name, world_id)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppSchema {
     /// Users table.
     pub users_table: String,
@@ -81,43 +96,124 @@ impl Default for AppSchema {
 }
 
 impl AppSchema {
-    fn assert_plain_identifiers(&self) {
-        for name in [
-            &self.users_table,
-            &self.user_id,
-            &self.username,
-            &self.role,
-            &self.is_active,
-            &self.characters_table,
-            &self.character_id,
-            &self.character_user_id,
-            &self.character_name,
-            &self.character_world_id,
-        ] {
+    /// Checks that every name is a plain SQL identifier (letters, digits, `_`, not starting
+    /// with a digit, optionally schema-qualified with `.`): the names are inserted into SQL.
+    ///
+    /// ```
+    /// use tower_session_auth::store::AppSchema;
+    ///
+    /// let mut app = AppSchema::default();
+    /// app.users_table = "auth.accounts".into();
+    /// assert!(app.validate().is_ok());
+    /// app.username = "name; DROP TABLE users".into();
+    /// assert_eq!(app.validate().unwrap_err().field, "AppSchema.username");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let names = [
+            ("AppSchema.users_table", &self.users_table),
+            ("AppSchema.user_id", &self.user_id),
+            ("AppSchema.username", &self.username),
+            ("AppSchema.role", &self.role),
+            ("AppSchema.is_active", &self.is_active),
+            ("AppSchema.characters_table", &self.characters_table),
+            ("AppSchema.character_id", &self.character_id),
+            ("AppSchema.character_user_id", &self.character_user_id),
+            ("AppSchema.character_name", &self.character_name),
+            ("AppSchema.character_world_id", &self.character_world_id),
+        ];
+        for (field, name) in names {
             let plain = !name.is_empty()
                 && name.split('.').all(|part| {
                     !part.is_empty()
                         && !part.starts_with(|c: char| c.is_ascii_digit())
                         && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 });
-            assert!(plain, "AppSchema: {name:?} is not a plain SQL identifier");
+            if !plain {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{name:?} is not a plain SQL identifier"),
+                ));
+            }
         }
+        Ok(())
     }
 }
 
-/// The session columns every statement returns, in the order [`record_from_row`] reads them.
-const SESSION_COLUMNS: &str = "id, user_id, character_id, world_id, client_type, ip, user_agent, \
-     created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, refreshed, \
-     series_id";
+/// The session columns every statement returns, in this order: [`record_from_row`] finds
+/// each at its place here, and [`view_from_row`] reads the user's and character's after them.
+const SESSION_COLUMNS: &[&str] = &[
+    "id",
+    "user_id",
+    "character_id",
+    "world_id",
+    "client_type",
+    "ip",
+    "user_agent",
+    "created_at",
+    "last_activity",
+    "expires_at",
+    "absolute_expires_at",
+    "authenticated_at",
+    "refreshed",
+    "series_id",
+];
 
-/// How many columns [`SESSION_COLUMNS`] has; user and character columns follow.
-const SESSION_COLUMN_COUNT: usize = 14;
+/// [`SESSION_COLUMNS`] of the table aliased `alias`, as a select list.
+fn session_columns(alias: &str) -> String {
+    SESSION_COLUMNS
+        .iter()
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-/// A condition true for sessions that are still live at `$N`.
-fn live(alias: &str, now_param: &str) -> String {
+/// Where `name` is in [`SESSION_COLUMNS`]. Evaluated in a `const` block, so a name that is not
+/// there fails to compile.
+const fn session_column(name: &str) -> usize {
+    let mut index = 0;
+    while index < SESSION_COLUMNS.len() {
+        if same(SESSION_COLUMNS[index], name) {
+            return index;
+        }
+        index += 1;
+    }
+    panic!("not a session column")
+}
+
+/// `a == b`, in a `const fn`.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut at = 0;
+    while at < a.len() {
+        if a[at] != b[at] {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}
+
+/// A condition true for the rows of `alias` (sessions or remember-me series, whose
+/// `expires_at` and `absolute_expires_at` are `NULL` for never) that have expired at `now`:
+/// their idle or absolute expiry is reached. Otherwise it is false, or NULL when an expiry is
+/// NULL, hence [`live`]. The expiry rule in SQL, as [`SessionRecord::is_expired`] is in Rust.
+fn expired(alias: &str, now: &str) -> String {
+    format!("({alias}.expires_at <= {now} OR {alias}.absolute_expires_at <= {now})")
+}
+
+/// A condition true for the rows of `alias` that are still live at `now`: not [`expired`].
+fn live(alias: &str, now: &str) -> String {
+    format!("{} IS NOT TRUE", expired(alias, now))
+}
+
+/// The call that takes the advisory lock of the user `user_id` (an SQL expression) for the rest
+/// of the transaction. One key for every path that takes it; see [`PgStore::lock_user`].
+fn user_lock(user_id: &str) -> String {
     format!(
-        "({alias}.expires_at IS NULL OR {alias}.expires_at > {now_param}) \
-         AND ({alias}.absolute_expires_at IS NULL OR {alias}.absolute_expires_at > {now_param})"
+        "pg_advisory_xact_lock(hashtextextended('tower_session_auth.user:' || {user_id}::text, 0))"
     )
 }
 
@@ -138,13 +234,9 @@ fn view_select(app: &AppSchema, scope: Scope) -> (String, String) {
         character_name,
         character_world_id,
     } = app;
-    let session: Vec<String> = SESSION_COLUMNS
-        .split(", ")
-        .map(|column| format!("s.{column}"))
-        .collect();
     let mut columns = format!(
         "{}, u.{username}, u.{role}, u.{is_active}, u.{user_id}",
-        session.join(", ")
+        session_columns("s")
     );
     let mut joins = format!("LEFT JOIN {users_table} u ON u.{user_id} = s.user_id");
     if scope == Scope::Game {
@@ -177,25 +269,91 @@ fn validate_sql(app: &AppSchema, scope: Scope) -> String {
     };
     format!(
         "SELECT {columns}, \
-                CASE WHEN s.expires_at <= $2 OR s.absolute_expires_at <= $2 \
+                CASE WHEN {expired} \
                      THEN tower_session_auth_expire(s.id, $2) \
                      WHEN s.last_activity <= $3{world_due} \
                      THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, {new_world}) \
                 END \
-         FROM sessions s {joins} WHERE s.token_hash = $1"
+         FROM sessions s {joins} WHERE s.token_hash = $1",
+        expired = expired("s", "$2"),
     )
 }
 
-/// SQL texts, built once per store from the [`AppSchema`].
+/// The statement that ends the session `condition` (on `sessions`) names: it deletes the
+/// session's series, if any, and returns the session's id, user and series (see
+/// [`PgStore::end_session`]).
+fn end_session_sql(condition: &str) -> String {
+    format!(
+        "WITH target AS (SELECT id, user_id, series_id FROM sessions WHERE {condition}), \
+         ended AS (DELETE FROM refresh_series WHERE id IN (SELECT series_id FROM target)) \
+         SELECT id, user_id, series_id FROM target"
+    )
+}
+
+/// The SQL of every statement the store's operations run, built once per store from the
+/// [`AppSchema`] (fixed texts are `&'static str`) and prepared once per connection.
 struct Statements {
-    /// The validating statements, at [`Scope::User`] and at [`Scope::Game`].
+    /// Inserts a session, returning [`SESSION_COLUMNS`]: `$1` id, `$2` token hash, `$3` user,
+    /// `$4`–`$6` client type, address and User-Agent, `$7` creation (and last activity), `$8`
+    /// idle and `$9` absolute expiry, `$10` authentication, `$11` refreshed, `$12` series.
+    insert_session: String,
+    /// The ids of the user `$1`'s oldest sessions beyond the `$3` most recent (the new
+    /// session `$2` counting as the most recent), and of their series but `$4`, which it
+    /// locks in id order.
+    doomed_sessions: &'static str,
+    /// Deletes the sessions `$1` and the series `$2` with their sessions.
+    prune_sessions: &'static str,
+    /// Starts the series `$1` of the user `$2` at `$4` with the secret `$3`, idle expiry `$5`
+    /// and absolute expiry `$6`.
+    insert_series: &'static str,
+    /// The validating statements (see [`validate_sql`]), at [`Scope::User`] and at
+    /// [`Scope::Game`].
     validate_user: String,
     validate_game: String,
+    /// The live session of token hash `$1` at `$2`, as a [`Scope::Game`] view.
     lookup: String,
-    select_character: String,
+    /// The user `$1`'s sessions live at `$2`, newest first.
     list_for_user: String,
-    count_active: String,
+    /// Moves the session `$1`'s `authenticated_at` to `$2` if it is live at `$2`.
+    reauthenticate: String,
+    /// Deletes up to `$2` expired series and up to `$2` expired sessions at `$1`, returning
+    /// how many of each.
+    purge_expired: String,
+    /// Takes the user `$1`'s advisory lock.
+    lock_user: String,
+    /// [`end_session_sql`] of the session `$1`, if the user `$2` (or anyone, when NULL) owns it.
+    end_by_id: String,
+    /// [`end_session_sql`] of the session of token hash `$1`.
+    end_by_token: String,
+    /// Deletes the session `$1` and the sessions of its series `$2`.
+    delete_ended: &'static str,
+    /// Ends the user `$1`'s series but the one of the session `$2`, in id order, returning
+    /// that series.
+    end_user_series: &'static str,
+    /// Deletes the user `$1`'s sessions, but, with a kept session `$2`, that one and the
+    /// sessions of its series `$3`.
+    delete_user_sessions: &'static str,
+    /// Deletes the series `$1` and its sessions.
+    delete_series: &'static str,
+    /// Deletes the series `$1` if it issued the secret `$2`, returning its user.
+    end_series: &'static str,
+    /// Deletes the sessions of the series `$1`.
+    delete_series_sessions: &'static str,
+    /// Takes the advisory lock of the user of the series `$1`, if it issued the secret `$2`.
+    refresh_lock_user: String,
+    /// Locks the series `$1` if it issued the secret `$3`, returning its user, creation and
+    /// absolute expiry, whether it has expired at `$2`, and whether its user is active.
     refresh_lock: String,
+    /// What the series `$1` remembers of the secret `$2`: when it was used, whether spent.
+    refresh_secret: &'static str,
+    /// Exchanges the secret `$2` of the series `$1` at `$3` for the secret `$4`.
+    refresh_exchange: &'static str,
+    /// Binds the session `$1` of the user `$2` to the user's character `$3`.
+    select_character: String,
+    /// Counts the sessions live at `$1` and active since `$2` (or any, when NULL).
+    count_active: String,
+    /// Deletes every session and series.
+    clear_all: &'static str,
 }
 
 impl Statements {
@@ -211,10 +369,69 @@ impl Statements {
             character_world_id,
             ..
         } = app;
+        let insert_session = format!(
+            "INSERT INTO sessions AS s (id, token_hash, user_id, client_type, ip, user_agent, \
+                 created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
+                 refreshed, series_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
+             RETURNING {}",
+            session_columns("s")
+        );
         let (columns, joins) = view_select(app, Scope::Game);
         let lookup = format!(
             "SELECT {columns} FROM sessions s {joins} WHERE s.token_hash = $1 AND {}",
             live("s", "$2")
+        );
+        let list_for_user = format!(
+            "SELECT {} FROM sessions s WHERE s.user_id = $1 AND {} \
+             ORDER BY s.created_at DESC, s.id",
+            session_columns("s"),
+            live("s", "$2")
+        );
+        // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
+        // column is unindexed, so this is a HOT update like a touch.
+        let reauthenticate = format!(
+            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
+             WHERE s.id = $1 AND {}",
+            live("s", "$2")
+        );
+        // Each batch locks only the rows it deletes, skipping those that a concurrent
+        // statement (a touch, another instance's sweeper) holds, and deletes them where the
+        // scan found them (by `ctid`, no index lookup per row).
+        let purge_expired = format!(
+            "WITH series AS ( \
+                DELETE FROM refresh_series r WHERE r.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM refresh_series r WHERE {series_expired} \
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                AND {series_expired} \
+                RETURNING 1), \
+             doomed AS ( \
+                DELETE FROM sessions s WHERE s.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM sessions s WHERE {session_expired} \
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                AND {session_expired} \
+                RETURNING 1) \
+             SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series)",
+            series_expired = expired("r", "$1"),
+            session_expired = expired("s", "$1"),
+        );
+        let refresh_lock_user = format!(
+            "SELECT {} FROM refresh_series WHERE id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets \
+                WHERE series_id = $1 AND secret_hash = $2)",
+            user_lock("user_id")
+        );
+        // The series row is locked for the rest of the refresh transaction, so concurrent
+        // refreshes of one series are decided one after the other, and a revocation that
+        // ends the series waits for a refresh in flight (and sees its session). A secret the
+        // series does not hold (a guess for a public series id) takes no lock at all.
+        let refresh_lock = format!(
+            "SELECT r.user_id, r.created_at, r.absolute_expires_at, {} IS TRUE, \
+                    u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
+             FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
+             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets k \
+                WHERE k.series_id = $1 AND k.secret_hash = $3) \
+             FOR UPDATE OF r",
+            expired("r", "$2")
         );
         let select_character = format!(
             "WITH c AS ( \
@@ -226,37 +443,79 @@ impl Statements {
              ) \
              SELECT c.name, c.world_id, EXISTS (SELECT 1 FROM bound) FROM c"
         );
-        let list_for_user = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s WHERE user_id = $1 AND {} \
-             ORDER BY created_at DESC, id",
-            live("s", "$2")
-        );
         let count_active = format!(
             "SELECT count(*) FROM sessions s WHERE {} \
-             AND ($2::timestamptz IS NULL OR last_activity >= $2)",
+             AND ($2::timestamptz IS NULL OR s.last_activity >= $2)",
             live("s", "$1")
         );
-        // The series row is locked for the rest of the refresh transaction, so concurrent
-        // refreshes of one series are decided one after the other, and a revocation that
-        // ends the series waits for a refresh in flight (and sees its session). A secret the
-        // series does not hold (a guess for a public series id) takes no lock at all.
-        let refresh_lock = format!(
-            "SELECT r.user_id, r.created_at, r.absolute_expires_at, \
-                    (r.expires_at <= $2 OR r.absolute_expires_at <= $2) IS TRUE, \
-                    u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
-             FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
-             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets k \
-                WHERE k.series_id = $1 AND k.secret_hash = $3) \
-             FOR UPDATE OF r"
-        );
         Self {
+            insert_session,
+            doomed_sessions: "WITH doomed AS ( \
+                    SELECT id, series_id FROM sessions WHERE user_id = $1 \
+                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3), \
+                 series AS ( \
+                    SELECT id FROM refresh_series \
+                    WHERE id IN (SELECT series_id FROM doomed) AND id IS DISTINCT FROM $4 \
+                    ORDER BY id FOR UPDATE) \
+                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)",
+            prune_sessions: "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
+                 DELETE FROM sessions WHERE id = ANY($1) OR series_id = ANY($2)",
+            insert_series: "WITH series AS ( \
+                    INSERT INTO refresh_series (id, user_id, created_at, last_used_at, \
+                        expires_at, absolute_expires_at) \
+                    VALUES ($1, $2, $4, $4, $5, $6)) \
+                 INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $3)",
             validate_user: validate_sql(app, Scope::User),
             validate_game: validate_sql(app, Scope::Game),
             lookup,
-            select_character,
             list_for_user,
-            count_active,
+            reauthenticate,
+            purge_expired,
+            lock_user: format!("SELECT {}", user_lock("$1::int8")),
+            end_by_id: end_session_sql("id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
+            end_by_token: end_session_sql("token_hash = $1"),
+            delete_ended: "DELETE FROM sessions WHERE id = $1 OR series_id = $2",
+            end_user_series: "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
+                 doomed AS ( \
+                    SELECT id FROM refresh_series WHERE user_id = $1 \
+                    AND id IS DISTINCT FROM (SELECT series_id FROM kept) ORDER BY id FOR UPDATE), \
+                 ended AS (DELETE FROM refresh_series WHERE id IN (SELECT id FROM doomed)) \
+                 SELECT (SELECT series_id FROM kept)",
+            delete_user_sessions: "DELETE FROM sessions WHERE user_id = $1 \
+                 AND ($2::uuid IS NULL OR (id <> $2 \
+                      AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
+            delete_series: "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
+                 DELETE FROM refresh_series WHERE id = $1",
+            // Any secret the series issued proves the caller held it; a forged one ends
+            // nothing.
+            end_series: "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
+                    SELECT 1 FROM refresh_secrets WHERE series_id = $1 AND secret_hash = $2) \
+                 RETURNING user_id",
+            delete_series_sessions: "DELETE FROM sessions WHERE series_id = $1",
+            refresh_lock_user,
             refresh_lock,
+            refresh_secret: "SELECT used_at, spent FROM refresh_secrets \
+                 WHERE series_id = $1 AND secret_hash = $2",
+            // Marks the presented secret used (or spent), issues the new one, forgets the
+            // oldest beyond the bound (keeping `$7` others), and ends the series' earlier
+            // sessions (one device, one session), but for those created since `$6` (by the
+            // first use of a secret exchanged again in the grace window); `$5` is the
+            // series' new idle expiry.
+            refresh_exchange: "WITH used AS ( \
+                    UPDATE refresh_secrets SET used_at = COALESCE(used_at, $3), \
+                        spent = used_at IS NOT NULL \
+                    WHERE series_id = $1 AND secret_hash = $2), \
+                 issued AS (INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $4)), \
+                 series AS (UPDATE refresh_series SET last_used_at = $3, expires_at = $5 \
+                    WHERE id = $1), \
+                 earlier AS (DELETE FROM sessions WHERE series_id = $1 \
+                    AND ($6::timestamptz IS NULL OR created_at < $6)) \
+                 DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
+                 AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
+                    ORDER BY issued DESC OFFSET $7 LIMIT 1)",
+            select_character,
+            count_active,
+            clear_all: "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
         }
     }
 }
@@ -328,70 +587,7 @@ macro_rules! bounded {
 }
 
 /// The `LISTEN/NOTIFY` channel of session invalidations.
-const CHANNEL: &str = "tower_session_auth";
-
-/// One listener connection's life: connect, `LISTEN`, report the connection, apply
-/// notifications until the connection ends.
-async fn listen(
-    config: &tokio_postgres::Config,
-    connected: &(dyn Fn() + Send + Sync),
-    apply: &(dyn Fn(&str) + Send + Sync),
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
-                    if sender.send(Ok(note.payload().to_owned())).is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    let _ = sender.send(Err(error));
-                    return;
-                }
-                None => return,
-            }
-        }
-    });
-    let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
-    if let Err(error) = listening {
-        driver.abort();
-        return Err(error);
-    }
-    connected();
-    tracing::info!("session invalidation listener connected");
-    let outcome = loop {
-        match payloads.recv().await {
-            Some(Ok(payload)) => apply(&payload),
-            Some(Err(error)) => break Err(error),
-            None => break Ok(()),
-        }
-    };
-    drop(client);
-    driver.abort();
-    outcome
-}
-
-/// Runs [`listen`] forever, reconnecting a second after each failure.
-fn spawn_listener(
-    config: tokio_postgres::Config,
-    connected: impl Fn(bool) + Send + Sync + 'static,
-    apply: impl Fn(&str) + Send + Sync + 'static,
-) -> tokio::task::JoinHandle<()> {
-    connected(false);
-    tokio::spawn(async move {
-        loop {
-            if let Err(error) = listen(&config, &|| connected(true), &apply).await {
-                tracing::warn!(%error, "session invalidation listener disconnected; reconnecting");
-            }
-            connected(false);
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    })
-}
+pub(crate) const CHANNEL: &str = "tower_session_auth";
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -407,15 +603,18 @@ impl PgStore {
 
     /// A store on an existing pool, with the default [`AppSchema`].
     pub fn new(pool: Pool) -> Self {
-        Self::with_schema(pool, AppSchema::default())
+        Self::with_valid_schema(pool, AppSchema::default())
     }
 
-    /// A store on an existing pool, reading users and characters from `app`.
-    ///
-    /// # Panics
-    /// If a name in `app` is not a plain SQL identifier.
-    pub fn with_schema(pool: Pool, app: AppSchema) -> Self {
-        app.assert_plain_identifiers();
+    /// A store on an existing pool, reading users and characters from `app`, or the
+    /// [`ConfigError`] of a name that is not a plain SQL identifier ([`AppSchema::validate`]).
+    pub fn with_schema(pool: Pool, app: AppSchema) -> Result<Self, ConfigError> {
+        app.validate()?;
+        Ok(Self::with_valid_schema(pool, app))
+    }
+
+    /// A store on `pool`, reading users and characters from `app`, whose names are valid.
+    fn with_valid_schema(pool: Pool, app: AppSchema) -> Self {
         Self {
             pool,
             sql: Arc::new(Statements::new(&app)),
@@ -447,7 +646,7 @@ impl PgStore {
     /// (default off). Logout and every other path that ends a session or a remember-me series
     /// (revoking one session, by token, all of a user's or all but one, ending a series, the
     /// revocation of a series whose secret was reused or whose user was deactivated, the
-    /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](SessionStore::clear_all))
+    /// pruning of a user's oldest sessions beyond the limit, [`clear_all`](AdminStore::clear_all))
     /// then commit with `SET LOCAL synchronous_commit = remote_apply`, one more statement in
     /// their transaction. Validation, touches, logins and refreshes that revoke nothing keep the
     /// role's setting and are not slowed down (a refresh's replacement of the series' earlier
@@ -585,7 +784,7 @@ impl PgStore {
                 .map_err(|source| StoreError::Migration {
                     version,
                     name,
-                    source,
+                    source: source.into(),
                 })?;
             tx.execute(
                 "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
@@ -739,80 +938,18 @@ impl PgStore {
         Ok(())
     }
 
-    /// Spawns the task that keeps `cache` in step with other instances (feature `cache`): on a
-    /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
-    /// triggers' notifications and drops the entries they name. The cache serves nothing
-    /// until the listener is connected and is flushed on every (re)connection, since missed
-    /// notifications are not replayed; after a failure the task reconnects every second.
-    /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
-    /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
-    /// promoted server, where the revocations are made (a standby refuses `LISTEN`).
-    ///
-    /// [`spawn_session_listener`](Self::spawn_session_listener) does the same for a
-    /// manager's cache and also wakes its session watches, on the same one connection.
-    #[cfg(feature = "cache")]
-    pub fn spawn_invalidation_listener(
-        &self,
-        config: tokio_postgres::Config,
-        cache: crate::cache::SessionCache,
-    ) -> tokio::task::JoinHandle<()> {
-        let flushed = cache.clone();
-        spawn_listener(
-            config,
-            move |connected| {
-                if connected {
-                    flushed.invalidate_all();
-                }
-                flushed.set_serving(connected);
-            },
-            move |payload| cache.apply_notification(payload),
-        )
-    }
-
-    /// Spawns the one task that carries other instances' session events to `manager`: on a
-    /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
-    /// notifications of [`install_invalidation_triggers`](Self::install_invalidation_triggers),
-    /// wakes the [`SessionWatch`](crate::SessionWatch)es of the sessions and users they name,
-    /// and, with the `cache` feature, drops the manager's cache entries as
-    /// `spawn_invalidation_listener` does. Every watch of the manager shares this connection.
-    ///
-    /// On each (re)connection, since missed notifications are not replayed, the cache is
-    /// flushed and every watch checks its session once; after a failure the task reconnects
-    /// every second. Pass the manager as configured (after `with_cache`); a manager with a
-    /// cache then needs no other listener. Set TCP keepalives on `config` (`keepalives_idle`)
-    /// so that a link that silently drops is noticed.
-    pub fn spawn_session_listener(
-        &self,
-        config: tokio_postgres::Config,
-        manager: crate::SessionManager,
-    ) -> tokio::task::JoinHandle<()> {
-        let events = manager.clone();
-        spawn_listener(
-            config,
-            move |connected| manager.listener_connected(connected),
-            move |payload| events.apply_notification(payload),
-        )
-    }
-
-    /// Removes the session that `condition` (on `sessions`) names and, if it belongs to a
+    /// Removes the session that `find` (an [`end_session_sql`]) names and, if it belongs to a
     /// series, the series and all its sessions. The series row is deleted first, which waits
     /// for a refresh of the series in flight; the sessions are deleted by a later statement,
     /// whose snapshot includes the session that refresh committed. Returns the user.
     async fn end_session(
         &self,
-        condition: &str,
+        find: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<i64>, StoreError> {
         bounded!(self, |client| {
             let tx = client.transaction().await?;
-            let find = tx
-                .prepare_cached(&format!(
-                    "WITH target AS (SELECT id, user_id, series_id FROM sessions WHERE {condition}), \
-                     ended AS (DELETE FROM refresh_series \
-                        WHERE id IN (SELECT series_id FROM target)) \
-                     SELECT id, user_id, series_id FROM target"
-                ))
-                .await?;
+            let find = tx.prepare_cached(find).await?;
             let Some(target) = tx.query_opt(&find, params).await? else {
                 return Ok(None);
             };
@@ -821,14 +958,89 @@ impl PgStore {
                 column(&target, 1, "bigint")?,
                 column(&target, 2, "uuid")?,
             );
-            let delete = tx
-                .prepare_cached("DELETE FROM sessions WHERE id = $1 OR series_id = $2")
-                .await?;
+            let delete = tx.prepare_cached(self.sql.delete_ended).await?;
             tx.execute(&delete, &[&id, &series]).await?;
-            commit_durably(&tx, self.durable_revocations).await?;
-            tx.commit().await?;
+            commit(tx, self.durable_revocations).await?;
             Ok(Some(user_id))
         })
+    }
+
+    /// Takes the per-user advisory lock for the rest of the transaction. It comes first in the
+    /// crate's lock order (user, then series rows in id order, then sessions), which login
+    /// pruning, refreshes that prune, and user-wide revocations all follow, so they cannot
+    /// deadlock.
+    async fn lock_user(&self, client: &impl GenericClient, user_id: i64) -> Result<(), StoreError> {
+        let lock = client.prepare_cached(&self.sql.lock_user).await?;
+        client.execute(&lock, &[&user_id]).await?;
+        Ok(())
+    }
+
+    /// Deletes a series and all its sessions.
+    async fn delete_series(
+        &self,
+        client: &impl GenericClient,
+        series: Uuid,
+    ) -> Result<(), StoreError> {
+        let statement = client.prepare_cached(self.sql.delete_series).await?;
+        client.execute(&statement, &[&series]).await?;
+        Ok(())
+    }
+
+    /// Inserts a session; with `max_per_user` (inside a transaction) serialises on the user and
+    /// removes the user's oldest sessions beyond the limit, durably (with
+    /// [`durable_revocations`](Self::durable_revocations)) when some were.
+    async fn insert_session(
+        &self,
+        client: &impl GenericClient,
+        new: &NewSession,
+        authenticated_at: OffsetDateTime,
+        refreshed: bool,
+        series_id: Option<Uuid>,
+        max_per_user: Option<u32>,
+    ) -> Result<SessionRecord, StoreError> {
+        if max_per_user.is_some() {
+            // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
+            // holds even when they race.
+            self.lock_user(client, new.user_id).await?;
+        }
+        let insert = client.prepare_cached(&self.sql.insert_session).await?;
+        let row = client
+            .query_one(
+                &insert,
+                &[
+                    &new.id.0,
+                    &new.token_hash.0.as_slice(),
+                    &new.user_id,
+                    &new.client.client_type,
+                    &new.client.ip,
+                    &new.client.user_agent,
+                    &new.created_at,
+                    &new.expires_at,
+                    &new.absolute_expires_at,
+                    &authenticated_at,
+                    &refreshed,
+                    &series_id,
+                ],
+            )
+            .await?;
+        if let Some(max) = max_per_user {
+            // The user's oldest sessions beyond the limit, and their series (but the new
+            // session's own), locked in id order before any session is deleted.
+            let doomed = client.prepare_cached(self.sql.doomed_sessions).await?;
+            let keep = i64::from(max.max(1));
+            let row = client
+                .query_one(&doomed, &[&new.user_id, &new.id.0, &keep, &series_id])
+                .await?;
+            let sessions: Vec<Uuid> = column(&row, 0, "uuid[]")?;
+            let series: Vec<Uuid> = column(&row, 1, "uuid[]")?;
+            if !sessions.is_empty() {
+                // A later statement, so that it sees what a refresh of those series committed.
+                let prune = client.prepare_cached(self.sql.prune_sessions).await?;
+                client.execute(&prune, &[&sessions, &series]).await?;
+                commit_durably(client, self.durable_revocations).await?;
+            }
+        }
+        record_from_row(&row)
     }
 
     async fn query_one_opt(
@@ -861,9 +1073,9 @@ impl PgStore {
     }
 }
 
-/// The `count(*)` of a statement's single row (no row: 0).
-fn count(row: Option<&Row>) -> Result<u64, StoreError> {
-    let count: i64 = row.map_or(Ok(0), |row| column(row, 0, "bigint"))?;
+/// The `count(*)` in column `index` of a statement's single row (no row: 0).
+fn count(row: Option<&Row>, index: usize) -> Result<u64, StoreError> {
+    let count: i64 = row.map_or(Ok(0), |row| column(row, index, "bigint"))?;
     Ok(count.try_into().unwrap_or(0))
 }
 
@@ -881,32 +1093,42 @@ fn column<'r, T: FromSql<'r>>(
             .get(index)
             .map_or_else(|| format!("#{index}"), |column| column.name().to_owned()),
         expected,
-        source,
+        source: source.into(),
     })
 }
 
+/// Reads the [`SESSION_COLUMNS`] of a row.
 fn record_from_row(row: &Row) -> Result<SessionRecord, StoreError> {
+    // Each column at its place in the list; a name not there fails to compile.
+    macro_rules! get {
+        ($name:literal, $expected:literal) => {
+            column(row, const { session_column($name) }, $expected)?
+        };
+    }
     Ok(SessionRecord {
-        id: SessionId(column(row, 0, "uuid")?),
-        user_id: column(row, 1, "bigint")?,
-        character_id: column(row, 2, "bigint")?,
-        world_id: column(row, 3, "text")?,
-        client_type: column(row, 4, "text")?,
-        ip: column(row, 5, "inet")?,
-        user_agent: column(row, 6, "text")?,
-        created_at: column(row, 7, "timestamptz")?,
-        last_activity: column(row, 8, "timestamptz")?,
-        expires_at: column(row, 9, "timestamptz")?,
-        absolute_expires_at: column(row, 10, "timestamptz")?,
-        authenticated_at: column(row, 11, "timestamptz")?,
-        refreshed: column(row, 12, "boolean")?,
-        remembered: column::<Option<Uuid>>(row, 13, "uuid")?.is_some(),
+        id: SessionId(get!("id", "uuid")),
+        user_id: get!("user_id", "bigint"),
+        character_id: get!("character_id", "bigint"),
+        world_id: get!("world_id", "text"),
+        client_type: get!("client_type", "text"),
+        ip: get!("ip", "inet"),
+        user_agent: get!("user_agent", "text"),
+        created_at: get!("created_at", "timestamptz"),
+        last_activity: get!("last_activity", "timestamptz"),
+        expires_at: get!("expires_at", "timestamptz"),
+        absolute_expires_at: get!("absolute_expires_at", "timestamptz"),
+        authenticated_at: get!("authenticated_at", "timestamptz"),
+        refreshed: get!("refreshed", "boolean"),
+        remembered: {
+            let series_id: Option<Uuid> = get!("series_id", "uuid");
+            series_id.is_some()
+        },
     })
 }
 
 /// Reads a row of the validate / lookup statements (see [`view_select`]).
 fn view_from_row(row: &Row, scope: Scope) -> Result<SessionView, StoreError> {
-    let at = SESSION_COLUMN_COUNT;
+    let at = SESSION_COLUMNS.len();
     // The key columns tell a missing row of the left join from null columns of a present one.
     let user = match column::<Option<i64>>(row, at + 3, "bigint")? {
         None => None,
@@ -938,7 +1160,7 @@ fn view_from_row(row: &Row, scope: Scope) -> Result<SessionView, StoreError> {
 /// applied as the statement applied them.
 fn validation(mut view: SessionView, now: OffsetDateTime, touch: Touch) -> Validation {
     let session = &mut view.session;
-    if is_expired(session, now) {
+    if session.is_expired(now) {
         return Validation::Expired;
     }
     if session.last_activity <= touch.due_before {
@@ -962,38 +1184,16 @@ impl SessionStore for PgStore {
         bounded!(self, |client| {
             if max_per_user.is_none() && series_id.is_none() {
                 // The common case needs no transaction: one INSERT.
-                return insert_session(
-                    &client,
-                    &new,
-                    new.created_at,
-                    false,
-                    series_id,
-                    None,
-                    false,
-                )
-                .await;
+                return self
+                    .insert_session(&client, &new, new.created_at, false, series_id, None)
+                    .await;
             }
             let tx = client.transaction().await?;
-            let record = insert_session(
-                &tx,
-                &new,
-                new.created_at,
-                false,
-                series_id,
-                max_per_user,
-                self.durable_revocations,
-            )
-            .await?;
+            let record = self
+                .insert_session(&tx, &new, new.created_at, false, series_id, max_per_user)
+                .await?;
             if let Some(series) = &new.remember {
-                let insert = tx
-                    .prepare_cached(
-                        "WITH series AS ( \
-                            INSERT INTO refresh_series (id, user_id, created_at, last_used_at, \
-                                expires_at, absolute_expires_at) \
-                            VALUES ($1, $2, $4, $4, $5, $6)) \
-                         INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $3)",
-                    )
-                    .await?;
+                let insert = tx.prepare_cached(self.sql.insert_series).await?;
                 tx.execute(
                     &insert,
                     &[
@@ -1053,40 +1253,13 @@ impl SessionStore for PgStore {
             .transpose()
     }
 
-    async fn select_character(
-        &self,
-        session_id: SessionId,
-        user_id: i64,
-        character_id: i64,
-    ) -> Result<CharacterSelection, StoreError> {
-        let row = self
-            .query_one_opt(
-                &self.sql.select_character,
-                &[&session_id.0, &user_id, &character_id],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(CharacterSelection::CharacterNotFound);
-        };
-        if !column::<bool>(&row, 2, "boolean")? {
-            return Ok(CharacterSelection::SessionNotFound);
-        }
-        Ok(CharacterSelection::Selected(CharacterRecord {
-            name: column(&row, 0, "text")?,
-            world_id: column(&row, 1, "text")?,
-        }))
-    }
-
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
-        self.end_session(
-            "id = $1 AND ($2::int8 IS NULL OR user_id = $2)",
-            &[&id.0, &owner],
-        )
-        .await
+        self.end_session(&self.sql.end_by_id, &[&id.0, &owner])
+            .await
     }
 
     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
-        self.end_session("token_hash = $1", &[&token_hash.0.as_slice()])
+        self.end_session(&self.sql.end_by_token, &[&token_hash.0.as_slice()])
             .await
     }
 
@@ -1098,34 +1271,18 @@ impl SessionStore for PgStore {
         let keep = keep.map(|id| id.0);
         bounded!(self, |client| {
             let tx = client.transaction().await?;
-            lock_user(&tx, user_id).await?;
+            self.lock_user(&tx, user_id).await?;
             // First end the series, in id order (each waits for a refresh in flight) ...
-            let end = tx
-                .prepare_cached(
-                    "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
-                     doomed AS ( \
-                        SELECT id FROM refresh_series WHERE user_id = $1 \
-                        AND id IS DISTINCT FROM (SELECT series_id FROM kept) ORDER BY id FOR UPDATE), \
-                     ended AS (DELETE FROM refresh_series WHERE id IN (SELECT id FROM doomed)) \
-                     SELECT (SELECT series_id FROM kept)",
-                )
-                .await?;
+            let end = tx.prepare_cached(self.sql.end_user_series).await?;
             let kept_series: Option<Uuid> =
                 column(&tx.query_one(&end, &[&user_id, &keep]).await?, 0, "uuid")?;
             // ... then delete the sessions in a later statement, whose snapshot includes what
             // those refreshes committed.
-            let delete = tx
-                .prepare_cached(
-                    "DELETE FROM sessions WHERE user_id = $1 \
-                     AND ($2::uuid IS NULL OR (id <> $2 \
-                          AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
-                )
-                .await?;
+            let delete = tx.prepare_cached(self.sql.delete_user_sessions).await?;
             let count = tx
                 .execute(&delete, &[&user_id, &keep, &kept_series])
                 .await?;
-            commit_durably(&tx, self.durable_revocations).await?;
-            tx.commit().await?;
+            commit(tx, self.durable_revocations).await?;
             Ok(count)
         })
     }
@@ -1141,65 +1298,38 @@ impl SessionStore for PgStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn count_active(
-        &self,
-        now: OffsetDateTime,
-        active_since: Option<OffsetDateTime>,
-    ) -> Result<u64, StoreError> {
-        let row = self
-            .query_one_opt(&self.sql.count_active, &[&now, &active_since])
-            .await?;
-        count(row.as_ref())
-    }
-
-    async fn clear_all(&self) -> Result<u64, StoreError> {
-        const CLEAR: &str = "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions";
-        if !self.durable_revocations {
-            return self.execute(CLEAR, &[]).await;
-        }
-        bounded!(self, |client| {
-            let tx = client.transaction().await?;
-            let count = tx.execute(CLEAR, &[]).await?;
-            commit_durably(&tx, true).await?;
-            tx.commit().await?;
-            Ok(count)
-        })
-    }
-
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
-        // Each batch locks only the rows it deletes, skipping those that a concurrent
-        // statement (a touch, another instance's sweeper) holds, and deletes them where the
-        // scan found them (by `ctid`, no index lookup per row).
         let row = self
-            .query_one_opt(
-                "WITH series AS ( \
-                    DELETE FROM refresh_series WHERE ctid = ANY (ARRAY( \
-                        SELECT ctid FROM refresh_series \
-                        WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
-                        LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-                    AND (expires_at <= $1 OR absolute_expires_at <= $1) \
-                    RETURNING 1), \
-                 doomed AS ( \
-                    DELETE FROM sessions WHERE ctid = ANY (ARRAY( \
-                        SELECT ctid FROM sessions \
-                        WHERE expires_at <= $1 OR absolute_expires_at <= $1 \
-                        LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-                    AND (expires_at <= $1 OR absolute_expires_at <= $1) \
-                    RETURNING 1) \
-                 SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series)",
-                &[&now, &i64::from(limit)],
-            )
+            .query_one_opt(&self.sql.purge_expired, &[&now, &i64::from(limit)])
             .await?;
-        let count = |column: usize| -> u64 {
-            let count: i64 = row.as_ref().map_or(0, |row| row.get(column));
-            count.try_into().unwrap_or(0)
-        };
         Ok(Purged {
-            sessions: count(0),
-            series: count(1),
+            sessions: count(row.as_ref(), 0)?,
+            series: count(row.as_ref(), 1)?,
         })
     }
 
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        Ok(self
+            .execute(&self.sql.reauthenticate, &[&id.0, &now])
+            .await?
+            > 0)
+    }
+
+    fn remember(&self) -> Option<&dyn RememberStore> {
+        Some(self)
+    }
+
+    fn characters(&self) -> Option<&dyn CharacterStore> {
+        Some(self)
+    }
+
+    fn admin(&self) -> Option<&dyn AdminStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RememberStore for PgStore {
     async fn end_series(
         &self,
         series: Uuid,
@@ -1209,14 +1339,7 @@ impl SessionStore for PgStore {
             let tx = client.transaction().await?;
             // The series row first: this waits for a refresh that holds it, so the sessions
             // statement after it (a new snapshot) also sees the session that refresh created.
-            // Any secret the series issued proves the caller held it; a forged one ends nothing.
-            let delete = tx
-                .prepare_cached(
-                    "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
-                        SELECT 1 FROM refresh_secrets WHERE series_id = $1 AND secret_hash = $2) \
-                     RETURNING user_id",
-                )
-                .await?;
+            let delete = tx.prepare_cached(self.sql.end_series).await?;
             let Some(row) = tx
                 .query_opt(&delete, &[&series, &secret_hash.0.as_slice()])
                 .await?
@@ -1224,12 +1347,9 @@ impl SessionStore for PgStore {
                 return Ok(None);
             };
             let user_id: i64 = column(&row, 0, "bigint")?;
-            let sessions = tx
-                .prepare_cached("DELETE FROM sessions WHERE series_id = $1")
-                .await?;
+            let sessions = tx.prepare_cached(self.sql.delete_series_sessions).await?;
             tx.execute(&sessions, &[&series]).await?;
-            commit_durably(&tx, self.durable_revocations).await?;
-            tx.commit().await?;
+            commit(tx, self.durable_revocations).await?;
             Ok(Some(user_id))
         })
     }
@@ -1238,16 +1358,9 @@ impl SessionStore for PgStore {
         bounded!(self, |client| {
             let tx = client.transaction().await?;
             if request.max_per_user.is_some() {
-                // Locks are taken in one order everywhere: the user's (when pruning), the series',
-                // then sessions.
-                let lock = tx
-                    .prepare_cached(
-                        "SELECT pg_advisory_xact_lock(hashtextextended( \
-                             'tower_session_auth.user:' || user_id::text, 0)) \
-                         FROM refresh_series WHERE id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets \
-                            WHERE series_id = $1 AND secret_hash = $2)",
-                    )
-                    .await?;
+                // Locks are taken in one order everywhere: the user's (when pruning), the
+                // series', then sessions.
+                let lock = tx.prepare_cached(&self.sql.refresh_lock_user).await?;
                 tx.execute(&lock, &[&request.series, &request.secret_hash.0.as_slice()])
                     .await?;
             }
@@ -1267,12 +1380,7 @@ impl SessionStore for PgStore {
             };
             // Read after the lock, in a statement of its own: its snapshot includes what the
             // refresh that held the lock before committed.
-            let secret = tx
-                .prepare_cached(
-                    "SELECT used_at, spent FROM refresh_secrets \
-                     WHERE series_id = $1 AND secret_hash = $2",
-                )
-                .await?;
+            let secret = tx.prepare_cached(self.sql.refresh_secret).await?;
             let stored = tx
                 .query_opt(
                     &secret,
@@ -1294,41 +1402,22 @@ impl SessionStore for PgStore {
             let expired: bool = column(&series, 3, "boolean")?;
             let user_ok: bool = column(&series, 4, "boolean")?;
             if expired || !user_ok {
-                end_series(&tx, request.series).await?;
-                commit_durably(&tx, self.durable_revocations && !expired).await?;
-                tx.commit().await?;
+                self.delete_series(&tx, request.series).await?;
+                commit(tx, self.durable_revocations && !expired).await?;
                 return Ok(RefreshOutcome::Ended { user_id });
             }
             let keep_since = match decision {
                 SecretMatch::Reuse => {
-                    end_series(&tx, request.series).await?;
-                    commit_durably(&tx, self.durable_revocations).await?;
-                    tx.commit().await?;
+                    self.delete_series(&tx, request.series).await?;
+                    commit(tx, self.durable_revocations).await?;
                     return Ok(RefreshOutcome::ReuseDetected { user_id });
                 }
                 SecretMatch::Grace { used_at } => Some(used_at),
                 _ => None,
             };
-            // Mark the presented secret used (or spent), issue the new one, forget the oldest
-            // beyond the bound, and end the series' earlier sessions (one device, one session),
-            // but for those created by the first use of a secret exchanged again in the grace
-            // window.
-            let exchange = tx
-                .prepare_cached(
-                    "WITH used AS ( \
-                        UPDATE refresh_secrets SET used_at = COALESCE(used_at, $3), \
-                            spent = used_at IS NOT NULL \
-                        WHERE series_id = $1 AND secret_hash = $2), \
-                     issued AS (INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $4)), \
-                     series AS (UPDATE refresh_series SET last_used_at = $3, expires_at = $5 \
-                        WHERE id = $1), \
-                     earlier AS (DELETE FROM sessions WHERE series_id = $1 \
-                        AND ($6::timestamptz IS NULL OR created_at < $6)) \
-                     DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
-                     AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
-                        ORDER BY issued DESC OFFSET $7 LIMIT 1)",
-                )
-                .await?;
+            // Exchange the secret, and end the series' earlier sessions (one device, one
+            // session) but for those the grace window keeps.
+            let exchange = tx.prepare_cached(self.sql.refresh_exchange).await?;
             // The statement does not see the secret it inserts: keep one fewer of the others (and
             // the one presented, which it updates).
             let keep_others = MAX_SECRETS_PER_SERIES - 1;
@@ -1354,37 +1443,91 @@ impl SessionStore for PgStore {
                 ..request.session
             };
             let authenticated_at: OffsetDateTime = column(&series, 1, "timestamptz")?;
-            let record = insert_session(
-                &tx,
-                &session,
-                authenticated_at,
-                true,
-                Some(request.series),
-                request.max_per_user,
-                self.durable_revocations,
-            )
-            .await?;
+            let record = self
+                .insert_session(
+                    &tx,
+                    &session,
+                    authenticated_at,
+                    true,
+                    Some(request.series),
+                    request.max_per_user,
+                )
+                .await?;
             tx.commit().await?;
             Ok(RefreshOutcome::Refreshed(Box::new(record)))
         })
     }
+}
 
-    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
-        // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
-        // column is unindexed, so this is a HOT update like a touch.
-        let sql = format!(
-            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
-             WHERE s.id = $1 AND {}",
-            live("s", "$2")
-        );
-        Ok(self.execute(&sql, &[&id.0, &now]).await? > 0)
+#[async_trait]
+impl CharacterStore for PgStore {
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
+        let row = self
+            .query_one_opt(
+                &self.sql.select_character,
+                &[&session_id.0, &user_id, &character_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(CharacterSelection::CharacterNotFound);
+        };
+        if !column::<bool>(&row, 2, "boolean")? {
+            return Ok(CharacterSelection::SessionNotFound);
+        }
+        Ok(CharacterSelection::Selected(CharacterRecord {
+            name: column(&row, 0, "text")?,
+            world_id: column(&row, 1, "text")?,
+        }))
+    }
+}
+
+#[async_trait]
+impl AdminStore for PgStore {
+    async fn count_active(
+        &self,
+        now: OffsetDateTime,
+        active_since: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let row = self
+            .query_one_opt(&self.sql.count_active, &[&now, &active_since])
+            .await?;
+        count(row.as_ref(), 0)
+    }
+
+    async fn clear_all(&self) -> Result<u64, StoreError> {
+        if !self.durable_revocations {
+            return self.execute(self.sql.clear_all, &[]).await;
+        }
+        bounded!(self, |client| {
+            let tx = client.transaction().await?;
+            let count = tx.execute(self.sql.clear_all, &[]).await?;
+            commit(tx, true).await?;
+            Ok(count)
+        })
     }
 }
 
 /// Whether the server refused a write because it is read-only (SQLSTATE 25006).
 fn is_read_only(error: &StoreError) -> bool {
-    matches!(error, StoreError::Database(error)
-        if error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION))
+    let StoreError::Backend(source) = error else {
+        return false;
+    };
+    let database =
+        source
+            .downcast_ref::<tokio_postgres::Error>()
+            .or_else(
+                || match source.downcast_ref::<deadpool_postgres::PoolError>() {
+                    Some(deadpool_postgres::PoolError::Backend(error)) => Some(error),
+                    _ => None,
+                },
+            );
+    database.and_then(tokio_postgres::Error::code)
+        == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
 /// With `durable` (see [`PgStore::durable_revocations`]), makes the current transaction's
@@ -1407,108 +1550,9 @@ async fn commit_durably(client: &impl GenericClient, durable: bool) -> Result<()
     Ok(())
 }
 
-/// Takes the per-user advisory lock for the rest of the transaction. It comes first in the
-/// crate's lock order (user, then series rows in id order, then sessions), which login
-/// pruning, refreshes that prune, and user-wide revocations all follow, so they cannot
-/// deadlock.
-async fn lock_user(client: &impl GenericClient, user_id: i64) -> Result<(), StoreError> {
-    let lock = client
-        .prepare_cached(
-            "SELECT pg_advisory_xact_lock( \
-                 hashtextextended('tower_session_auth.user:' || $1::int8::text, 0))",
-        )
-        .await?;
-    client.execute(&lock, &[&user_id]).await?;
+/// Commits `tx`, with `durable` after [`commit_durably`].
+async fn commit(tx: deadpool_postgres::Transaction<'_>, durable: bool) -> Result<(), StoreError> {
+    commit_durably(&tx, durable).await?;
+    tx.commit().await?;
     Ok(())
 }
-
-async fn end_series(client: &impl GenericClient, series: Uuid) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached(
-            "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
-             DELETE FROM refresh_series WHERE id = $1",
-        )
-        .await?;
-    client.execute(&statement, &[&series]).await?;
-    Ok(())
-}
-
-/// Inserts a session; with `max_per_user` (inside a transaction) serialises on the user and
-/// removes the user's oldest sessions beyond the limit, durably when `durable` and some were.
-async fn insert_session(
-    client: &impl GenericClient,
-    new: &NewSession,
-    authenticated_at: OffsetDateTime,
-    refreshed: bool,
-    series_id: Option<Uuid>,
-    max_per_user: Option<u32>,
-    durable: bool,
-) -> Result<SessionRecord, StoreError> {
-    if max_per_user.is_some() {
-        // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
-        // holds even when they race.
-        lock_user(client, new.user_id).await?;
-    }
-    let insert = client.prepare_cached(INSERT).await?;
-    let row = client
-        .query_one(
-            &insert,
-            &[
-                &new.id.0,
-                &new.token_hash.0.as_slice(),
-                &new.user_id,
-                &new.client.client_type,
-                &new.client.ip,
-                &new.client.user_agent,
-                &new.created_at,
-                &new.expires_at,
-                &new.absolute_expires_at,
-                &authenticated_at,
-                &refreshed,
-                &series_id,
-            ],
-        )
-        .await?;
-    if let Some(max) = max_per_user {
-        // The user's oldest sessions beyond the limit, and their series (but the new
-        // session's own), locked in id order before any session is deleted.
-        let doomed = client
-            .prepare_cached(
-                "WITH doomed AS ( \
-                    SELECT id, series_id FROM sessions WHERE user_id = $1 \
-                    ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3), \
-                 series AS ( \
-                    SELECT id FROM refresh_series \
-                    WHERE id IN (SELECT series_id FROM doomed) AND id IS DISTINCT FROM $4 \
-                    ORDER BY id FOR UPDATE) \
-                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)",
-            )
-            .await?;
-        let keep = i64::from(max.max(1));
-        let row = client
-            .query_one(&doomed, &[&new.user_id, &new.id.0, &keep, &series_id])
-            .await?;
-        let sessions: Vec<Uuid> = column(&row, 0, "uuid[]")?;
-        let series: Vec<Uuid> = column(&row, 1, "uuid[]")?;
-        if !sessions.is_empty() {
-            // A later statement, so that it sees what a refresh of those series committed.
-            let prune = client
-                .prepare_cached(
-                    "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
-                     DELETE FROM sessions WHERE id = ANY($1) OR series_id = ANY($2)",
-                )
-                .await?;
-            client.execute(&prune, &[&sessions, &series]).await?;
-            commit_durably(client, durable).await?;
-        }
-    }
-    record_from_row(&row)
-}
-
-const INSERT: &str = "INSERT INTO sessions (id, token_hash, user_id, client_type, ip, user_agent, \
-         created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
-         refreshed, series_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
-     RETURNING id, user_id, character_id, world_id, client_type, ip, user_agent, \
-         created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
-         refreshed, series_id";

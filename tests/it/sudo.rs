@@ -3,7 +3,7 @@
 //! `Session::reauthenticate` lifts it on the same session, and the guard composes with
 //! `RequirePermission` in one statement.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use common::{Backend, Harness, harness};
 use serde_json::json;
 use tower_session_auth::permissions::ChangeRoles;
 use tower_session_auth::{
-    AuthRejection, AuthUser, ClientInfo, GameUser, RecentAuth, Refresh, RequirePermission, Session,
-    SessionConfig, SessionLayer, SessionManager,
+    AuthRejection, AuthUser, ClientInfo, GameUser, LoginOptions, RecentAuth, Refresh,
+    RequirePermission, Session, SessionConfig, SessionLayer, SessionManager,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -126,7 +126,7 @@ async fn a_refreshed_session_never_counts_until_it_reauthenticates(backend: Back
     let (h, app) = setup(backend, config());
     let login = h
         .manager
-        .login_with(1, ClientInfo::default(), true)
+        .login(1, LoginOptions::new().remember(true))
         .await
         .unwrap();
     let token = login.token.expose();
@@ -256,7 +256,7 @@ async fn the_guard_adds_no_statement() {
     let store = InstrumentedStore::new(db.store.clone());
     let manager = SessionManager::new(store.clone(), config());
     let app = sudo_app(manager.clone());
-    let login = manager.login(4, ClientInfo::default()).await.unwrap();
+    let login = manager.login(4, LoginOptions::new()).await.unwrap();
     let token = login.token.expose();
     store.take_calls();
     let reply = send(&app, bearer("/sudo/roles", token)).await;
@@ -267,7 +267,7 @@ async fn the_guard_adds_no_statement() {
     assert_eq!(store.take_calls(), ["validate(user)", "reauthenticate"]);
     // A refused request costs the same one statement.
     let remembered = manager
-        .login_with(4, ClientInfo::default(), true)
+        .login(4, LoginOptions::new().remember(true))
         .await
         .unwrap();
     let Refresh::Refreshed(refreshed) = manager

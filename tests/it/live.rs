@@ -5,11 +5,11 @@
 //! Build the example first when running this file alone:
 //! `cargo build --all-features --example mud_server`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::example::{Server, schema_url};
+use common::example::{SchemaUrl, Server, schema_url};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ type Socket =
 const BOUND: Duration = Duration::from_secs(10);
 
 /// Two example servers on one fresh schema, and that schema's URL.
-async fn two_instances(env: &[(&str, &str)]) -> (Server, Server, String) {
+async fn two_instances(env: &[(&str, &str)]) -> (Server, Server, SchemaUrl) {
     let url = schema_url().await;
     let a = Server::start_with(Some(&url), env).await;
     let b = Server::start_with(Some(&url), env).await;

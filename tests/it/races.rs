@@ -27,7 +27,7 @@
 //! Likewise, a re-authentication that waits on a logout's row lock finds no session once the
 //! logout commits, and revives nothing.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,8 +40,9 @@ use common::app::{bearer, get_with, router, send};
 use common::{Backend, database_url, pool_for_schema, warm};
 use tokio::sync::{Barrier, Semaphore};
 use tower_session_auth::{
-    CharacterRecord, CharacterSelection, ClientInfo, Login, ManualClock, PgStore, Refresh,
-    RefreshToken, Scope, SessionConfig, SessionId, SessionManager, Validation,
+    ClientInfo, Login, LoginOptions, PgStore, Refresh, SessionConfig, SessionId, SessionManager,
+    store::CharacterRecord, store::CharacterSelection, store::Scope, store::Validation,
+    test_util::ManualClock, token::RefreshToken,
 };
 
 /// How long any single await may take before the test fails instead of hanging.
@@ -112,7 +113,7 @@ async fn logout_racing_fifty_requests(backend: Backend) {
     let config = SessionConfig::default().touch_interval(Duration::ZERO);
     let manager = racing_manager(&backend, config).await;
     let app = router(manager.clone());
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
     let (token, id) = (login.token.expose().to_owned(), login.session.id);
 
     let logged_out = Arc::new(AtomicBool::new(false));
@@ -235,7 +236,7 @@ async fn two_hundred_users_never_see_each_other(backend: Backend) {
     for id in first..first + USERS {
         let manager = manager.clone();
         logins.push(tokio::spawn(async move {
-            let login = manager.login(id, ClientInfo::default()).await.unwrap();
+            let login = manager.login(id, LoginOptions::new()).await.unwrap();
             (id, login.token.expose().to_owned(), login.session.id)
         }));
     }
@@ -295,7 +296,7 @@ async fn concurrent_logins_keep_exactly_one_session(backend: Backend) {
         let (manager, start) = (manager.clone(), start.clone());
         logins.push(tokio::spawn(async move {
             start.wait().await;
-            manager.login(1, ClientInfo::default()).await
+            manager.login(1, LoginOptions::new()).await
         }));
     }
     let mut tokens = Vec::new();
@@ -339,7 +340,7 @@ async fn character_selection_racing_validation(backend: Backend) {
     let config = SessionConfig::default().touch_interval(Duration::ZERO);
     let manager = racing_manager(&backend, config).await;
     let app = router(manager.clone());
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
     let (token, id) = (login.token.expose().to_owned(), login.session.id);
     let selected = manager.select_character(id, 1, 10).await.unwrap();
     assert!(matches!(selected, CharacterSelection::Selected(_)));
@@ -355,10 +356,10 @@ async fn character_selection_racing_validation(backend: Backend) {
                 let selection = manager.select_character(id, 1, character).await.unwrap();
                 assert_eq!(
                     selection,
-                    CharacterSelection::Selected(CharacterRecord {
-                        name: name.to_owned(),
-                        world_id: Some(world.to_owned()),
-                    }),
+                    CharacterSelection::Selected(CharacterRecord::new(
+                        name,
+                        Some(world.to_owned())
+                    )),
                     "selecting {character}"
                 );
             }
@@ -529,9 +530,9 @@ async fn revocation_racing_a_refresh_loop(backend: Backend) {
             backend
                 .add_user(user_id, &format!("racer_{user_id}"), Some("player"), true)
                 .await;
-            let keep = manager.login(user_id, ClientInfo::default()).await.unwrap();
+            let keep = manager.login(user_id, LoginOptions::new()).await.unwrap();
             let login = manager
-                .login_with(user_id, ClientInfo::default(), true)
+                .login(user_id, LoginOptions::new().remember(true))
                 .await
                 .unwrap();
             let (latest, mut refreshes) = tokio::sync::watch::channel((0u32, Arc::new(login)));
@@ -613,7 +614,7 @@ async fn pruning_logins_refreshes_and_revocations_do_not_deadlock(backend: Backe
     for _ in 0..DEVICES {
         let (manager, start) = (manager.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
-            let login = manager.login_with(1, ClientInfo::default(), true).await;
+            let login = manager.login(1, LoginOptions::new().remember(true)).await;
             let mut token = login.unwrap().refresh.unwrap();
             start.wait().await;
             // Refresh until a pruning login or a revocation ends the series.
@@ -636,7 +637,7 @@ async fn pruning_logins_refreshes_and_revocations_do_not_deadlock(backend: Backe
             start.wait().await;
             for n in 0..20 {
                 manager
-                    .login_with(1, ClientInfo::default(), n % 2 == 0)
+                    .login(1, LoginOptions::new().remember(n % 2 == 0))
                     .await
                     .unwrap();
             }
@@ -690,9 +691,9 @@ async fn a_revocation_waits_for_a_refresh_in_flight_and_leaves_no_session_of_the
         backend
             .add_user(user_id, &format!("device_{user_id}"), Some("player"), true)
             .await;
-        let keep = manager.login(user_id, ClientInfo::default()).await.unwrap();
+        let keep = manager.login(user_id, LoginOptions::new()).await.unwrap();
         let login = manager
-            .login_with(user_id, ClientInfo::default(), true)
+            .login(user_id, LoginOptions::new().remember(true))
             .await
             .unwrap();
         let series = login.refresh.as_ref().unwrap().series();
@@ -790,7 +791,7 @@ async fn validation_waiting_on_a_character_switch_keeps_the_world_in_step() {
     };
     let config = SessionConfig::default().touch_interval(Duration::ZERO);
     let manager = backend.manager(config, Arc::new(ManualClock::default()));
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
     let id = login.session.id;
     manager.select_character(id, 1, 10).await.unwrap();
 
@@ -837,7 +838,7 @@ async fn reauthentication_waiting_on_a_logout_revives_nothing() {
         unreachable!("Backend::pg is on PostgreSQL")
     };
     let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
     let id = login.session.id;
 
     let mut logout_conn = db.client().await;

@@ -5,7 +5,7 @@
 //! else, and refuse a form post without the CSRF token; play on the game page until another
 //! device signs the browser out. Screenshots are kept under `target/tmp/browser/`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
 use tower_session_auth::{
-    ManualClock, MemoryStore, PgStore, Purged, SessionConfig, SessionManager, SessionStore,
+    MemoryStore, PgStore, SessionConfig, SessionManager, store::Purged, store::SessionStore,
+    test_util::ManualClock, test_util::conformance,
 };
 
 /// The database the tests use. Missing or unreachable is a loud failure, never a skip.
@@ -28,14 +29,40 @@ pub fn pool_for_schema(url: &str, schema: &str, max_size: usize, wait: Duration)
     pool_on(config, schema, max_size, wait)
 }
 
+/// [`pool_for_schema`], and the schema is dropped when this pool (every clone of it) is gone.
+fn owning_pool(url: &str, schema: &str, max_size: usize, wait: Duration) -> Pool {
+    let guard = Arc::new(SchemaGuard {
+        schema: schema.to_owned(),
+    });
+    let config: tokio_postgres::Config = url.parse().expect("DATABASE_URL is not a valid URL");
+    pool_builder(config, schema, max_size, wait)
+        .post_create(deadpool_postgres::Hook::sync_fn(move |_, _| {
+            let _owned = &guard;
+            Ok(())
+        }))
+        .build()
+        .expect("pool")
+}
+
 /// A pool on `config` whose connections use `schema` as their search_path, recycled with
 /// `RecyclingMethod::Fast` as `PgStore` documents, waiting at most `wait` for a connection.
 pub fn pool_on(
-    mut config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     schema: &str,
     max_size: usize,
     wait: Duration,
 ) -> Pool {
+    pool_builder(config, schema, max_size, wait)
+        .build()
+        .expect("pool")
+}
+
+fn pool_builder(
+    mut config: tokio_postgres::Config,
+    schema: &str,
+    max_size: usize,
+    wait: Duration,
+) -> deadpool_postgres::PoolBuilder {
     config.options(format!("-c search_path={schema}"));
     config.connect_timeout(CONNECT_TIMEOUT);
     let manager = Manager::from_config(
@@ -50,8 +77,6 @@ pub fn pool_on(
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(wait))
         .create_timeout(Some(CONNECT_TIMEOUT))
-        .build()
-        .expect("pool")
 }
 
 /// Opens every connection of `pool` one after the other, so that a test's load does not start
@@ -63,7 +88,8 @@ pub async fn warm(pool: &Pool) {
     }
 }
 
-/// A schema of this test's own, with the crate's migrations and the demo tables.
+/// A schema of this test's own, with the crate's migrations and the demo tables. It is
+/// dropped when the test is done with it: when its pool and every store on it are gone.
 pub struct TestDb {
     pub schema: String,
     pub pool: Pool,
@@ -86,7 +112,7 @@ impl TestDb {
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .expect("create schema");
-        let pool = pool_for_schema(&url, &schema, max_size, Duration::from_secs(5));
+        let pool = owning_pool(&url, &schema, max_size, Duration::from_secs(5));
         let store = PgStore::new(pool.clone());
         store.migrate().await.expect("migrate");
         pool.get()
@@ -125,20 +151,47 @@ impl TestDb {
     }
 }
 
+/// Drops a test's schema when the last pool on it is gone (the guard rides in the pool's
+/// hooks, so a test's stores and managers keep the schema as long as they live).
+struct SchemaGuard {
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    /// A drop cannot await, and the test's runtime may be a current-thread one, so a thread
+    /// of its own does the work. A lock still held (by a connection a failed test leaked)
+    /// makes it give up after a few seconds and leave the schema behind, rather than hang.
+    fn drop(&mut self) {
+        let (url, schema) = (database_url(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE"
+                    ))
+                    .await
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("test schema {} left behind: {error}", self.schema);
+        }
+    }
+}
+
 /// The application's tables, as the original server's schema has them.
 pub const APP_TABLES: &str = "
     CREATE TABLE users (id bigint PRIMARY KEY, username text NOT NULL UNIQUE, role text,
                         is_active boolean NOT NULL DEFAULT true);
     CREATE TABLE characters (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id),
                              name text NOT NULL, world_id text);";
-
-/// The demo users: (id, name, role).
-pub const USERS: &[(i64, &str, &str)] = &[
-    (1, "player", "player"),
-    (2, "builder", "worldbuilder"),
-    (3, "admin", "admin"),
-    (4, "superuser", "superuser"),
-];
 
 /// A store with the demo data, on PostgreSQL or in memory.
 #[derive(Clone)]
@@ -160,16 +213,24 @@ impl Backend {
         backend
     }
 
-    /// Users 1..=4 with their roles; each has a character `<id>0` named `<name>_char` in
-    /// `pipeworks_web`; the player also has character 11, `player_alt`, in `daily_undertaking`.
+    /// The conformance suite's users and characters ([`conformance::USERS`],
+    /// [`conformance::CHARACTERS`]): users 1..=4 with their roles, each with a character
+    /// `<id>0` named `<name>_char` in `pipeworks_web`, the player's `player_alt` (11) in
+    /// `daily_undertaking`, and users 6..=9 (one to delete, no role, an empty role, inactive).
     async fn seed(&self) {
-        for &(id, name, role) in USERS {
-            self.add_user(id, name, Some(role), true).await;
-            self.add_character(id * 10, id, &format!("{name}_char"), Some("pipeworks_web"))
+        for user in conformance::USERS {
+            self.add_user(user.id, user.username, user.role, user.is_active)
                 .await;
         }
-        self.add_character(11, 1, "player_alt", Some("daily_undertaking"))
+        for character in conformance::CHARACTERS {
+            self.add_character(
+                character.id,
+                character.user_id,
+                character.name,
+                character.world_id,
+            )
             .await;
+        }
     }
 
     pub fn manager(&self, config: SessionConfig, clock: Arc<ManualClock>) -> SessionManager {
@@ -292,6 +353,56 @@ impl Backend {
     }
 }
 
+/// The conformance suite's fixture on PostgreSQL: a schema of this test's own, with the
+/// crate's migrations, the application's tables and the suite's users and characters.
+pub struct PgFixture(pub Arc<TestDb>);
+
+impl PgFixture {
+    pub async fn new() -> Self {
+        match Backend::pg().await {
+            Backend::Pg(db) => Self(db),
+            Backend::Memory(_) => unreachable!("Backend::pg is on PostgreSQL"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl conformance::Fixture for PgFixture {
+    type Store = PgStore;
+
+    fn store(&self) -> PgStore {
+        self.0.store.clone()
+    }
+
+    async fn set_role(&self, user_id: i64, role: Option<&str>) {
+        let sql = "UPDATE users SET role = $2 WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&user_id, &role]).await, 1);
+    }
+
+    async fn set_active(&self, user_id: i64, active: bool) {
+        let sql = "UPDATE users SET is_active = $2 WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&user_id, &active]).await, 1);
+    }
+
+    async fn delete_user(&self, user_id: i64) {
+        Backend::Pg(self.0.clone()).delete_user(user_id).await;
+    }
+
+    async fn set_character_world(&self, character_id: i64, world_id: Option<&str>) {
+        let sql = "UPDATE characters SET world_id = $2 WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&character_id, &world_id]).await, 1);
+    }
+
+    async fn delete_character(&self, character_id: i64) {
+        let sql = "DELETE FROM characters WHERE id = $1";
+        assert_eq!(self.0.execute(sql, &[&character_id]).await, 1);
+    }
+
+    async fn stored_sessions(&self) -> u64 {
+        self.0.session_rows().await as u64
+    }
+}
+
 /// A store with the demo data, a manager on a hand-moved clock, and the test router.
 pub struct Harness {
     pub backend: Backend,
@@ -350,7 +461,7 @@ pub mod app {
     use tower_session_auth::permissions::{ManageUsers, ViewLogs};
     use tower_session_auth::roles::Admin;
     use tower_session_auth::{
-        AuthUser, ClientInfo, GameUser, RequirePermission, RequireRole, Session, SessionLayer,
+        AuthUser, GameUser, LoginOptions, RequirePermission, RequireRole, Session, SessionLayer,
         SessionManager,
     };
 
@@ -370,8 +481,8 @@ pub mod app {
             .route("/admin-area", get(|RequireRole(user, ..): RequireRole<Admin>| async move { user.username }))
             .route(
                 "/login/{user_id}",
-                post(|session: Session, Path(user_id): Path<i64>, headers: axum::http::HeaderMap| async move {
-                    let login = session.login(user_id, ClientInfo::from_headers(&headers)).await.unwrap();
+                post(|session: Session, Path(user_id): Path<i64>| async move {
+                    let login = session.login(user_id, LoginOptions::new()).await.unwrap();
                     Json(json!({"token": login.token.expose(), "session_id": login.session.id}))
                 }),
             )
@@ -488,15 +599,20 @@ pub mod example {
     pub struct Server {
         child: Child,
         pub base: String,
+        /// Keeps the server's schema until the server is gone.
+        _schema: Option<SchemaUrl>,
     }
 
     impl Server {
-        pub async fn start(database_url: Option<&str>) -> Self {
+        pub async fn start(database_url: Option<&dyn ServerDatabase>) -> Self {
             Self::start_with(database_url, &[]).await
         }
 
         /// Starts the server with extra environment variables.
-        pub async fn start_with(database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
+        pub async fn start_with(
+            database_url: Option<&dyn ServerDatabase>,
+            env: &[(&str, &str)],
+        ) -> Self {
             let mut command = Command::new(example_binary());
             command
                 .env("BIND_ADDR", "127.0.0.1:0")
@@ -508,7 +624,7 @@ pub mod example {
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true);
             if let Some(url) = database_url {
-                command.env("DATABASE_URL", url);
+                command.env("DATABASE_URL", url.url());
             }
             command.envs(env.iter().copied());
             let mut child = command.spawn().expect("start mud_server");
@@ -529,6 +645,7 @@ pub mod example {
             Self {
                 base: format!("http://{addr}"),
                 child,
+                _schema: database_url.and_then(|database| database.keep()),
             }
         }
 
@@ -556,12 +673,56 @@ pub mod example {
     }
 
     /// A database URL whose connections use a fresh schema of this test's own.
-    pub async fn schema_url() -> String {
+    pub async fn schema_url() -> SchemaUrl {
         let db = super::TestDb::new().await;
         // TestDb made the schema; the example creates its own tables in it, so drop the fixtures.
         db.execute("DROP TABLE characters, users", &[]).await;
         let url = super::database_url();
         let separator = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{separator}options=-csearch_path%3D{}", db.schema)
+        let url = format!("{url}{separator}options=-csearch_path%3D{}", db.schema);
+        SchemaUrl {
+            _db: std::sync::Arc::new(db),
+            url,
+        }
+    }
+
+    /// The URL of a fresh schema for example servers. The schema is dropped when the last
+    /// clone of this value, and the last server started on it, is gone.
+    #[derive(Clone)]
+    pub struct SchemaUrl {
+        _db: std::sync::Arc<super::TestDb>,
+        url: String,
+    }
+
+    /// A database URL for an example server: a test schema (kept while the server runs) or
+    /// any other URL.
+    pub trait ServerDatabase {
+        fn url(&self) -> &str;
+        fn keep(&self) -> Option<SchemaUrl> {
+            None
+        }
+    }
+
+    impl ServerDatabase for SchemaUrl {
+        fn url(&self) -> &str {
+            &self.url
+        }
+        fn keep(&self) -> Option<SchemaUrl> {
+            Some(self.clone())
+        }
+    }
+
+    impl ServerDatabase for String {
+        fn url(&self) -> &str {
+            self
+        }
+    }
+
+    impl std::ops::Deref for SchemaUrl {
+        type Target = str;
+
+        fn deref(&self) -> &str {
+            &self.url
+        }
     }
 }

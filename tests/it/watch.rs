@@ -1,7 +1,7 @@
 //! Session watches: the signal a live connection holds, on both stores (same instance), and
 //! across instances on PostgreSQL through the one notification listener.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::store::InstrumentedStore;
 use common::{Backend, TestDb, pool_for_schema};
 use tower_session_auth::{
-    ClientInfo, PgStore, RefreshConfig, SessionConfig, SessionEnd, SessionManager, SessionWatch,
-    WatchEvent,
+    ClientInfo, LoginOptions, PgStore, RefreshConfig, SessionConfig, SessionManager,
+    watch::SessionEnd, watch::SessionWatch, watch::WatchEvent,
 };
 
 /// Upper bound for an event to arrive: a failing test ends instead of hanging.
@@ -34,7 +34,7 @@ async fn watched(
     manager: &SessionManager,
     user_id: i64,
 ) -> (SessionWatch, tower_session_auth::Login) {
-    let login = manager.login(user_id, ClientInfo::default()).await.unwrap();
+    let login = manager.login(user_id, LoginOptions::new()).await.unwrap();
     let watch = manager.watch(&login.token).await.unwrap().unwrap();
     (watch, login)
 }
@@ -74,7 +74,7 @@ async fn every_revocation_path_ends_the_watch(backend: Backend) {
         SessionConfig::default().max_sessions_per_user(Some(1)),
     );
     let (watch, _) = watched(&pruning, 2).await;
-    pruning.login(2, ClientInfo::default()).await.unwrap();
+    pruning.login(2, LoginOptions::new()).await.unwrap();
     assert_eq!(ended(watch).await, revoked, "pruned at login");
 
     // Reuse of a rotated remember-me secret ends the series' sessions.
@@ -83,7 +83,7 @@ async fn every_revocation_path_ends_the_watch(backend: Backend) {
         SessionConfig::default().refresh(RefreshConfig::default().grace(Duration::ZERO)),
     );
     let login = remember
-        .login_with(3, ClientInfo::default(), true)
+        .login(3, LoginOptions::new().remember(true))
         .await
         .unwrap();
     let first = login.refresh.unwrap();
@@ -190,7 +190,7 @@ async fn another_instance_hears_revocations_role_changes_and_deactivations() {
     let a = SessionManager::new(db.store.clone(), SessionConfig::default());
     let (b, listener) = listening_instance(db).await;
 
-    let login = a.login(1, ClientInfo::default()).await.unwrap();
+    let login = a.login(1, LoginOptions::new()).await.unwrap();
     let mut watch = b.watch(&login.token).await.unwrap().unwrap();
     // The application changes the role in its own table: the trigger tells B.
     backend.set_role(1, Some("admin")).await;
@@ -204,7 +204,7 @@ async fn another_instance_hears_revocations_role_changes_and_deactivations() {
         WatchEvent::Ended(SessionEnd::Revoked)
     );
 
-    let login = a.login(2, ClientInfo::default()).await.unwrap();
+    let login = a.login(2, LoginOptions::new()).await.unwrap();
     let mut watch = b.watch(&login.token).await.unwrap().unwrap();
     backend.set_active(2, false).await;
     assert_eq!(
@@ -282,7 +282,7 @@ async fn cookie_upgrades_need_an_allowed_origin(backend: Backend) {
     let manager = manager(&backend, SessionConfig::default());
     assert!(manager.config().csrf.is_none());
     let app = router(manager.clone());
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
     let token = login.token.expose();
     let request = |upgrade: bool, cookie: bool, origin: Option<&str>| {
         let mut request = Request::get("/me").header("host", "game.example");
@@ -349,7 +349,9 @@ async fn cookie_upgrades_need_an_allowed_origin(backend: Backend) {
     let listed = self::manager(
         &backend,
         SessionConfig::default().csrf(Some(
-            tower_session_auth::CsrfConfig::default().allowed_origin("https://play.example"),
+            tower_session_auth::CsrfConfig::default()
+                .allowed_origin("https://play.example")
+                .unwrap(),
         )),
     );
     let app = router(listed);

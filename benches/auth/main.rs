@@ -52,11 +52,8 @@
 //! `pg_stat_statements` and exports `BENCH_DATABASE_URL`. The results are printed and written
 //! to `target/bench-summary.json`. Numbers depend on the machine: nothing here asserts a speed.
 
-#[path = "auth/charts.rs"]
 mod charts;
-#[path = "auth/parts.rs"]
 mod parts;
-#[path = "auth/scale.rs"]
 mod scale;
 
 use std::fmt::Display;
@@ -81,11 +78,11 @@ use tokio::runtime::Handle;
 use tokio_postgres::NoTls;
 use tower_session_auth::permissions::ViewLogs;
 use tower_session_auth::{
-    AuthUser, CharacterSelection, ClientInfo, GameUser, MemoryStore, PgStore, RequirePermission,
-    Session, SessionConfig, SessionLayer, SessionManager, SessionToken,
+    AuthUser, ClientInfo, GameUser, LoginOptions, MemoryStore, PgStore, RequirePermission, Session,
+    SessionConfig, SessionLayer, SessionManager, store::CharacterSelection, token::SessionToken,
 };
 #[cfg(feature = "cache")]
-use tower_session_auth::{CacheConfig, SessionCache};
+use tower_session_auth::{cache::CacheConfig, cache::SessionCache};
 use tower_sessions_sqlx_store::PostgresStore;
 use tower_sessions_sqlx_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower_sessions_sqlx_store::sqlx::{self, PgPool};
@@ -604,7 +601,10 @@ fn ours_router(manager: SessionManager, users: Option<Pool>) -> Router {
                 .ok_or(StatusCode::UNAUTHORIZED)?;
         }
         let login = session
-            .login(user_id, ClientInfo::from_headers(&headers))
+            .login(
+                user_id,
+                LoginOptions::new().client(ClientInfo::from_headers(&headers)),
+            )
             .await
             .map_err(internal)?;
         Ok(login.session.id.to_string())
@@ -1171,7 +1171,7 @@ impl Bench {
         for &user in &auth_users[..UNDEBOUNCED_CONCURRENCY] {
             undebounced_cookies.push(http_login(&self.clients, undebounced, user).await);
         }
-        let ours_sessions: Vec<(i64, tower_session_auth::TokenHash)> = auth_users
+        let ours_sessions: Vec<(i64, tower_session_auth::store::TokenHash)> = auth_users
             .iter()
             .zip(&ours_cookies)
             .map(|(&user, cookie)| (user, parts::cookie_hash(cookie)))

@@ -7,7 +7,7 @@
 //! survives the primary's crash; without the option a revocation the standby never received
 //! is lost; and the server finds the promoted standby on its own, without a restart.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use common::example::Server;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tower_session_auth::{
-    ClientInfo, PgStore, Refresh, RefreshConfig, Scope, SessionConfig, SessionManager, StoreError,
-    Validation,
+    ClientInfo, LoginOptions, PgStore, Refresh, RefreshConfig, SessionConfig, SessionManager,
+    store::Scope, store::StoreError, store::Validation,
 };
 
 /// Runs `scripts/replica-pair <command>` and returns what it printed.
@@ -100,17 +100,32 @@ async fn every_revocation_path_waits_for_the_standby(url: &str) {
     let plain = SessionManager::new(store, config);
     let client = ClientInfo::default;
 
-    let reused = durable.login_with(user_id, client(), true).await.unwrap();
+    let reused = durable
+        .login(user_id, LoginOptions::new().client(client()).remember(true))
+        .await
+        .unwrap();
     let reused = reused.refresh.unwrap();
     assert!(matches!(
         durable.refresh(&reused, client()).await.unwrap(),
         Refresh::Refreshed(_)
     ));
-    let series = durable.login_with(user_id, client(), true).await.unwrap();
+    let series = durable
+        .login(user_id, LoginOptions::new().client(client()).remember(true))
+        .await
+        .unwrap();
     let [by_token, by_id, asynchronous] = [
-        durable.login(user_id, client()).await.unwrap(),
-        durable.login(user_id, client()).await.unwrap(),
-        plain.login(user_id, client()).await.unwrap(),
+        durable
+            .login(user_id, LoginOptions::new().client(client()))
+            .await
+            .unwrap(),
+        durable
+            .login(user_id, LoginOptions::new().client(client()))
+            .await
+            .unwrap(),
+        plain
+            .login(user_id, LoginOptions::new().client(client()))
+            .await
+            .unwrap(),
     ];
 
     pair("pause-replay").await;
@@ -122,7 +137,10 @@ async fn every_revocation_path_waits_for_the_standby(url: &str) {
             .unwrap(),
         Validation::Valid(_)
     ));
-    durable.login(user_id, client()).await.unwrap();
+    durable
+        .login(user_id, LoginOptions::new().client(client()))
+        .await
+        .unwrap();
     // Without the option, a revocation is acknowledged although the standby has not applied it.
     assert!(plain.remove_by_token(&asynchronous.token).await.unwrap());
     // With it, every revocation path waits, up to the bound.
@@ -132,10 +150,17 @@ async fn every_revocation_path_waits_for_the_standby(url: &str) {
         durable.end_series(series.refresh.as_ref().unwrap()).await
     ));
     assert!(timed_out(durable.refresh(&reused, client()).await));
-    assert!(timed_out(pruning.login(user_id, client()).await));
+    assert!(timed_out(
+        pruning
+            .login(user_id, LoginOptions::new().client(client()))
+            .await
+    ));
     assert!(timed_out(durable.revoke_all(user_id).await));
     // (A transaction that deleted nothing wrote nothing, and has nothing to wait for.)
-    plain.login(user_id, client()).await.unwrap();
+    plain
+        .login(user_id, LoginOptions::new().client(client()))
+        .await
+        .unwrap();
     assert!(timed_out(durable.clear_all().await));
     pair("resume-replay").await;
 }
@@ -143,8 +168,8 @@ async fn every_revocation_path_waits_for_the_standby(url: &str) {
 /// A cache whose invalidation listener connects through the multi-host URL, with a TTL far
 /// beyond the test, so that only a notification drops an entry.
 #[cfg(feature = "cache")]
-async fn cached_manager(url: &str) -> (SessionManager, tower_session_auth::SessionCache) {
-    use tower_session_auth::{CacheConfig, SessionCache};
+async fn cached_manager(url: &str) -> (SessionManager, tower_session_auth::cache::SessionCache) {
+    use tower_session_auth::{cache::CacheConfig, cache::SessionCache};
     let store = PgStore::connect(url).unwrap();
     store.install_invalidation_triggers().await.unwrap();
     let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_secs(600)));
@@ -158,7 +183,7 @@ async fn cached_manager(url: &str) -> (SessionManager, tower_session_auth::Sessi
 #[cfg(feature = "cache")]
 async fn the_cache_hears_revocations_on_the_primary(
     cached: &SessionManager,
-    cache: &tower_session_auth::SessionCache,
+    cache: &tower_session_auth::cache::SessionCache,
     url: &str,
 ) {
     let started = Instant::now();
@@ -171,7 +196,7 @@ async fn the_cache_hears_revocations_on_the_primary(
     }
     let other = SessionManager::new(PgStore::connect(url).unwrap(), SessionConfig::default());
     let login = other
-        .login(user_id(url).await, ClientInfo::default())
+        .login(user_id(url).await, LoginOptions::new())
         .await
         .unwrap();
     let cached_before = cache.entry_count();
@@ -224,12 +249,13 @@ async fn connections_to_a_read_only_server_are_not_reused(url: &str) {
     let user_id = user_id(url).await;
     pair("read-only").await;
     let refused = manager
-        .login(user_id, ClientInfo::default())
+        .login(user_id, LoginOptions::new())
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, StoreError::Database(error)
-            if error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)),
+        matches!(&refused, StoreError::Backend(source)
+            if source.downcast_ref::<tokio_postgres::Error>().and_then(|error| error.code())
+                == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)),
         "{refused}"
     );
     assert_eq!(
@@ -238,7 +264,7 @@ async fn connections_to_a_read_only_server_are_not_reused(url: &str) {
         "connections to the read-only server were kept"
     );
     pair("read-write").await;
-    manager.login(user_id, ClientInfo::default()).await.unwrap();
+    manager.login(user_id, LoginOptions::new()).await.unwrap();
 }
 
 #[tokio::test]

@@ -4,14 +4,14 @@
 //! documented staleness bound, the cache is bypassed while its listener is down, and the
 //! debounced touch still reaches the database.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::app::{bearer, router, send};
 use common::{Backend, TestDb, pool_for_schema};
-use tower_session_auth::{ClientInfo, PgStore, SessionConfig, SessionManager};
+use tower_session_auth::{LoginOptions, PgStore, SessionConfig, SessionManager};
 
 /// Another instance: its own pool and manager on the same schema.
 fn instance(db: &TestDb, config: SessionConfig) -> (PgStore, SessionManager) {
@@ -47,7 +47,7 @@ async fn without_a_cache_every_change_is_seen_on_the_next_request() {
     let (app_a, app_b) = (router(a.clone()), router(b.clone()));
 
     // A login on A works on B.
-    let login = a.login(1, ClientInfo::default()).await.unwrap();
+    let login = a.login(1, LoginOptions::new()).await.unwrap();
     let token = login.token.expose();
     assert_eq!(
         role_of(&app_b, token).await,
@@ -67,7 +67,7 @@ async fn without_a_cache_every_change_is_seen_on_the_next_request() {
     // Logout and revocation on B.
     assert!(b.remove_by_token(&login.token).await.unwrap());
     assert_eq!(role_of(&app_a, token).await.0, StatusCode::UNAUTHORIZED);
-    let other = a.login(1, ClientInfo::default()).await.unwrap();
+    let other = a.login(1, LoginOptions::new()).await.unwrap();
     assert_eq!(
         role_of(&app_a, other.token.expose()).await.0,
         StatusCode::OK
@@ -84,8 +84,8 @@ mod cached {
     use std::sync::Arc;
 
     use super::*;
-    use tower_session_auth::ManualClock;
-    use tower_session_auth::{CacheConfig, Scope, SessionCache};
+    use tower_session_auth::test_util::ManualClock;
+    use tower_session_auth::{cache::CacheConfig, cache::SessionCache, store::Scope};
 
     /// How long another instance may take to see a notified change in these tests: far below
     /// the cache TTL they use, so passing proves the notification, not the TTL, did it.
@@ -172,7 +172,7 @@ mod cached {
         let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
         let (_, b) = instance(db, SessionConfig::default());
         let app_b = router(b.clone());
-        let login = b.login(1, ClientInfo::default()).await.unwrap();
+        let login = b.login(1, LoginOptions::new()).await.unwrap();
         let token = login.token.expose();
         assert_eq!(
             role_of(&a.app, token).await,
@@ -201,7 +201,7 @@ mod cached {
         seen_within_bound(&a.app, token, (StatusCode::UNAUTHORIZED, "")).await;
 
         // Revoke-all on B, for a session A had cached.
-        let other = b.login(1, ClientInfo::default()).await.unwrap();
+        let other = b.login(1, LoginOptions::new()).await.unwrap();
         assert_eq!(
             role_of(&a.app, other.token.expose()).await.0,
             StatusCode::OK
@@ -210,7 +210,7 @@ mod cached {
         seen_within_bound(&a.app, other.token.expose(), (StatusCode::UNAUTHORIZED, "")).await;
 
         // Unknown tokens are cached too, and a logout on A itself is effective at once.
-        let own = a.manager.login(1, ClientInfo::default()).await.unwrap();
+        let own = a.manager.login(1, LoginOptions::new()).await.unwrap();
         assert_eq!(role_of(&a.app, own.token.expose()).await.0, StatusCode::OK);
         a.manager.remove_by_token(&own.token).await.unwrap();
         assert_eq!(
@@ -225,7 +225,7 @@ mod cached {
         let db = pg(&backend);
         let ttl = Duration::from_millis(500);
         let a = cached_instance(db, SessionConfig::default(), ttl).await;
-        let login = a.manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = a.manager.login(1, LoginOptions::new()).await.unwrap();
         let token = login.token.expose();
         assert_eq!(
             role_of(&a.app, token).await,
@@ -248,7 +248,7 @@ mod cached {
         let cache = SessionCache::new(CacheConfig::default().ttl(LONG_TTL));
         let manager = manager.with_clock(clock.clone()).with_cache(cache);
         let app = router(manager.clone());
-        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = manager.login(1, LoginOptions::new()).await.unwrap();
         let token = login.token.expose();
         assert_eq!(role_of(&app, token).await.0, StatusCode::OK);
         clock.advance(Duration::from_secs(61));
@@ -265,7 +265,7 @@ mod cached {
         let backend = Backend::pg().await;
         let db = pg(&backend);
         let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
-        let login = a.manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = a.manager.login(1, LoginOptions::new()).await.unwrap();
         let token = login.token.expose();
         assert_eq!(
             role_of(&a.app, token).await,
@@ -313,7 +313,7 @@ mod cached {
         let a = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
         let b = cached_instance(db, SessionConfig::default(), LONG_TTL).await;
         let (sudo_a, sudo_b) = (sudo(&a.manager), sudo(&b.manager));
-        let login = b.manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = b.manager.login(1, LoginOptions::new()).await.unwrap();
         let token = login.token.expose();
         // The password was entered an hour ago.
         db.execute(
@@ -354,7 +354,7 @@ mod cached {
         let manager =
             SessionManager::new(store.clone(), SessionConfig::default()).with_cache(cache);
         let app = router(manager.clone());
-        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = manager.login(1, LoginOptions::new()).await.unwrap();
         let session_id = login.session.id;
         manager.select_character(session_id, 1, 11).await.unwrap();
         store.take_calls();
@@ -372,7 +372,7 @@ mod cached {
     /// notification (there is no listener here, and none with `MemoryStore`): the entries
     /// would otherwise be served for the whole (long) TTL.
     async fn every_revocation_path_drops_local_entries_at_once(backend: Backend) {
-        use tower_session_auth::{Refresh, RefreshConfig, Validation};
+        use tower_session_auth::{Refresh, RefreshConfig, store::Validation};
 
         let clock = Arc::new(ManualClock::default());
         let cached = |config: SessionConfig| {
@@ -395,16 +395,16 @@ mod cached {
             let manager = manager.clone();
             async move {
                 manager
-                    .login_with(1, ClientInfo::default(), remember)
+                    .login(1, LoginOptions::new().remember(remember))
                     .await
                     .unwrap()
             }
         };
-        let refreshed = |token: tower_session_auth::RefreshToken| {
+        let refreshed = |token: tower_session_auth::token::RefreshToken| {
             let manager = manager.clone();
             async move {
                 match manager
-                    .refresh(&token, ClientInfo::default())
+                    .refresh(&token, tower_session_auth::ClientInfo::default())
                     .await
                     .unwrap()
                 {
@@ -423,9 +423,9 @@ mod cached {
 
         // Pruning at login (single-session mode).
         let single = cached(config.clone().max_sessions_per_user(Some(1)));
-        let first = single.login(1, ClientInfo::default()).await.unwrap();
+        let first = single.login(1, LoginOptions::new()).await.unwrap();
         assert!(live(&single, &first).await);
-        single.login(1, ClientInfo::default()).await.unwrap();
+        single.login(1, LoginOptions::new()).await.unwrap();
         assert!(!live(&single, &first).await, "pruning at login");
         single.revoke_all(1).await.unwrap();
 
@@ -442,7 +442,10 @@ mod cached {
         assert!(live(&manager, &next).await);
         backend.set_active(1, false).await;
         let outcome = manager
-            .refresh(next.refresh.as_ref().unwrap(), ClientInfo::default())
+            .refresh(
+                next.refresh.as_ref().unwrap(),
+                tower_session_auth::ClientInfo::default(),
+            )
             .await
             .unwrap();
         assert!(matches!(outcome, Refresh::Invalid));
@@ -469,7 +472,10 @@ mod cached {
         let next = refreshed(r0.clone()).await;
         assert!(live(&manager, &next).await);
         clock.advance(Duration::from_secs(6));
-        let outcome = manager.refresh(&r0, ClientInfo::default()).await.unwrap();
+        let outcome = manager
+            .refresh(&r0, tower_session_auth::ClientInfo::default())
+            .await
+            .unwrap();
         assert!(matches!(outcome, Refresh::ReuseDetected));
         assert!(!live(&manager, &next).await, "reuse");
     }
@@ -496,12 +502,12 @@ mod cached {
         let mut ids = std::collections::HashSet::new();
         let mut first = None;
         for _ in 0..SESSIONS {
-            let login = b.login(1, ClientInfo::default()).await.unwrap();
+            let login = b.login(1, LoginOptions::new()).await.unwrap();
             ids.insert(login.session.id.to_string());
             first.get_or_insert(login);
         }
         let first = first.unwrap();
-        let bystander = b.login(2, ClientInfo::default()).await.unwrap();
+        let bystander = b.login(2, LoginOptions::new()).await.unwrap();
         for login in [&first, &bystander] {
             assert_eq!(
                 role_of(&a.app, login.token.expose()).await.0,
@@ -566,7 +572,7 @@ mod cached {
     #[tokio::test]
     async fn a_validation_racing_a_logout_does_not_cache_the_ended_session() {
         use common::store::InstrumentedStore;
-        use tower_session_auth::Validation;
+        use tower_session_auth::store::Validation;
 
         let backend = Backend::pg().await;
         let db = pg(&backend);
@@ -575,7 +581,7 @@ mod cached {
         let cache = SessionCache::new(CacheConfig::default().ttl(LONG_TTL));
         let manager =
             SessionManager::new(store.clone(), SessionConfig::default()).with_cache(cache);
-        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = manager.login(1, LoginOptions::new()).await.unwrap();
 
         store.hold_next_validation();
         let racing = tokio::spawn({

@@ -3,7 +3,7 @@
 //! resurrects a deleted session, the touched columns stay unindexed (HOT updates), and each
 //! request sends one validating statement that reads only what its extractors need.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use common::app::{bearer, login, router, routes, send};
 use common::store::InstrumentedStore;
 use common::{Backend, TestDb, pool_for_schema};
 use tower_session_auth::{
-    AuthUser, ClientInfo, GameUser, ManualClock, PgStore, Scope, SessionConfig, SessionId,
-    SessionLayer, SessionManager, SessionToken, Validation,
+    AuthUser, GameUser, LoginOptions, PgStore, SessionConfig, SessionId, SessionLayer,
+    SessionManager, store::Scope, store::Validation, test_util::ManualClock, token::SessionToken,
 };
 
 fn pg(backend: &Backend) -> &TestDb {
@@ -106,6 +106,9 @@ async fn migrations_are_idempotent_and_safe_to_race() {
         .get(0);
     assert!(applied >= 2);
     assert_eq!((ra.unwrap() + rb.unwrap()) as i64, applied);
+    drop((a, b));
+    db.execute(&format!("DROP SCHEMA {schema} CASCADE"), &[])
+        .await;
 }
 
 #[tokio::test]
@@ -114,7 +117,7 @@ async fn sessions_survive_a_restart() {
     let db = pg(&backend);
     let token = {
         let manager = SessionManager::new(db.store.clone(), SessionConfig::default());
-        manager.login(1, ClientInfo::default()).await.unwrap().token
+        manager.login(1, LoginOptions::new()).await.unwrap().token
     };
     // A new pool and manager, as after a process restart.
     let pool = pool_for_schema(
@@ -135,7 +138,7 @@ async fn a_touch_never_resurrects_a_session_deleted_meanwhile() {
     let db = pg(&backend);
     let config = SessionConfig::default().touch_interval(Duration::ZERO);
     let manager = backend.manager(config, Arc::new(ManualClock::default()));
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
 
     // A logout holds the row lock while a validation that wants to touch the row arrives.
     let mut logout_conn = db.client().await;
@@ -272,7 +275,7 @@ async fn application_columns_of_another_type_fail_closed_and_check_schema_names_
             .await
             .expect("the demo schema is right");
         let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
-        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = manager.login(1, LoginOptions::new()).await.unwrap();
         db.client().await.batch_execute(change).await.expect(change);
         match (db.store.check_schema().await, problem) {
             (Ok(()), None) => {}
@@ -320,13 +323,12 @@ async fn application_columns_of_another_type_fail_closed_and_check_schema_names_
         db.store.check_schema().await.unwrap_err().to_string(),
         "application schema mismatch: column characters.world_id not found"
     );
-    let store = PgStore::with_schema(
-        db.pool.clone(),
-        tower_session_auth::AppSchema {
-            users_table: "accounts".to_owned(),
-            ..Default::default()
-        },
-    );
+    let store = PgStore::with_schema(db.pool.clone(), {
+        let mut app = tower_session_auth::store::AppSchema::default();
+        app.users_table = "accounts".to_owned();
+        app
+    })
+    .unwrap();
     assert_eq!(
         store.check_schema().await.unwrap_err().to_string(),
         "application schema mismatch: table accounts not found; \

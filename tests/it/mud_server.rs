@@ -1,12 +1,12 @@
 //! End to end: the `mud_server` example binary over real HTTP, driven by a client with a
-//! cookie jar, once on the in-memory store and once on PostgreSQL (SPEC §8).
+//! cookie jar, once on the in-memory store and once on PostgreSQL.
 //!
 //! `cargo test` builds the example before running this file (examples are built by default).
 
-mod common;
+use crate::common;
 /// The example's login defences, compiled here too so that a test can present client
 /// addresses a loopback connection cannot have.
-#[path = "../examples/mud_server/login_guard.rs"]
+#[path = "../../examples/mud_server/login_guard.rs"]
 #[allow(dead_code)]
 mod login_guard;
 
@@ -96,7 +96,7 @@ async fn get_bearer(server: &Server, path: &str, token: &str) -> (StatusCode, Va
         .await
 }
 
-/// The whole contract of SPEC §8 except persistence, on whichever store the server uses.
+/// The example server's whole HTTP contract except persistence, on whichever store the server uses.
 async fn http_contract(server: &Server) {
     // Login: body and hardened cookie.
     let raw = Client::new()
@@ -409,7 +409,7 @@ async fn http_contract(server: &Server) {
     );
 }
 
-/// Remember me (SPEC §8): refresh by body and by cookie, rotation, reuse detection, logout.
+/// Remember me: refresh by body and by cookie, rotation, reuse detection, logout.
 async fn remember_me_contract(server: &Server) {
     // Login with remember: a refresh token in the body and in its own narrow cookie.
     let raw = Client::new()
@@ -443,7 +443,7 @@ async fn remember_me_contract(server: &Server) {
     let forged = format!(
         "{}{}",
         &r0[..33],
-        tower_session_auth::SessionToken::generate().expose()
+        tower_session_auth::token::SessionToken::generate().expose()
     );
     let (status, body) = api
         .call(

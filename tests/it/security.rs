@@ -7,7 +7,7 @@
 //! - revoke-all and deactivation end every session of the user at once;
 //! - the opt-in CSRF check for cookie-authenticated unsafe requests.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -19,8 +19,8 @@ use axum::http::{Request, StatusCode};
 use common::Backend;
 use common::app::{bearer, get_with, routes, send};
 use tower_session_auth::{
-    ClientInfo, CsrfConfig, ManualClock, SessionConfig, SessionLayer, SessionManager, SessionToken,
-    StoreError,
+    CsrfConfig, LoginOptions, SessionConfig, SessionLayer, SessionManager, store::StoreError,
+    test_util::ManualClock, token::SessionToken,
 };
 
 /// Collects everything a tracing subscriber writes.
@@ -125,7 +125,7 @@ async fn tokens_never_reach_logs_debug_output_or_errors() {
     send(&app, from_client(bearer("/me", unknown.expose()))).await;
     let malformed = format!("{}!", &unknown.expose()[..42]);
     send(&app, from_client(bearer("/me", &malformed))).await;
-    let login = manager.login(2, ClientInfo::default()).await.unwrap();
+    let login = manager.login(2, LoginOptions::new()).await.unwrap();
     clock.advance(Duration::from_secs(601));
     let reply = send(&app, from_client(bearer("/me", login.token.expose()))).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -150,7 +150,7 @@ async fn tokens_never_reach_logs_debug_output_or_errors() {
             None,
         ),
     );
-    let error = StoreError::Other("boom".into()).to_string();
+    let error = StoreError::backend("boom").to_string();
     tokens.extend([
         unknown.expose().to_owned(),
         malformed,
@@ -211,8 +211,8 @@ async fn revocations_are_audited() {
     let backend = Backend::pg().await;
     let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
     let (captured, _guard) = capture();
-    let login = manager.login(1, ClientInfo::default()).await.unwrap();
-    let other = manager.login(1, ClientInfo::default()).await.unwrap();
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
+    let other = manager.login(1, LoginOptions::new()).await.unwrap();
     assert!(manager.reauthenticate(other.session.id).await.unwrap());
     assert!(manager.remove(login.session.id).await.unwrap());
     assert_eq!(manager.revoke_all(1).await.unwrap(), 1);
@@ -270,7 +270,7 @@ async fn revoke_all_and_deactivation_end_every_session_at_once() {
     let app = app_for(&manager);
     let mut tokens = Vec::new();
     for _ in 0..3 {
-        tokens.push(manager.login(1, ClientInfo::default()).await.unwrap().token);
+        tokens.push(manager.login(1, LoginOptions::new()).await.unwrap().token);
     }
     for token in &tokens {
         assert_eq!(
@@ -298,7 +298,7 @@ async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
     let config = SessionConfig::default().csrf(Some(CsrfConfig::default()));
     let manager = backend.manager(config, Arc::new(ManualClock::default()));
     let app = app_for(&manager);
-    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = manager.login(1, LoginOptions::new()).await.unwrap().token;
     let cookie = format!("id={}", token.expose());
     let host = ("host", "game.example");
 
@@ -332,7 +332,7 @@ async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
     let reply = send(&app, post("/logout", &same_origin)).await;
     assert_eq!(reply.status, StatusCode::OK);
 
-    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = manager.login(1, LoginOptions::new()).await.unwrap().token;
     let cookie = format!("id={}", token.expose());
     let scripted = [("cookie", cookie.as_str()), ("x-requested-with", "fetch")];
     assert_eq!(
@@ -340,7 +340,7 @@ async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
         StatusCode::OK
     );
 
-    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = manager.login(1, LoginOptions::new()).await.unwrap().token;
     let by_header = [("authorization", format!("Bearer {}", token.expose()))];
     let by_header: Vec<(&str, &str)> = by_header.iter().map(|(n, v)| (*n, v.as_str())).collect();
     assert_eq!(
@@ -352,11 +352,12 @@ async fn opt_in_csrf_check_guards_cookie_authenticated_unsafe_requests() {
     let config = SessionConfig::default().csrf(Some(
         CsrfConfig::default()
             .header(None)
-            .allowed_origin("https://app.example"),
+            .allowed_origin("https://app.example")
+            .unwrap(),
     ));
     let manager = backend.manager(config, Arc::new(ManualClock::default()));
     let strict = app_for(&manager);
-    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = manager.login(1, LoginOptions::new()).await.unwrap().token;
     let cookie = format!("id={}", token.expose());
     let scripted = [("cookie", cookie.as_str()), ("x-requested-with", "fetch")];
     assert_eq!(
@@ -445,7 +446,7 @@ fn handle_app(manager: &SessionManager) -> axum::Router {
         .route(
             "/login",
             post(|session: Session| async move {
-                let login = session.login_with(1, ClientInfo::default(), true).await?;
+                let login = session.login(1, LoginOptions::new().remember(true)).await?;
                 Ok::<_, tower_session_auth::AuthRejection>(Json(login.session.id.to_string()))
             }),
         )
@@ -455,10 +456,8 @@ fn handle_app(manager: &SessionManager) -> axum::Router {
         )
         .route(
             "/refresh",
-            post(|session: Session, headers: http::HeaderMap| async move {
-                let outcome = session
-                    .refresh(None, &headers, ClientInfo::default())
-                    .await?;
+            post(|session: Session| async move {
+                let outcome = session.refresh(None).await?;
                 Ok::<_, tower_session_auth::AuthRejection>(Json(matches!(
                     outcome,
                     Refresh::Refreshed(_)
@@ -493,7 +492,7 @@ async fn csrf_origin_wins_fetch_metadata_counts_http2_uses_the_authority_and_the
     let manager = backend.manager(config, Arc::new(ManualClock::default()));
     let app = handle_app(&manager);
     let login = manager
-        .login_with(1, ClientInfo::default(), true)
+        .login(1, LoginOptions::new().remember(true))
         .await
         .unwrap();
     let cookie = format!("id={}", login.token.expose());
@@ -626,7 +625,7 @@ async fn csrf_an_origin_of_another_scheme_is_refused_when_fetch_metadata_says_so
     let manager = backend.manager(config, Arc::new(ManualClock::default()));
     let app = handle_app(&manager);
     let login = manager
-        .login_with(1, ClientInfo::default(), true)
+        .login(1, LoginOptions::new().remember(true))
         .await
         .unwrap();
     let cookie = format!("id={}", login.token.expose());
@@ -680,7 +679,9 @@ async fn csrf_an_origin_of_another_scheme_is_refused_when_fetch_metadata_says_so
     // An origin the application lists is allowed although the browser calls it same-site.
     let listed = backend.manager(
         SessionConfig::default().csrf(Some(
-            CsrfConfig::default().allowed_origin("https://app.game.example"),
+            CsrfConfig::default()
+                .allowed_origin("https://app.game.example")
+                .unwrap(),
         )),
         Arc::new(ManualClock::default()),
     );

@@ -31,7 +31,7 @@
 //!   unreachable logs `session sweeper failed` (repeatedly) and keeps running; once the link is
 //!   back it deletes the sessions that expired, and only those.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,8 +49,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_session_auth::{
-    ClientInfo, ManualClock, PgStore, Session, SessionConfig, SessionLayer, SessionManager,
-    StoreError,
+    LoginOptions, PgStore, Session, SessionConfig, SessionLayer, SessionManager, store::StoreError,
+    test_util::ManualClock,
 };
 
 /// The rejection text of every store failure.
@@ -276,7 +276,7 @@ async fn database_unreachable_then_back() {
             "/relogin",
             post(|session: Session| async move {
                 session
-                    .login(3, ClientInfo::default())
+                    .login(3, LoginOptions::new())
                     .await
                     .map(|login| login.session.id.to_string())
             }),
@@ -285,7 +285,7 @@ async fn database_unreachable_then_back() {
     let app = router(manager.clone()).merge(relogin);
 
     // Link up: the admin logs in (through the proxy) and picks a character.
-    let login = manager.login(3, ClientInfo::default()).await.unwrap();
+    let login = manager.login(3, LoginOptions::new()).await.unwrap();
     let token = login.token.expose().to_owned();
     manager
         .select_character(login.session.id, 3, 30)
@@ -391,7 +391,7 @@ async fn layer_recovers_from_terminated_backends() {
     ];
     let mut tokens = Vec::new();
     for (user_id, _) in users {
-        let login = manager.login(user_id, ClientInfo::default()).await.unwrap();
+        let login = manager.login(user_id, LoginOptions::new()).await.unwrap();
         tokens.push(login.token.expose().to_owned());
     }
 
@@ -558,7 +558,7 @@ async fn pool_exhaustion_is_a_bounded_500_then_recovers() {
     let manager = SessionManager::new(store.clone(), SessionConfig::default());
     let app = router(manager.clone());
     let token = manager
-        .login(1, ClientInfo::default())
+        .login(1, LoginOptions::new())
         .await
         .unwrap()
         .token
@@ -650,7 +650,7 @@ async fn a_locked_sessions_table_is_a_bounded_500_and_the_connection_is_discarde
         .statement_timeout(statement_timeout);
     let manager = SessionManager::new(store.clone(), SessionConfig::default());
     let app = router(manager.clone());
-    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = manager.login(1, LoginOptions::new()).await.unwrap().token;
     let token = token.expose();
     let before = backend_pid(&store).await;
 
@@ -711,7 +711,7 @@ async fn a_network_that_stops_answering_is_a_bounded_500_and_the_connection_is_d
     let store = PgStore::new(pool).statement_timeout(statement_timeout);
     let manager = SessionManager::new(store.clone(), SessionConfig::default());
     let app = router(manager.clone());
-    let token = manager.login(1, ClientInfo::default()).await.unwrap().token;
+    let token = manager.login(1, LoginOptions::new()).await.unwrap().token;
     let token = token.expose();
     let reply = send_bounded(&app, bearer("/me", token), bound).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
@@ -810,12 +810,12 @@ async fn sweeper_logs_database_errors_and_keeps_sweeping() {
     proxy.restore();
     // Three sessions that idle out after 10 minutes, one after an hour; then 11 minutes pass.
     for user_id in [1, 2, 3] {
-        direct.login(user_id, ClientInfo::default()).await.unwrap();
+        direct.login(user_id, LoginOptions::new()).await.unwrap();
     }
     let longer = config.idle_timeout(Some(Duration::from_secs(60 * 60)));
     let fresh = backend
         .manager(longer, clock.clone())
-        .login(4, ClientInfo::default())
+        .login(4, LoginOptions::new())
         .await
         .unwrap();
     assert_eq!(db.session_rows().await, 4);

@@ -64,11 +64,8 @@
 //! `403 Cross-site request rejected`: `curl -H 'x-requested-with: curl' …`. The HTML forms
 //! carry a CSRF token and the browser's `Origin`.
 
-#[path = "mud_server/account_page.rs"]
 mod account_page;
-#[path = "mud_server/game.rs"]
 mod game;
-#[path = "mud_server/login_guard.rs"]
 mod login_guard;
 
 use std::borrow::Cow;
@@ -96,10 +93,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_session_auth::permissions::{BanUsers, ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
-    AuthRejection, AuthUser, CharacterSelection, ClientInfo, CookieConfig, CsrfConfig, GameUser,
-    MemoryStore, NoStore, PgStore, RecentAuth, Refresh, RefreshConfig, RefreshToken,
-    RequirePermission, Session, SessionConfig, SessionId, SessionLayer, SessionManager, StoreError,
-    TokenSource,
+    AuthRejection, AuthUser, CookieConfig, CsrfConfig, GameUser, LoginOptions, MemoryStore,
+    NoStore, PgStore, RecentAuth, Refresh, RefreshConfig, RequirePermission, Session,
+    SessionConfig, SessionId, SessionLayer, SessionManager, credentials::TokenSource,
+    store::CharacterSelection, store::StoreError, token::RefreshToken,
 };
 
 #[derive(Clone, Copy)]
@@ -590,9 +587,9 @@ async fn login(
         .map_err(ApiError::Login)?;
     // Read before logging in: a failure here must not leave a session behind.
     let characters = state.directory.characters(user.id).await?;
-    let mut client = ClientInfo::from_headers(&headers);
-    client.ip = session.client_ip();
-    let login = session.login_with(user.id, client, body.remember).await?;
+    let login = session
+        .login(user.id, LoginOptions::new().remember(body.remember))
+        .await?;
     let mut reply = json!({
         "token": login.token.expose(),
         "session_id": login.session.id,
@@ -620,7 +617,7 @@ struct RefreshBody {
 /// Trades a remember-me token (from the body, or else the refresh cookie) for a new session.
 async fn refresh(
     session: Session,
-    headers: HeaderMap,
+    _headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<NoStore<Json<Value>>> {
     let body_token = if body.is_empty() {
@@ -630,12 +627,7 @@ async fn refresh(
             .map_err(|_| detail(StatusCode::BAD_REQUEST, "Invalid JSON body"))?
             .refresh_token
     };
-    let mut client = ClientInfo::from_headers(&headers);
-    client.ip = session.client_ip();
-    match session
-        .refresh(body_token.as_deref(), &headers, client)
-        .await?
-    {
+    match session.refresh(body_token.as_deref()).await? {
         Refresh::Refreshed(login) => Ok(NoStore(Json(json!({
             "token": login.token.expose(),
             "session_id": login.session.id,
@@ -843,7 +835,7 @@ async fn set_active(
 #[derive(Serialize)]
 struct SessionListing {
     #[serde(flatten)]
-    record: tower_session_auth::SessionRecord,
+    record: tower_session_auth::store::SessionRecord,
     current: bool,
 }
 

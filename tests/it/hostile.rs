@@ -39,7 +39,7 @@
 //! duplicated one always refused); and `SessionToken::parse` accepts a string iff it is 43
 //! characters of `[A-Za-z0-9_-]` that the base64 crate decodes canonically to 32 bytes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,8 +54,9 @@ use common::store::InstrumentedStore;
 use common::{Backend, TestDb};
 use proptest::prelude::*;
 use tower_session_auth::{
-    MAX_COOKIE_HEADER, ManualClock, MemoryStore, SessionConfig, SessionManager, SessionToken,
-    TOKEN_LEN, TokenSource, find_token,
+    MemoryStore, SessionConfig, SessionManager, credentials::MAX_COOKIE_HEADER,
+    credentials::TokenSource, credentials::find_token, test_util::ManualClock, token::SessionToken,
+    token::TOKEN_LEN,
 };
 
 const TOKEN_HEADER: &str = "x-session-token";
@@ -995,6 +996,7 @@ proptest! {
                 TokenSource::Bearer => authorization.iter().collect(),
                 TokenSource::Header => token_header.iter().collect(),
                 TokenSource::Cookie => cookies.iter().collect(),
+                other => unreachable!("no such token source in this test: {other:?}"),
             };
             prop_assert!(taken_from.iter().any(|v| contains(v.as_bytes(), text.as_bytes())));
             if *source == TokenSource::Cookie {

@@ -16,13 +16,14 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, SessionConfig};
+use crate::invalidation::{Notice, Watchers};
 use crate::permission::{AccessPolicy, MudPolicy};
+use crate::store::family::{earliest, span};
 use crate::store::{
-    CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome, RefreshRequest, Scope,
-    SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation, earliest, span,
+    AdminStore, CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome,
+    RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
-use crate::watch::{Notice, SessionWatch, Watchers, user_role};
 
 /// Where an invalidation goes: the validation cache, when there is one, and the session
 /// watches ([`SessionWatch`]), which hear every event the cache does.
@@ -62,9 +63,54 @@ impl Invalidations<'_> {
 /// rejected tokens).
 pub const AUDIT_TARGET: &str = "tower_session_auth::audit";
 
+/// What a login asks for beyond the user id: "remember me", and who logs in from where.
+///
+/// ```
+/// use tower_session_auth::{ClientInfo, LoginOptions};
+///
+/// let options = LoginOptions::new()
+///     .remember(true)
+///     .client(ClientInfo::default().with_client_type("tui"));
+/// assert!(options.remember);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoginOptions {
+    /// Also start a remember-me series: the login returns a [`RefreshToken`] in
+    /// [`Login::refresh`] (and [`Session::login`](crate::Session::login) sets the refresh
+    /// cookie for cookie clients). The session's absolute lifetime never goes beyond the
+    /// series'.
+    pub remember: bool,
+    /// Who is logging in from where, recorded with the session. `None`:
+    /// [`Session::login`](crate::Session::login) reads it from the request (the address the
+    /// layer found, `User-Agent`, `X-Client-Type`); [`SessionManager::login`] records
+    /// [`ClientInfo::default`].
+    pub client: Option<ClientInfo>,
+}
+
+impl LoginOptions {
+    /// A plain login: no remember-me, the client read from the request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to start a remember-me series.
+    pub fn remember(mut self, remember: bool) -> Self {
+        self.remember = remember;
+        self
+    }
+
+    /// Records `client` instead of what the request says.
+    pub fn client(mut self, client: ClientInfo) -> Self {
+        self.client = Some(client);
+        self
+    }
+}
+
 /// A successful login or refresh: the new token (hand it to the client once), the stored
 /// session, and with "remember me" the refresh token.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Login {
     /// The fresh bearer token. Its `Debug` is redacted.
     pub token: SessionToken,
@@ -95,14 +141,14 @@ pub enum Refresh {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), tower_session_auth::StoreError> {
-/// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+/// # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
+/// use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, SessionManager};
 ///
 /// let store = MemoryStore::new();
 /// store.upsert_user(1, "alice", Some("player"), true);
 /// let manager = SessionManager::new(store, SessionConfig::default());
 ///
-/// let login = manager.login(1, ClientInfo::default()).await?;
+/// let login = manager.login(1, LoginOptions::new()).await?;
 /// assert!(manager.lookup(&login.token).await.is_some());
 /// assert!(manager.remove_by_token(&login.token).await?);
 /// assert!(manager.lookup(&login.token).await.is_none());
@@ -196,14 +242,14 @@ impl SessionManager {
         self
     }
 
-    /// Replaces the clock (tests use a [`ManualClock`](crate::ManualClock)).
+    /// Replaces the clock (tests use `test_util::ManualClock`, feature `test-util`).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         Arc::make_mut(&mut self.inner).clock = Arc::new(clock);
         self
     }
 
     /// Serves validations from `cache` when it can (feature `cache`; see
-    /// [`SessionCache`](crate::SessionCache) for the staleness bound).
+    /// [`SessionCache`](crate::cache::SessionCache) for the staleness bound).
     #[cfg(feature = "cache")]
     pub fn with_cache(mut self, cache: crate::cache::SessionCache) -> Self {
         Arc::make_mut(&mut self.inner).cache = Some(cache);
@@ -219,7 +265,7 @@ impl SessionManager {
     /// Reports a change to a user that no trigger reports (a role change or a deactivation
     /// made on another database, or without the triggers): drops the user's cached
     /// validations (feature `cache`) and wakes the watches of their sessions, which check
-    /// once ([`SessionWatch`]).
+    /// once ([`SessionWatch`](crate::watch::SessionWatch)).
     pub fn invalidate_user(&self, user_id: i64) {
         self.with_cached(|targets| targets.invalidate_user(user_id));
     }
@@ -272,29 +318,6 @@ impl SessionManager {
         &self.inner.watchers
     }
 
-    /// Watches the session of `token` until it ends ([`SessionWatch`]): `None` when there is no
-    /// live session with an active user for it. Inside a request,
-    /// [`Session::watch`](crate::Session::watch) reuses the request's validation instead.
-    pub async fn watch(&self, token: &SessionToken) -> Result<Option<SessionWatch>, StoreError> {
-        let hash = token.hash();
-        let read_at = self.inner.watchers.generation();
-        let view = self.inner.store.lookup(&hash, self.now()).await?;
-        Ok(view
-            .filter(|view| user_role(view).is_some())
-            .map(|view| SessionWatch::new(self, hash, &view, Some(read_at))))
-    }
-
-    /// How many [`SessionWatch`]es of this manager are live.
-    pub fn watch_count(&self) -> usize {
-        self.inner.watchers.count()
-    }
-
-    /// Whether a session has a live [`SessionWatch`] on this instance (a session page can show
-    /// which sessions hold a live connection).
-    pub fn is_watched(&self, id: SessionId) -> bool {
-        self.inner.watchers.watches_session(id)
-    }
-
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.inner.config
@@ -310,6 +333,13 @@ impl SessionManager {
         &*self.inner.store
     }
 
+    fn admin(&self) -> Result<&dyn AdminStore, StoreError> {
+        self.inner
+            .store
+            .admin()
+            .ok_or(StoreError::Unsupported("administration"))
+    }
+
     /// The cookie name as sent (with the `__Host-` prefix when enabled).
     pub fn cookie_name(&self) -> &str {
         &self.inner.cookie_name
@@ -323,25 +353,20 @@ impl SessionManager {
             .unwrap_or(now)
     }
 
-    /// Creates a session for `user_id` with a fresh token. With `max_sessions_per_user =
-    /// Some(n)`, the user's oldest sessions beyond `n` are removed in the same step, and their
-    /// remember-me series end.
+    /// Creates a session for `user_id` with a fresh token, as `options` asks (remember-me, the
+    /// client recorded). With `max_sessions_per_user = Some(n)`, the user's oldest sessions
+    /// beyond `n` are removed in the same step, and their remember-me series end.
     ///
     /// The caller has authenticated the user (password, SSO, …) and checked that the account
-    /// is active; the session records `client` for listings and audits.
-    pub async fn login(&self, user_id: i64, client: ClientInfo) -> Result<Login, StoreError> {
-        self.login_with(user_id, client, false).await
-    }
-
-    /// Like [`login`](Self::login); with `remember` also starts a remember-me series and
-    /// returns its [`RefreshToken`] in [`Login::refresh`]. The session's absolute lifetime
-    /// never goes beyond the series'.
-    pub async fn login_with(
-        &self,
-        user_id: i64,
-        client: ClientInfo,
-        remember: bool,
-    ) -> Result<Login, StoreError> {
+    /// is active. "Remember me" on a store without remember-me support
+    /// ([`RememberStore`](crate::store::RememberStore)) fails with
+    /// [`StoreError::Unsupported`] and creates nothing.
+    pub async fn login(&self, user_id: i64, options: LoginOptions) -> Result<Login, StoreError> {
+        let LoginOptions { remember, client } = options;
+        if remember && self.inner.store.remember().is_none() {
+            return Err(StoreError::Unsupported("remember-me"));
+        }
+        let client = client.unwrap_or_default();
         let now = self.now();
         let (token, mut new) = self.new_session(user_id, client, now);
         let refresh = remember.then(RefreshToken::generate);
@@ -385,7 +410,7 @@ impl SessionManager {
     /// [`RefreshConfig`](crate::RefreshConfig) for the grace overlap and the family rules).
     /// Presenting a used secret after the grace window revokes the whole series and every
     /// session it created ([`Refresh::ReuseDetected`]); a secret the series never issued
-    /// changes nothing ([`Refresh::Invalid`]). The new session keeps the original login time
+    /// changes nothing ([`Refresh::Invalid`]). The new session keeps the series' login time
     /// as `authenticated_at`, is marked `refreshed`, and ends no later than the series.
     pub async fn refresh(
         &self,
@@ -408,7 +433,12 @@ impl SessionManager {
             max_per_user: self.inner.config.max_sessions_per_user,
         };
         let series = presented.series().simple();
-        Ok(match self.inner.store.refresh(request).await? {
+        let store = self
+            .inner
+            .store
+            .remember()
+            .ok_or(StoreError::Unsupported("remember-me"))?;
+        Ok(match store.refresh(request).await? {
             RefreshOutcome::Refreshed(session) => {
                 // The series' earlier session, and sessions pruned by the limit, ended.
                 self.with_cached(|cache| cache.invalidate_user(session.user_id));
@@ -490,7 +520,7 @@ impl SessionManager {
     /// [`validate`](Self::validate) by the token's hash.
     pub(crate) async fn validate_hash(
         &self,
-        hash: &crate::TokenHash,
+        hash: &crate::store::TokenHash,
         scope: Scope,
     ) -> Result<Validation, StoreError> {
         let hash = *hash;
@@ -528,7 +558,7 @@ impl SessionManager {
         Ok(self.audit_expiry(validation, &hash))
     }
 
-    fn audit_expiry(&self, validation: Validation, hash: &crate::TokenHash) -> Validation {
+    fn audit_expiry(&self, validation: Validation, hash: &crate::store::TokenHash) -> Validation {
         if validation == Validation::Expired {
             tracing::info!(
                 target: AUDIT_TARGET,
@@ -586,7 +616,7 @@ impl SessionManager {
     }
 
     /// Read-only lookup by token: no activity update, nothing deleted, `None` on any failure
-    /// (unknown, expired, or a store error). The original's `get_username_from_session`.
+    /// (unknown, expired, or a store error).
     pub async fn lookup(&self, token: &SessionToken) -> Option<SessionView> {
         match self.inner.store.lookup(&token.hash(), self.now()).await {
             Ok(view) => view,
@@ -620,6 +650,8 @@ impl SessionManager {
         let selection = self
             .inner
             .store
+            .characters()
+            .ok_or(StoreError::Unsupported("character binding"))?
             .select_character(session_id, user_id, character_id)
             .await?;
         self.with_cached(|cache| cache.invalidate_session(session_id));
@@ -637,13 +669,13 @@ impl SessionManager {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_session_auth::StoreError> {
-    /// use tower_session_auth::{ClientInfo, MemoryStore, SessionConfig, SessionManager};
+    /// # async fn main() -> Result<(), tower_session_auth::store::StoreError> {
+    /// use tower_session_auth::{LoginOptions, MemoryStore, SessionConfig, SessionManager};
     ///
     /// let store = MemoryStore::new();
     /// store.upsert_user(1, "alice", Some("player"), true);
     /// let manager = SessionManager::new(store, SessionConfig::default());
-    /// let login = manager.login(1, ClientInfo::default()).await?;
+    /// let login = manager.login(1, LoginOptions::new()).await?;
     /// // ... the user typed their password again, and it matched ...
     /// assert!(manager.reauthenticate(login.session.id).await?);
     /// # Ok(()) }
@@ -731,11 +763,10 @@ impl SessionManager {
     /// series ended. Logout calls this with the refresh cookie.
     pub async fn end_series(&self, presented: &RefreshToken) -> Result<bool, StoreError> {
         let series = presented.series();
-        let ended = self
-            .inner
-            .store
-            .end_series(series, &presented.secret_hash())
-            .await?;
+        let Some(store) = self.inner.store.remember() else {
+            return Ok(false); // no series to end
+        };
+        let ended = store.end_series(series, &presented.secret_hash()).await?;
         if let Some(user_id) = ended {
             self.invalidate_user(user_id);
             let series = series.simple();
@@ -772,18 +803,18 @@ impl SessionManager {
         self.inner.store.list_for_user(user_id, self.now()).await
     }
 
-    /// Live sessions, counting only those active within `window` when one is given (the
-    /// original counted activity within 30 minutes for its health endpoint).
+    /// Live sessions, counting only those active within `window` when one is given (a health page
+    /// might count activity within the last 30 minutes).
     pub async fn count_active(&self, window: Option<Duration>) -> Result<u64, StoreError> {
         let now = self.now();
         // A window reaching before the calendar's start counts every live session.
         let since = window.and_then(|window| now.checked_sub(span(window)));
-        self.inner.store.count_active(now, since).await
+        self.admin()?.count_active(now, since).await
     }
 
     /// Deletes every session. Returns how many were removed.
     pub async fn clear_all(&self) -> Result<u64, StoreError> {
-        let count = self.inner.store.clear_all().await?;
+        let count = self.admin()?.clear_all().await?;
         self.with_cached(|cache| cache.invalidate_all());
         tracing::warn!(target: AUDIT_TARGET, event = "clear_all", count);
         Ok(count)
@@ -842,14 +873,10 @@ impl SessionManager {
         let cookie_config = &self.inner.config.cookie;
         let mut cookie = self.cookie_base(token.expose());
         if cookie_config.persistent {
-            let now = self.now();
-            // A session that never expires gets the longest lifetime browsers honour.
-            let until = [session.expires_at, session.absolute_expires_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + time::Duration::days(400));
-            cookie.set_max_age((until - now).max(time::Duration::ZERO));
+            cookie.set_max_age(max_age(
+                self.now(),
+                [session.expires_at, session.absolute_expires_at],
+            ));
         }
         cookie_header(&cookie)
     }
@@ -875,14 +902,9 @@ impl SessionManager {
         let absolute = config
             .absolute_lifetime
             .map(|life| authenticated_at + span(life));
-        let until = [idle, absolute]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + time::Duration::days(400));
         let value = token.expose();
         let mut cookie = self.refresh_cookie_base(&value);
-        cookie.set_max_age((until - now).max(time::Duration::ZERO));
+        cookie.set_max_age(max_age(now, [idle, absolute]));
         cookie_header(&cookie)
     }
 
@@ -912,6 +934,17 @@ impl SessionManager {
             .path(config.path.as_str())
             .build()
     }
+}
+
+/// A cookie's `Max-Age`: until the earliest of `ends` (never negative), or, when none is set,
+/// the longest lifetime browsers honour (400 days).
+fn max_age(now: OffsetDateTime, ends: [Option<OffsetDateTime>; 2]) -> time::Duration {
+    let until = ends
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + time::Duration::days(400));
+    (until - now).max(time::Duration::ZERO)
 }
 
 /// A `Set-Cookie` value, marked sensitive so that HTTP/2 and HTTP/3 encoders never put it in

@@ -9,8 +9,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tower_session_auth::{
-    CharacterSelection, NewSession, PgStore, Purged, RefreshOutcome, RefreshRequest, Scope,
-    SessionId, SessionRecord, SessionStore, SessionView, StoreError, TokenHash, Touch, Validation,
+    PgStore, SessionId, store::AdminStore, store::CharacterSelection, store::CharacterStore,
+    store::NewSession, store::Purged, store::RefreshOutcome, store::RefreshRequest,
+    store::RememberStore, store::Scope, store::SessionRecord, store::SessionStore,
+    store::SessionView, store::StoreError, store::TokenHash, store::Touch, store::Validation,
 };
 
 #[derive(Clone)]
@@ -102,18 +104,6 @@ impl SessionStore for InstrumentedStore {
         self.inner.lookup(token_hash, now).await
     }
 
-    async fn select_character(
-        &self,
-        session_id: SessionId,
-        user_id: i64,
-        character_id: i64,
-    ) -> Result<CharacterSelection, StoreError> {
-        self.record("select_character");
-        self.inner
-            .select_character(session_id, user_id, character_id)
-            .await
-    }
-
     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
         self.record("remove");
         self.inner.remove(id, owner).await
@@ -142,6 +132,63 @@ impl SessionStore for InstrumentedStore {
         self.inner.list_for_user(user_id, now).await
     }
 
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+        self.record("purge_expired");
+        self.inner.purge_expired(now, limit).await
+    }
+
+    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.record("reauthenticate");
+        self.inner.reauthenticate(id, now).await
+    }
+
+    fn remember(&self) -> Option<&dyn RememberStore> {
+        Some(self)
+    }
+
+    fn characters(&self) -> Option<&dyn CharacterStore> {
+        Some(self)
+    }
+
+    fn admin(&self) -> Option<&dyn AdminStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl RememberStore for InstrumentedStore {
+    async fn end_series(
+        &self,
+        series: uuid::Uuid,
+        secret_hash: &TokenHash,
+    ) -> Result<Option<i64>, StoreError> {
+        self.record("end_series");
+        self.inner.end_series(series, secret_hash).await
+    }
+
+    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
+        self.record("refresh");
+        self.inner.refresh(request).await
+    }
+}
+
+#[async_trait]
+impl CharacterStore for InstrumentedStore {
+    async fn select_character(
+        &self,
+        session_id: SessionId,
+        user_id: i64,
+        character_id: i64,
+    ) -> Result<CharacterSelection, StoreError> {
+        self.record("select_character");
+        self.inner
+            .select_character(session_id, user_id, character_id)
+            .await
+    }
+}
+
+#[async_trait]
+impl AdminStore for InstrumentedStore {
     async fn count_active(
         &self,
         now: OffsetDateTime,
@@ -154,20 +201,5 @@ impl SessionStore for InstrumentedStore {
     async fn clear_all(&self) -> Result<u64, StoreError> {
         self.record("clear_all");
         self.inner.clear_all().await
-    }
-
-    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
-        self.record("purge_expired");
-        self.inner.purge_expired(now, limit).await
-    }
-
-    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome, StoreError> {
-        self.record("refresh");
-        self.inner.refresh(request).await
-    }
-
-    async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
-        self.record("reauthenticate");
-        self.inner.reauthenticate(id, now).await
     }
 }

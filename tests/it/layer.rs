@@ -1,7 +1,7 @@
 //! The layer through an axum `Router` and `oneshot`, on a real PostgreSQL store: token sources
 //! and their precedence, `Set-Cookie` attributes, the removal cookie, `Cache-Control`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::Backend;
 use common::app::{Reply, bearer, get_with, login, router, send};
-use tower_session_auth::{CookieConfig, ManualClock, SessionConfig, SessionManager};
+use tower_session_auth::{
+    CookieConfig, LoginOptions, SessionConfig, SessionManager, test_util::ManualClock,
+};
 
 async fn app_with(config: SessionConfig) -> (axum::Router, SessionManager) {
     let backend = Backend::pg().await;
@@ -231,7 +233,7 @@ async fn a_server_error_after_login_sets_no_cookie() {
             "/login-then-fail",
             axum::routing::post(|session: tower_session_auth::Session| async move {
                 session
-                    .login_with(1, tower_session_auth::ClientInfo::default(), true)
+                    .login(1, LoginOptions::new().remember(true))
                     .await
                     .unwrap();
                 (StatusCode::INTERNAL_SERVER_ERROR, "the handler failed")
@@ -240,10 +242,7 @@ async fn a_server_error_after_login_sets_no_cookie() {
         .route(
             "/login-then-refuse",
             axum::routing::post(|session: tower_session_auth::Session| async move {
-                session
-                    .login(1, tower_session_auth::ClientInfo::default())
-                    .await
-                    .unwrap();
+                session.login(1, LoginOptions::new()).await.unwrap();
                 StatusCode::UNPROCESSABLE_ENTITY
             }),
         )
@@ -295,15 +294,15 @@ const REFRESH_REMOVAL: &str =
     "refresh=; HttpOnly; SameSite=Strict; Secure; Path=/refresh; Max-Age=0";
 
 /// A refresh token of `real`'s series with a secret the server never issued.
-fn forged(real: &tower_session_auth::RefreshToken) -> String {
+fn forged(real: &tower_session_auth::token::RefreshToken) -> String {
     let text = real.expose();
-    let other = tower_session_auth::RefreshToken::generate().expose();
+    let other = tower_session_auth::token::RefreshToken::generate().expose();
     format!("{}{}", &text[..33], &other[33..])
 }
 
 #[tokio::test]
 async fn logout_clears_the_cookies_whatever_the_session_state() {
-    use tower_session_auth::{ClientInfo, Refresh, SessionToken};
+    use tower_session_auth::{ClientInfo, Refresh, token::SessionToken};
 
     for backend in [Backend::pg().await, Backend::memory().await] {
         let clock = Arc::new(ManualClock::default());
@@ -313,7 +312,7 @@ async fn logout_clears_the_cookies_whatever_the_session_state() {
         let bye = |cookie: String| post("/bye", Some(("cookie", &cookie)));
 
         // Expired: nothing to remove, both cookies cleared all the same.
-        let login = manager.login(1, ClientInfo::default()).await.unwrap();
+        let login = manager.login(1, LoginOptions::new()).await.unwrap();
         clock.advance(Duration::from_secs(120));
         let reply = send(&app, bye(format!("id={}", login.token.expose()))).await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
@@ -353,7 +352,7 @@ async fn logout_clears_the_cookies_whatever_the_session_state() {
         // A refresh cookie with a forged secret for a real series (the id is public): the
         // cookie is cleared, the series lives on.
         let remembered = manager
-            .login_with(1, ClientInfo::default(), true)
+            .login(1, LoginOptions::new().remember(true))
             .await
             .unwrap();
         let refresh = remembered.refresh.clone().unwrap();
@@ -383,7 +382,7 @@ async fn logout_clears_the_cookies_whatever_the_session_state() {
 
         // Only a refresh cookie (another series, current secret): the series ends.
         let other = manager
-            .login_with(1, ClientInfo::default(), true)
+            .login(1, LoginOptions::new().remember(true))
             .await
             .unwrap();
         let reply = send(
@@ -402,7 +401,7 @@ async fn logout_clears_the_cookies_whatever_the_session_state() {
         // refresh of its own series, say) still ends the series and the session the refresh
         // made: the caller held a real secret.
         let raced = manager
-            .login_with(1, ClientInfo::default(), true)
+            .login(1, LoginOptions::new().remember(true))
             .await
             .unwrap();
         let first = raced.refresh.clone().unwrap();
@@ -429,14 +428,12 @@ async fn logout_clears_the_cookies_whatever_the_session_state() {
 
 #[tokio::test]
 async fn revoking_the_current_session_through_the_handle_clears_its_cookie() {
-    use tower_session_auth::ClientInfo;
-
     for backend in [Backend::pg().await, Backend::memory().await] {
         let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
         let app = handle_routes(&manager);
         for route in ["revoke", "kick"] {
-            let current = manager.login(1, ClientInfo::default()).await.unwrap();
-            let other = manager.login(1, ClientInfo::default()).await.unwrap();
+            let current = manager.login(1, LoginOptions::new()).await.unwrap();
+            let other = manager.login(1, LoginOptions::new()).await.unwrap();
             let cookie = format!("id={}", current.token.expose());
             // Another session: removed, the browser's cookie stays.
             let path = format!("/{route}/{}", other.session.id);
@@ -460,7 +457,7 @@ async fn revoking_the_current_session_through_the_handle_clears_its_cookie() {
 #[tokio::test]
 async fn set_cookie_values_are_sensitive_and_no_store_marks_a_token_in_the_body() {
     use axum::Json;
-    use tower_session_auth::{ClientInfo, NoStore, Session, SessionLayer};
+    use tower_session_auth::{NoStore, Session, SessionLayer};
 
     let backend = Backend::pg().await;
     let manager = backend.manager(SessionConfig::default(), Arc::new(ManualClock::default()));
@@ -468,7 +465,7 @@ async fn set_cookie_values_are_sensitive_and_no_store_marks_a_token_in_the_body(
         .route(
             "/login",
             axum::routing::post(|session: Session| async move {
-                let login = session.login_with(1, ClientInfo::default(), true).await?;
+                let login = session.login(1, LoginOptions::new().remember(true)).await?;
                 Ok::<_, tower_session_auth::AuthRejection>(NoStore(Json(
                     login.token.expose().to_owned(),
                 )))
@@ -476,7 +473,7 @@ async fn set_cookie_values_are_sensitive_and_no_store_marks_a_token_in_the_body(
         )
         .layer(SessionLayer::new(manager.clone()));
     // A header client: no cookie, yet the token in the body is not to be stored.
-    let unknown = tower_session_auth::SessionToken::generate();
+    let unknown = tower_session_auth::token::SessionToken::generate();
     let reply = send(
         &app,
         post(

@@ -1,0 +1,128 @@
+//! The `LISTEN` connection that carries other instances' session events to this one: to the
+//! manager's session watches and, with the `cache` feature, to its validation cache.
+
+#[cfg(feature = "cache")]
+use crate::cache::SessionCache;
+use crate::manager::SessionManager;
+use crate::store::PgStore;
+use crate::store::postgres::CHANNEL;
+
+/// One listener connection's life: connect, `LISTEN`, report the connection, apply
+/// notifications until the connection ends.
+async fn listen(
+    config: &tokio_postgres::Config,
+    connected: &(dyn Fn() + Send + Sync),
+    apply: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                    if sender.send(Ok(note.payload().to_owned())).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    let _ = sender.send(Err(error));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
+    if let Err(error) = listening {
+        driver.abort();
+        return Err(error);
+    }
+    connected();
+    tracing::info!("session invalidation listener connected");
+    let outcome = loop {
+        match payloads.recv().await {
+            Some(Ok(payload)) => apply(&payload),
+            Some(Err(error)) => break Err(error),
+            None => break Ok(()),
+        }
+    };
+    drop(client);
+    driver.abort();
+    outcome
+}
+
+/// Runs [`listen`] forever, reconnecting a second after each failure.
+fn spawn_listener(
+    config: tokio_postgres::Config,
+    connected: impl Fn(bool) + Send + Sync + 'static,
+    apply: impl Fn(&str) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    connected(false);
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = listen(&config, &|| connected(true), &apply).await {
+                tracing::warn!(%error, "session invalidation listener disconnected; reconnecting");
+            }
+            connected(false);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })
+}
+
+impl PgStore {
+    /// Spawns the task that keeps `cache` in step with other instances (feature `cache`): on a
+    /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
+    /// triggers' notifications and drops the entries they name. The cache serves nothing
+    /// until the listener is connected and is flushed on every (re)connection, since missed
+    /// notifications are not replayed; after a failure the task reconnects every second.
+    /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
+    /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
+    /// promoted server, where the revocations are made (a standby refuses `LISTEN`).
+    ///
+    /// [`spawn_session_listener`](Self::spawn_session_listener) does the same for a
+    /// manager's cache and also wakes its session watches, on the same one connection.
+    #[cfg(feature = "cache")]
+    pub fn spawn_invalidation_listener(
+        &self,
+        config: tokio_postgres::Config,
+        cache: SessionCache,
+    ) -> tokio::task::JoinHandle<()> {
+        let flushed = cache.clone();
+        spawn_listener(
+            config,
+            move |connected| {
+                if connected {
+                    flushed.invalidate_all();
+                }
+                flushed.set_serving(connected);
+            },
+            move |payload| cache.apply_notification(payload),
+        )
+    }
+
+    /// Spawns the one task that carries other instances' session events to `manager`: on a
+    /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
+    /// notifications of [`install_invalidation_triggers`](PgStore::install_invalidation_triggers),
+    /// wakes the [`SessionWatch`](crate::watch::SessionWatch)es of the sessions and users they name,
+    /// and, with the `cache` feature, drops the manager's cache entries as
+    /// `spawn_invalidation_listener` does. Every watch of the manager shares this connection.
+    ///
+    /// On each (re)connection, since missed notifications are not replayed, the cache is
+    /// flushed and every watch checks its session once; after a failure the task reconnects
+    /// every second. Pass the manager as configured (after `with_cache`); a manager with a
+    /// cache then needs no other listener. Set TCP keepalives on `config` (`keepalives_idle`)
+    /// so that a link that silently drops is noticed.
+    pub fn spawn_session_listener(
+        &self,
+        config: tokio_postgres::Config,
+        manager: SessionManager,
+    ) -> tokio::task::JoinHandle<()> {
+        let events = manager.clone();
+        spawn_listener(
+            config,
+            move |connected| manager.listener_connected(connected),
+            move |payload| events.apply_notification(payload),
+        )
+    }
+}

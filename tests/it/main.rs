@@ -1,0 +1,23 @@
+//! The integration tests, in one binary: each module is one area of the contract, and
+//! `common` holds the fixtures they share (a PostgreSQL schema per test, the demo data).
+
+#[macro_use]
+mod common;
+
+mod browser;
+mod conformance;
+mod eager;
+mod failover;
+mod faults;
+mod hostile;
+mod instances;
+mod layer;
+mod live;
+mod mud_server;
+mod postgres;
+mod races;
+mod remember;
+mod security;
+mod sudo;
+mod test_login;
+mod watch;
