@@ -1,13 +1,16 @@
 //! [`PgStore`]: sessions in PostgreSQL through a deadpool-postgres pool.
 
+use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
+use futures_util::TryStreamExt;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
-use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::{Row, RowStream};
 
 use uuid::Uuid;
 
@@ -33,6 +36,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("migrations/0002_refresh_secrets.sql"),
     ),
 ];
+
+/// The versions [`PgStore::migrate`] has applied.
+const APPLIED_MIGRATIONS: Sql =
+    Sql::fixed("SELECT version FROM tower_session_auth_migrations", &[]);
+
+/// Records that [`PgStore::migrate`] applied the migration of version `$1` and name `$2`.
+const RECORD_MIGRATION: Sql = Sql::fixed(
+    "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
+    &[Type::INT4, Type::TEXT],
+);
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
@@ -290,70 +303,99 @@ fn end_session_sql(condition: &str) -> String {
     )
 }
 
-/// The SQL of every statement the store's operations run, built once per store from the
-/// [`AppSchema`] (fixed texts are `&'static str`) and prepared once per connection.
+/// One statement of the store: its SQL and the types of its parameters, `$1` first.
+///
+/// The types are declared rather than inferred by the server, so that a statement can be sent
+/// as an unnamed statement in the round trip that runs it (see
+/// [`PgStore::prepared_statements`]); they are the SQL types of the Rust values the store
+/// binds, and the named prepared statements declare the same ones, so that both modes run the
+/// same statement.
+struct Sql {
+    text: Cow<'static, str>,
+    params: &'static [Type],
+}
+
+impl Sql {
+    const fn fixed(text: &'static str, params: &'static [Type]) -> Self {
+        Self {
+            text: Cow::Borrowed(text),
+            params,
+        }
+    }
+
+    fn built(text: String, params: &'static [Type]) -> Self {
+        Self {
+            text: Cow::Owned(text),
+            params,
+        }
+    }
+}
+
+/// The SQL of every statement the store's operations run, with the types of its parameters,
+/// built once per store from the [`AppSchema`] and, unless
+/// [`prepared_statements`](PgStore::prepared_statements) is off, prepared once per connection.
 struct Statements {
     /// Inserts a session, returning [`SESSION_COLUMNS`]: `$1` id, `$2` token hash, `$3` user,
     /// `$4`–`$6` client type, address and User-Agent, `$7` creation (and last activity), `$8`
     /// idle and `$9` absolute expiry, `$10` authentication, `$11` refreshed, `$12` series.
-    insert_session: String,
+    insert_session: Sql,
     /// The ids of the user `$1`'s oldest sessions beyond the `$3` most recent (the new
     /// session `$2` counting as the most recent), and of their series but `$4`, which it
     /// locks in id order.
-    doomed_sessions: &'static str,
+    doomed_sessions: Sql,
     /// Deletes the sessions `$1` and the series `$2` with their sessions.
-    prune_sessions: &'static str,
+    prune_sessions: Sql,
     /// Starts the series `$1` of the user `$2` at `$4` with the secret `$3`, idle expiry `$5`
     /// and absolute expiry `$6`.
-    insert_series: &'static str,
+    insert_series: Sql,
     /// The validating statements (see [`validate_sql`]), at [`Scope::User`] and at
     /// [`Scope::Game`].
-    validate_user: String,
-    validate_game: String,
+    validate_user: Sql,
+    validate_game: Sql,
     /// The live session of token hash `$1` at `$2`, as a [`Scope::Game`] view.
-    lookup: String,
+    lookup: Sql,
     /// The user `$1`'s sessions live at `$2`, newest first.
-    list_for_user: String,
+    list_for_user: Sql,
     /// Moves the session `$1`'s `authenticated_at` to `$2` if it is live at `$2`.
-    reauthenticate: String,
+    reauthenticate: Sql,
     /// Deletes up to `$2` expired series and up to `$2` expired sessions at `$1`, returning
     /// how many of each.
-    purge_expired: String,
+    purge_expired: Sql,
     /// Takes the user `$1`'s advisory lock.
-    lock_user: String,
+    lock_user: Sql,
     /// [`end_session_sql`] of the session `$1`, if the user `$2` (or anyone, when NULL) owns it.
-    end_by_id: String,
+    end_by_id: Sql,
     /// [`end_session_sql`] of the session of token hash `$1`.
-    end_by_token: String,
+    end_by_token: Sql,
     /// Deletes the session `$1` and the sessions of its series `$2`.
-    delete_ended: &'static str,
+    delete_ended: Sql,
     /// Ends the user `$1`'s series but the one of the session `$2`, in id order, returning
     /// that series.
-    end_user_series: &'static str,
+    end_user_series: Sql,
     /// Deletes the user `$1`'s sessions, but, with a kept session `$2`, that one and the
     /// sessions of its series `$3`.
-    delete_user_sessions: &'static str,
+    delete_user_sessions: Sql,
     /// Deletes the series `$1` and its sessions.
-    delete_series: &'static str,
+    delete_series: Sql,
     /// Deletes the series `$1` if it issued the secret `$2`, returning its user.
-    end_series: &'static str,
+    end_series: Sql,
     /// Deletes the sessions of the series `$1`.
-    delete_series_sessions: &'static str,
+    delete_series_sessions: Sql,
     /// Takes the advisory lock of the user of the series `$1`, if it issued the secret `$2`.
-    refresh_lock_user: String,
+    refresh_lock_user: Sql,
     /// Locks the series `$1` if it issued the secret `$3`, returning its user, creation and
     /// absolute expiry, whether it has expired at `$2`, and whether its user is active.
-    refresh_lock: String,
+    refresh_lock: Sql,
     /// What the series `$1` remembers of the secret `$2`: when it was used, whether spent.
-    refresh_secret: &'static str,
+    refresh_secret: Sql,
     /// Exchanges the secret `$2` of the series `$1` at `$3` for the secret `$4`.
-    refresh_exchange: &'static str,
+    refresh_exchange: Sql,
     /// Binds the session `$1` of the user `$2` to the user's character `$3`.
-    select_character: String,
+    select_character: Sql,
     /// Counts the sessions live at `$1` and active since `$2` (or any, when NULL).
-    count_active: String,
+    count_active: Sql,
     /// Deletes every session and series.
-    clear_all: &'static str,
+    clear_all: Sql,
 }
 
 impl Statements {
@@ -449,8 +491,25 @@ impl Statements {
             live("s", "$1")
         );
         Self {
-            insert_session,
-            doomed_sessions: "WITH doomed AS ( \
+            insert_session: Sql::built(
+                insert_session,
+                &[
+                    Type::UUID,
+                    Type::BYTEA,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INET,
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::BOOL,
+                    Type::UUID,
+                ],
+            ),
+            doomed_sessions: Sql::fixed(
+                "WITH doomed AS ( \
                     SELECT id, series_id FROM sessions WHERE user_id = $1 \
                     ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3), \
                  series AS ( \
@@ -458,50 +517,106 @@ impl Statements {
                     WHERE id IN (SELECT series_id FROM doomed) AND id IS DISTINCT FROM $4 \
                     ORDER BY id FOR UPDATE) \
                  SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)",
-            prune_sessions: "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
+                &[Type::INT8, Type::UUID, Type::INT8, Type::UUID],
+            ),
+            prune_sessions: Sql::fixed(
+                "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
                  DELETE FROM sessions WHERE id = ANY($1) OR series_id = ANY($2)",
-            insert_series: "WITH series AS ( \
+                &[Type::UUID_ARRAY, Type::UUID_ARRAY],
+            ),
+            insert_series: Sql::fixed(
+                "WITH series AS ( \
                     INSERT INTO refresh_series (id, user_id, created_at, last_used_at, \
                         expires_at, absolute_expires_at) \
                     VALUES ($1, $2, $4, $4, $5, $6)) \
                  INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $3)",
-            validate_user: validate_sql(app, Scope::User),
-            validate_game: validate_sql(app, Scope::Game),
-            lookup,
-            list_for_user,
-            reauthenticate,
-            purge_expired,
-            lock_user: format!("SELECT {}", user_lock("$1::int8")),
-            end_by_id: end_session_sql("id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
-            end_by_token: end_session_sql("token_hash = $1"),
-            delete_ended: "DELETE FROM sessions WHERE id = $1 OR series_id = $2",
-            end_user_series: "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
+                &[
+                    Type::UUID,
+                    Type::INT8,
+                    Type::BYTEA,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                ],
+            ),
+            validate_user: Sql::built(
+                validate_sql(app, Scope::User),
+                &[
+                    Type::BYTEA,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                ],
+            ),
+            validate_game: Sql::built(
+                validate_sql(app, Scope::Game),
+                &[
+                    Type::BYTEA,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                ],
+            ),
+            lookup: Sql::built(lookup, &[Type::BYTEA, Type::TIMESTAMPTZ]),
+            list_for_user: Sql::built(list_for_user, &[Type::INT8, Type::TIMESTAMPTZ]),
+            reauthenticate: Sql::built(reauthenticate, &[Type::UUID, Type::TIMESTAMPTZ]),
+            purge_expired: Sql::built(purge_expired, &[Type::TIMESTAMPTZ, Type::INT8]),
+            lock_user: Sql::built(format!("SELECT {}", user_lock("$1::int8")), &[Type::INT8]),
+            end_by_id: Sql::built(
+                end_session_sql("id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
+                &[Type::UUID, Type::INT8],
+            ),
+            end_by_token: Sql::built(end_session_sql("token_hash = $1"), &[Type::BYTEA]),
+            delete_ended: Sql::fixed(
+                "DELETE FROM sessions WHERE id = $1 OR series_id = $2",
+                &[Type::UUID, Type::UUID],
+            ),
+            end_user_series: Sql::fixed(
+                "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
                  doomed AS ( \
                     SELECT id FROM refresh_series WHERE user_id = $1 \
                     AND id IS DISTINCT FROM (SELECT series_id FROM kept) ORDER BY id FOR UPDATE), \
                  ended AS (DELETE FROM refresh_series WHERE id IN (SELECT id FROM doomed)) \
                  SELECT (SELECT series_id FROM kept)",
-            delete_user_sessions: "DELETE FROM sessions WHERE user_id = $1 \
+                &[Type::INT8, Type::UUID],
+            ),
+            delete_user_sessions: Sql::fixed(
+                "DELETE FROM sessions WHERE user_id = $1 \
                  AND ($2::uuid IS NULL OR (id <> $2 \
                       AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
-            delete_series: "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
+                &[Type::INT8, Type::UUID, Type::UUID],
+            ),
+            delete_series: Sql::fixed(
+                "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
                  DELETE FROM refresh_series WHERE id = $1",
+                &[Type::UUID],
+            ),
             // Any secret the series issued proves the caller held it; a forged one ends
             // nothing.
-            end_series: "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
+            end_series: Sql::fixed(
+                "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
                     SELECT 1 FROM refresh_secrets WHERE series_id = $1 AND secret_hash = $2) \
                  RETURNING user_id",
-            delete_series_sessions: "DELETE FROM sessions WHERE series_id = $1",
-            refresh_lock_user,
-            refresh_lock,
-            refresh_secret: "SELECT used_at, spent FROM refresh_secrets \
+                &[Type::UUID, Type::BYTEA],
+            ),
+            delete_series_sessions: Sql::fixed(
+                "DELETE FROM sessions WHERE series_id = $1",
+                &[Type::UUID],
+            ),
+            refresh_lock_user: Sql::built(refresh_lock_user, &[Type::UUID, Type::BYTEA]),
+            refresh_lock: Sql::built(refresh_lock, &[Type::UUID, Type::TIMESTAMPTZ, Type::BYTEA]),
+            refresh_secret: Sql::fixed(
+                "SELECT used_at, spent FROM refresh_secrets \
                  WHERE series_id = $1 AND secret_hash = $2",
+                &[Type::UUID, Type::BYTEA],
+            ),
             // Marks the presented secret used (or spent), issues the new one, forgets the
             // oldest beyond the bound (keeping `$7` others), and ends the series' earlier
             // sessions (one device, one session), but for those created since `$6` (by the
             // first use of a secret exchanged again in the grace window); `$5` is the
             // series' new idle expiry.
-            refresh_exchange: "WITH used AS ( \
+            refresh_exchange: Sql::fixed(
+                "WITH used AS ( \
                     UPDATE refresh_secrets SET used_at = COALESCE(used_at, $3), \
                         spent = used_at IS NOT NULL \
                     WHERE series_id = $1 AND secret_hash = $2), \
@@ -513,16 +628,31 @@ impl Statements {
                  DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
                  AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
                     ORDER BY issued DESC OFFSET $7 LIMIT 1)",
-            select_character,
-            count_active,
-            clear_all: "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
+                &[
+                    Type::UUID,
+                    Type::BYTEA,
+                    Type::TIMESTAMPTZ,
+                    Type::BYTEA,
+                    Type::TIMESTAMPTZ,
+                    Type::TIMESTAMPTZ,
+                    Type::INT8,
+                ],
+            ),
+            select_character: Sql::built(select_character, &[Type::UUID, Type::INT8, Type::INT8]),
+            count_active: Sql::built(count_active, &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ]),
+            clear_all: Sql::fixed(
+                "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
+                &[],
+            ),
         }
     }
 }
 
 /// Sessions in PostgreSQL, through a [deadpool-postgres](deadpool_postgres) pool.
 ///
-/// Every statement is prepared once per connection (`prepare_cached`). Validation is a single
+/// Every statement is prepared once per connection (`prepare_cached`), or, behind a
+/// transaction pooler such as PgBouncer, sent unnamed in the round trip that runs it (see
+/// [`prepared_statements`](Self::prepared_statements)). Validation is a single
 /// statement; see [`SessionStore::validate`]. The `sessions` table lives in the connection's
 /// `search_path`, so a schema can be chosen with the connection option
 /// `options=-csearch_path=myschema`.
@@ -565,6 +695,7 @@ pub struct PgStore {
     app: Arc<AppSchema>,
     statement_timeout: Duration,
     durable_revocations: bool,
+    prepared_statements: bool,
 }
 
 /// Runs `$body` (an expression of type `Result<T, StoreError>` that uses `$client`) on a
@@ -621,6 +752,7 @@ impl PgStore {
             app: Arc::new(app),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             durable_revocations: false,
+            prepared_statements: true,
         }
     }
 
@@ -679,6 +811,52 @@ impl PgStore {
     /// commit, so the revocation's transaction sets it to 0 for its commit.
     pub fn durable_revocations(mut self, durable: bool) -> Self {
         self.durable_revocations = durable;
+        self
+    }
+
+    /// Whether the store sends its statements as named prepared statements (default `true`);
+    /// turn it off behind a connection pooler in transaction pooling mode, such as PgBouncer
+    /// with `pool_mode = transaction`.
+    ///
+    /// By default each statement is prepared once per connection and from then on only bound
+    /// and executed. A transaction pooler hands each transaction, and each statement outside
+    /// one, to whichever server connection is free, so a statement prepared on one server
+    /// connection is missing from the next, and requests fail with `prepared statement "s3"
+    /// does not exist` (`500 Session store unavailable`). PgBouncer keeps track of prepared
+    /// statements itself only from version 1.21 on (with `max_prepared_statements`); Debian 12
+    /// ships 1.18. With `false`, every statement is sent as an unnamed statement, with the
+    /// types of its parameters, and parsed, bound and executed in the same round trip
+    /// (tokio-postgres' `query_typed`), which any pooling mode passes through. The number of
+    /// round trips stays the same; the server parses and plans each statement each time,
+    /// which costs some of its time per statement (the crate's benchmark measures it).
+    ///
+    /// The rest of the store works through a transaction pooler: its transactions (`BEGIN` …
+    /// `COMMIT`), the `SET LOCAL` of [`durable_revocations`](Self::durable_revocations), and
+    /// its advisory locks (held to the end of a transaction) are transaction-scoped, and
+    /// [`migrate`](Self::migrate) runs in one transaction. It sets nothing for the session
+    /// and keeps no temporary tables. A schema chosen in the connection string
+    /// (`options=-csearch_path=...`) is session state that PgBouncer refuses to pass on: set
+    /// the role's `search_path` instead (`ALTER ROLE app SET search_path = ...`). What needs a
+    /// session of its own is the `LISTEN` connection of
+    /// [`spawn_session_listener`](Self::spawn_session_listener) (and of the cache's
+    /// invalidation listener): give it a direct connection to PostgreSQL, not the pooler's.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_session_auth::{PgStore, SessionConfig, SessionManager};
+    ///
+    /// // Statements through PgBouncer in transaction pooling mode ...
+    /// let store = PgStore::connect("postgres://app:secret@pgbouncer:6432/app")?
+    ///     .prepared_statements(false);
+    /// store.migrate().await?;
+    /// let manager = SessionManager::new(store.clone(), SessionConfig::default());
+    /// // ... and session events on a direct connection to PostgreSQL.
+    /// let direct: tokio_postgres::Config = "postgres://app:secret@db:5432/app".parse()?;
+    /// store.spawn_session_listener(direct, manager.clone());
+    /// # Ok(()) }
+    /// ```
+    pub fn prepared_statements(mut self, prepared: bool) -> Self {
+        self.prepared_statements = prepared;
         self
     }
 
@@ -768,9 +946,10 @@ impl PgStore {
                  applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-        let applied: Vec<i32> = tx
-            .query("SELECT version FROM tower_session_auth_migrations", &[])
+        let applied: Vec<i32> = self
+            .run_on(&tx, &APPLIED_MIGRATIONS, &[])
             .await?
+            .rows
             .iter()
             .map(|row| column(row, 0, "integer"))
             .collect::<Result<_, _>>()?;
@@ -786,11 +965,8 @@ impl PgStore {
                     name,
                     source: source.into(),
                 })?;
-            tx.execute(
-                "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
-                &[&version, &name],
-            )
-            .await?;
+            self.run_on(&tx, &RECORD_MIGRATION, &[&version, &name])
+                .await?;
             count += 1;
         }
         tx.commit().await?;
@@ -827,19 +1003,21 @@ impl PgStore {
             (&app.characters_table, &app.character_world_id, TEXT, "text"),
         ];
         // Unquoted identifiers fold to lower case, in `to_regclass` as in the statements.
+        const COLUMN_TYPE: Sql = Sql::fixed(
+            "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
+             FROM (SELECT 1) one \
+             LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
+                  AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
+             LEFT JOIN pg_type t ON t.oid = a.atttypid",
+            &[Type::TEXT, Type::TEXT],
+        );
         let mut problems = bounded!(self, |client| {
-            let statement = client
-                .prepare(
-                    "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
-                     FROM (SELECT 1) one \
-                     LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
-                          AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
-                     LEFT JOIN pg_type t ON t.oid = a.atttypid",
-                )
-                .await?;
             let mut problems = Vec::new();
             for (table, name, accepted, wanted) in expected {
-                let row = client.query_one(&statement, &[&table, &name]).await?;
+                let row = self
+                    .run_on(&client, &COLUMN_TYPE, &[&table, &name])
+                    .await?
+                    .one()?;
                 let table_exists: bool = column(&row, 0, "boolean")?;
                 let found: Option<String> = column(&row, 1, "text")?;
                 let shown: Option<String> = column(&row, 2, "text")?;
@@ -944,13 +1122,12 @@ impl PgStore {
     /// whose snapshot includes the session that refresh committed. Returns the user.
     async fn end_session(
         &self,
-        find: &str,
+        find: &Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<i64>, StoreError> {
         bounded!(self, |client| {
             let tx = client.transaction().await?;
-            let find = tx.prepare_cached(find).await?;
-            let Some(target) = tx.query_opt(&find, params).await? else {
+            let Some(target) = self.run_on(&tx, find, params).await?.opt()? else {
                 return Ok(None);
             };
             let (id, user_id, series): (Uuid, i64, Option<Uuid>) = (
@@ -958,8 +1135,8 @@ impl PgStore {
                 column(&target, 1, "bigint")?,
                 column(&target, 2, "uuid")?,
             );
-            let delete = tx.prepare_cached(self.sql.delete_ended).await?;
-            tx.execute(&delete, &[&id, &series]).await?;
+            self.run_on(&tx, &self.sql.delete_ended, &[&id, &series])
+                .await?;
             commit(tx, self.durable_revocations).await?;
             Ok(Some(user_id))
         })
@@ -969,20 +1146,20 @@ impl PgStore {
     /// crate's lock order (user, then series rows in id order, then sessions), which login
     /// pruning, refreshes that prune, and user-wide revocations all follow, so they cannot
     /// deadlock.
-    async fn lock_user(&self, client: &impl GenericClient, user_id: i64) -> Result<(), StoreError> {
-        let lock = client.prepare_cached(&self.sql.lock_user).await?;
-        client.execute(&lock, &[&user_id]).await?;
+    async fn lock_user(&self, client: &impl Connection, user_id: i64) -> Result<(), StoreError> {
+        self.run_on(client, &self.sql.lock_user, &[&user_id])
+            .await?;
         Ok(())
     }
 
     /// Deletes a series and all its sessions.
     async fn delete_series(
         &self,
-        client: &impl GenericClient,
+        client: &impl Connection,
         series: Uuid,
     ) -> Result<(), StoreError> {
-        let statement = client.prepare_cached(self.sql.delete_series).await?;
-        client.execute(&statement, &[&series]).await?;
+        self.run_on(client, &self.sql.delete_series, &[&series])
+            .await?;
         Ok(())
     }
 
@@ -991,7 +1168,7 @@ impl PgStore {
     /// [`durable_revocations`](Self::durable_revocations)) when some were.
     async fn insert_session(
         &self,
-        client: &impl GenericClient,
+        client: &impl Connection,
         new: &NewSession,
         authenticated_at: OffsetDateTime,
         refreshed: bool,
@@ -1003,10 +1180,10 @@ impl PgStore {
             // holds even when they race.
             self.lock_user(client, new.user_id).await?;
         }
-        let insert = client.prepare_cached(&self.sql.insert_session).await?;
-        let row = client
-            .query_one(
-                &insert,
+        let row = self
+            .run_on(
+                client,
+                &self.sql.insert_session,
                 &[
                     &new.id.0,
                     &new.token_hash.0.as_slice(),
@@ -1022,54 +1199,134 @@ impl PgStore {
                     &series_id,
                 ],
             )
-            .await?;
+            .await?
+            .one()?;
         if let Some(max) = max_per_user {
             // The user's oldest sessions beyond the limit, and their series (but the new
             // session's own), locked in id order before any session is deleted.
-            let doomed = client.prepare_cached(self.sql.doomed_sessions).await?;
             let keep = i64::from(max.max(1));
-            let row = client
-                .query_one(&doomed, &[&new.user_id, &new.id.0, &keep, &series_id])
-                .await?;
+            let row = self
+                .run_on(
+                    client,
+                    &self.sql.doomed_sessions,
+                    &[&new.user_id, &new.id.0, &keep, &series_id],
+                )
+                .await?
+                .one()?;
             let sessions: Vec<Uuid> = column(&row, 0, "uuid[]")?;
             let series: Vec<Uuid> = column(&row, 1, "uuid[]")?;
             if !sessions.is_empty() {
                 // A later statement, so that it sees what a refresh of those series committed.
-                let prune = client.prepare_cached(self.sql.prune_sessions).await?;
-                client.execute(&prune, &[&sessions, &series]).await?;
+                self.run_on(client, &self.sql.prune_sessions, &[&sessions, &series])
+                    .await?;
                 commit_durably(client, self.durable_revocations).await?;
             }
         }
         record_from_row(&row)
     }
 
-    async fn query_one_opt(
+    /// Runs `sql` with `params` on `client` (a pooled connection, or a transaction on one).
+    /// Every statement of the store goes through here: as a named prepared statement,
+    /// prepared once per connection, or, without
+    /// [`prepared_statements`](Self::prepared_statements), as an unnamed statement that is
+    /// parsed, bound and executed in one round trip.
+    async fn run_on(
         &self,
-        sql: &str,
+        client: &impl Connection,
+        sql: &Sql,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, StoreError> {
-        bounded!(self, |client| {
-            let statement = client.prepare_cached(sql).await?;
-            Ok(client.query_opt(&statement, params).await?)
+    ) -> Result<Answer, StoreError> {
+        debug_assert_eq!(params.len(), sql.params.len(), "parameters of {}", sql.text);
+        let rows = if self.prepared_statements {
+            let statement = client.prepare_typed_cached(&sql.text, sql.params).await?;
+            client.query_raw(&statement, params.iter().copied()).await?
+        } else {
+            client.query_unnamed(sql, params).await?
+        };
+        Answer::collect(rows).await
+    }
+
+    /// [`run_on`](Self::run_on) a connection of its own, outside a transaction, within the
+    /// [`statement_timeout`](Self::statement_timeout).
+    async fn run(&self, sql: &Sql, params: &[&(dyn ToSql + Sync)]) -> Result<Answer, StoreError> {
+        bounded!(self, |client| self.run_on(&client, sql, params).await)
+    }
+}
+
+/// A connection of the store's pool, or a transaction on one: where [`PgStore::run_on`] sends
+/// a statement.
+trait Connection: GenericClient {
+    /// Sends `sql` as an unnamed statement, with the declared types of its parameters: parsed,
+    /// bound and executed in one round trip (tokio-postgres' `query_typed_raw`).
+    fn query_unnamed<'a>(
+        &'a self,
+        sql: &'a Sql,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<RowStream, tokio_postgres::Error>> + Send + 'a;
+}
+
+impl Connection for deadpool_postgres::Client {
+    fn query_unnamed<'a>(
+        &'a self,
+        sql: &'a Sql,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<RowStream, tokio_postgres::Error>> + Send + 'a {
+        tokio_postgres::Client::query_typed_raw(self, &sql.text, typed(sql, params))
+    }
+}
+
+impl Connection for deadpool_postgres::Transaction<'_> {
+    fn query_unnamed<'a>(
+        &'a self,
+        sql: &'a Sql,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<RowStream, tokio_postgres::Error>> + Send + 'a {
+        tokio_postgres::Transaction::query_typed_raw(self, &sql.text, typed(sql, params))
+    }
+}
+
+/// Each of `params` with its declared type.
+fn typed<'a>(
+    sql: &'a Sql,
+    params: &'a [&'a (dyn ToSql + Sync)],
+) -> impl Iterator<Item = (&'a (dyn ToSql + Sync), Type)> + Send + 'a {
+    params.iter().copied().zip(sql.params.iter().cloned())
+}
+
+/// What a statement returned: its rows, and how many rows it inserted, updated or deleted.
+struct Answer {
+    rows: Vec<Row>,
+    affected: u64,
+}
+
+impl Answer {
+    async fn collect(rows: RowStream) -> Result<Self, StoreError> {
+        let mut rows = std::pin::pin!(rows);
+        let mut collected = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            collected.push(row);
+        }
+        Ok(Self {
+            affected: rows.rows_affected().unwrap_or(0),
+            rows: collected,
         })
     }
 
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        bounded!(self, |client| {
-            let statement = client.prepare_cached(sql).await?;
-            Ok(client.execute(&statement, params).await?)
-        })
+    /// The row of a statement that returns at most one.
+    fn opt(self) -> Result<Option<Row>, StoreError> {
+        let mut rows = self.rows.into_iter();
+        match (rows.next(), rows.next()) {
+            (row, None) => Ok(row),
+            _ => Err(StoreError::backend(
+                "a statement of the store returned more than one row",
+            )),
+        }
     }
 
-    async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
-        bounded!(self, |client| {
-            let statement = client.prepare_cached(sql).await?;
-            Ok(client.query(&statement, params).await?)
-        })
+    /// The row of a statement that returns exactly one.
+    fn one(self) -> Result<Row, StoreError> {
+        self.opt()?
+            .ok_or_else(|| StoreError::backend("a statement of the store returned no row"))
     }
 }
 
@@ -1193,9 +1450,9 @@ impl SessionStore for PgStore {
                 .insert_session(&tx, &new, new.created_at, false, series_id, max_per_user)
                 .await?;
             if let Some(series) = &new.remember {
-                let insert = tx.prepare_cached(self.sql.insert_series).await?;
-                tx.execute(
-                    &insert,
+                self.run_on(
+                    &tx,
+                    &self.sql.insert_series,
                     &[
                         &series.id,
                         &new.user_id,
@@ -1224,7 +1481,7 @@ impl SessionStore for PgStore {
             Scope::Game => &self.sql.validate_game,
         };
         let row = self
-            .query_one_opt(
+            .run(
                 sql,
                 &[
                     &token_hash.0.as_slice(),
@@ -1233,7 +1490,8 @@ impl SessionStore for PgStore {
                     &touch.slide_to,
                 ],
             )
-            .await?;
+            .await?
+            .opt()?;
         Ok(match row {
             None => Validation::Unknown,
             Some(row) => validation(view_from_row(&row, scope)?, now, touch),
@@ -1246,8 +1504,9 @@ impl SessionStore for PgStore {
         now: OffsetDateTime,
     ) -> Result<Option<SessionView>, StoreError> {
         let row = self
-            .query_one_opt(&self.sql.lookup, &[&token_hash.0.as_slice(), &now])
-            .await?;
+            .run(&self.sql.lookup, &[&token_hash.0.as_slice(), &now])
+            .await?
+            .opt()?;
         row.as_ref()
             .map(|row| view_from_row(row, Scope::Game))
             .transpose()
@@ -1273,15 +1532,21 @@ impl SessionStore for PgStore {
             let tx = client.transaction().await?;
             self.lock_user(&tx, user_id).await?;
             // First end the series, in id order (each waits for a refresh in flight) ...
-            let end = tx.prepare_cached(self.sql.end_user_series).await?;
-            let kept_series: Option<Uuid> =
-                column(&tx.query_one(&end, &[&user_id, &keep]).await?, 0, "uuid")?;
+            let kept = self
+                .run_on(&tx, &self.sql.end_user_series, &[&user_id, &keep])
+                .await?
+                .one()?;
+            let kept_series: Option<Uuid> = column(&kept, 0, "uuid")?;
             // ... then delete the sessions in a later statement, whose snapshot includes what
             // those refreshes committed.
-            let delete = tx.prepare_cached(self.sql.delete_user_sessions).await?;
-            let count = tx
-                .execute(&delete, &[&user_id, &keep, &kept_series])
-                .await?;
+            let count = self
+                .run_on(
+                    &tx,
+                    &self.sql.delete_user_sessions,
+                    &[&user_id, &keep, &kept_series],
+                )
+                .await?
+                .affected;
             commit(tx, self.durable_revocations).await?;
             Ok(count)
         })
@@ -1292,16 +1557,15 @@ impl SessionStore for PgStore {
         user_id: i64,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let rows = self
-            .query(&self.sql.list_for_user, &[&user_id, &now])
-            .await?;
-        rows.iter().map(record_from_row).collect()
+        let answer = self.run(&self.sql.list_for_user, &[&user_id, &now]).await?;
+        answer.rows.iter().map(record_from_row).collect()
     }
 
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
         let row = self
-            .query_one_opt(&self.sql.purge_expired, &[&now, &i64::from(limit)])
-            .await?;
+            .run(&self.sql.purge_expired, &[&now, &i64::from(limit)])
+            .await?
+            .opt()?;
         Ok(Purged {
             sessions: count(row.as_ref(), 0)?,
             series: count(row.as_ref(), 1)?,
@@ -1310,8 +1574,9 @@ impl SessionStore for PgStore {
 
     async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
         Ok(self
-            .execute(&self.sql.reauthenticate, &[&id.0, &now])
+            .run(&self.sql.reauthenticate, &[&id.0, &now])
             .await?
+            .affected
             > 0)
     }
 
@@ -1339,16 +1604,20 @@ impl RememberStore for PgStore {
             let tx = client.transaction().await?;
             // The series row first: this waits for a refresh that holds it, so the sessions
             // statement after it (a new snapshot) also sees the session that refresh created.
-            let delete = tx.prepare_cached(self.sql.end_series).await?;
-            let Some(row) = tx
-                .query_opt(&delete, &[&series, &secret_hash.0.as_slice()])
+            let Some(row) = self
+                .run_on(
+                    &tx,
+                    &self.sql.end_series,
+                    &[&series, &secret_hash.0.as_slice()],
+                )
                 .await?
+                .opt()?
             else {
                 return Ok(None);
             };
             let user_id: i64 = column(&row, 0, "bigint")?;
-            let sessions = tx.prepare_cached(self.sql.delete_series_sessions).await?;
-            tx.execute(&sessions, &[&series]).await?;
+            self.run_on(&tx, &self.sql.delete_series_sessions, &[&series])
+                .await?;
             commit(tx, self.durable_revocations).await?;
             Ok(Some(user_id))
         })
@@ -1360,14 +1629,17 @@ impl RememberStore for PgStore {
             if request.max_per_user.is_some() {
                 // Locks are taken in one order everywhere: the user's (when pruning), the
                 // series', then sessions.
-                let lock = tx.prepare_cached(&self.sql.refresh_lock_user).await?;
-                tx.execute(&lock, &[&request.series, &request.secret_hash.0.as_slice()])
-                    .await?;
+                self.run_on(
+                    &tx,
+                    &self.sql.refresh_lock_user,
+                    &[&request.series, &request.secret_hash.0.as_slice()],
+                )
+                .await?;
             }
-            let lock = tx.prepare_cached(&self.sql.refresh_lock).await?;
-            let Some(series) = tx
-                .query_opt(
-                    &lock,
+            let Some(series) = self
+                .run_on(
+                    &tx,
+                    &self.sql.refresh_lock,
                     &[
                         &request.series,
                         &request.now,
@@ -1375,18 +1647,20 @@ impl RememberStore for PgStore {
                     ],
                 )
                 .await?
+                .opt()?
             else {
                 return Ok(RefreshOutcome::Invalid);
             };
             // Read after the lock, in a statement of its own: its snapshot includes what the
             // refresh that held the lock before committed.
-            let secret = tx.prepare_cached(self.sql.refresh_secret).await?;
-            let stored = tx
-                .query_opt(
-                    &secret,
+            let stored = self
+                .run_on(
+                    &tx,
+                    &self.sql.refresh_secret,
                     &[&request.series, &request.secret_hash.0.as_slice()],
                 )
                 .await?
+                .opt()?
                 .map(|row| {
                     Ok::<_, StoreError>(SecretState {
                         used_at: column(&row, 0, "timestamptz")?,
@@ -1417,12 +1691,12 @@ impl RememberStore for PgStore {
             };
             // Exchange the secret, and end the series' earlier sessions (one device, one
             // session) but for those the grace window keeps.
-            let exchange = tx.prepare_cached(self.sql.refresh_exchange).await?;
             // The statement does not see the secret it inserts: keep one fewer of the others (and
             // the one presented, which it updates).
             let keep_others = MAX_SECRETS_PER_SERIES - 1;
-            tx.execute(
-                &exchange,
+            self.run_on(
+                &tx,
+                &self.sql.refresh_exchange,
                 &[
                     &request.series,
                     &request.secret_hash.0.as_slice(),
@@ -1468,11 +1742,12 @@ impl CharacterStore for PgStore {
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
         let row = self
-            .query_one_opt(
+            .run(
                 &self.sql.select_character,
                 &[&session_id.0, &user_id, &character_id],
             )
-            .await?;
+            .await?
+            .opt()?;
         let Some(row) = row else {
             return Ok(CharacterSelection::CharacterNotFound);
         };
@@ -1494,18 +1769,19 @@ impl AdminStore for PgStore {
         active_since: Option<OffsetDateTime>,
     ) -> Result<u64, StoreError> {
         let row = self
-            .query_one_opt(&self.sql.count_active, &[&now, &active_since])
-            .await?;
+            .run(&self.sql.count_active, &[&now, &active_since])
+            .await?
+            .opt()?;
         count(row.as_ref(), 0)
     }
 
     async fn clear_all(&self) -> Result<u64, StoreError> {
         if !self.durable_revocations {
-            return self.execute(self.sql.clear_all, &[]).await;
+            return Ok(self.run(&self.sql.clear_all, &[]).await?.affected);
         }
         bounded!(self, |client| {
             let tx = client.transaction().await?;
-            let count = tx.execute(self.sql.clear_all, &[]).await?;
+            let count = self.run_on(&tx, &self.sql.clear_all, &[]).await?.affected;
             commit(tx, true).await?;
             Ok(count)
         })
