@@ -446,6 +446,7 @@ macro_rules! both_stores {
     };
 }
 
+pub mod bouncer;
 pub mod store;
 
 pub mod app {
