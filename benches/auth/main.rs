@@ -15,6 +15,7 @@
 //! | `floor` | one prepared primary-key `SELECT username FROM users WHERE id = $1` (`prepare_cached`) on the deadpool pool the store uses |
 //! | `floor-session` | our session cookie's token hashed, then one prepared `SELECT` of the session by hash joined with its user on the same pool, expiry and user checked in the handler: the least any validation costs that reads the role on each request |
 //! | `ours` | `AuthUser` behind `SessionLayer` + `PgStore` |
+//! | `ours-unnamed` | `ours` with `PgStore::prepared_statements(false)`: the validating statement sent unnamed, parsed and planned on each request (what a transaction pooler such as PgBouncer needs), on the same direct pool |
 //! | `ours-game` | `GameUser` + `RequirePermission<ViewLogs>`: an admin's session with a selected character |
 //! | `peer` | axum-login over tower-sessions with `tower-sessions-sqlx-store`'s `PostgresStore`; its backend loads the user with sqlx |
 //! | `ours-memory` | `AuthUser` behind `SessionLayer` + `MemoryStore` |
@@ -1115,6 +1116,13 @@ impl Bench {
             ))
             .await
         };
+        // The same store without named prepared statements, as behind PgBouncer in
+        // transaction pooling mode (here on the same direct pool).
+        let unnamed = serve(ours_router(
+            SessionManager::new(store.clone().prepared_statements(false), config.clone()),
+            Some(self.db.pool.clone()),
+        ))
+        .await;
         // The same store without the activity debounce: every validation writes.
         let undebounced = serve(ours_router(
             SessionManager::new(store.clone(), config.clone().touch_interval(Duration::ZERO)),
@@ -1193,6 +1201,8 @@ impl Bench {
         };
         #[cfg(feature = "cache")]
         let cached_cookies = ours_cookies.clone();
+        // Same sessions as `ours`, same table: only the statement mode differs.
+        let unnamed_cookies = ours_cookies.clone();
         // Without the `cache` feature nothing is pushed.
         #[cfg_attr(not(feature = "cache"), allow(unused_mut, clippy::useless_vec))]
         let mut cases = vec![
@@ -1206,6 +1216,7 @@ impl Bench {
                 true,
             ),
             get_case("ours", ours, "/me", ours_cookies, true),
+            get_case("ours-unnamed", unnamed, "/me", unnamed_cookies, true),
             get_case("ours-game", ours, "/play", game_cookies, true),
             get_case("peer", peer, "/me", peer_cookies, true),
             get_case("ours-memory", ours_memory, "/me", memory_cookies, false),
@@ -1590,6 +1601,7 @@ impl Bench {
                 "floor": rate("floor", 8),
                 "floor_session": rate("floor-session", 8),
                 "ours": rate("ours", 8),
+                "ours_unnamed": rate("ours-unnamed", 8),
                 "ours_game": rate("ours-game", 8),
                 "peer": rate("peer", 8),
                 "ours_memory": rate("ours-memory", 8),
@@ -1639,6 +1651,7 @@ impl Bench {
             ("floor", "floor"),
             ("floor-session", "floor-session"),
             ("ours", "ours (AuthUser)"),
+            ("ours-unnamed", "ours, unnamed statements"),
             ("ours-game", "ours-game (GameUser + permission)"),
             ("ours-no-debounce", "ours, touch_interval 0"),
             ("ours-cached", "ours with the cache"),
@@ -1666,15 +1679,17 @@ impl Bench {
 }
 
 /// The ratios of requests per second printed and summarised: each of our cases over the
-/// peer, the floors and the ceiling, and the session floor over the floor (what reading the
-/// session and its user costs any design).
+/// peer, the floors and the ceiling, the session floor over the floor (what reading the
+/// session and its user costs any design), and unnamed statements over prepared ones.
 fn ratio_pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
     let ours = ["ours", "ours-game", "ours-memory", "ours-cached"];
     let bases = ["peer", "floor", "floor-session", "ceiling"];
-    std::iter::once(("floor-session", "floor")).chain(
-        ours.into_iter()
-            .flat_map(move |o| bases.into_iter().map(move |b| (o, b))),
-    )
+    [("floor-session", "floor"), ("ours-unnamed", "ours")]
+        .into_iter()
+        .chain(
+            ours.into_iter()
+                .flat_map(move |o| bases.into_iter().map(move |b| (o, b))),
+        )
 }
 
 fn print_header() {
