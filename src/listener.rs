@@ -78,7 +78,10 @@ impl PgStore {
     /// notifications are not replayed; after a failure the task reconnects every second.
     /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
     /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
-    /// promoted server, where the revocations are made (a standby refuses `LISTEN`).
+    /// promoted server, where the revocations are made (a standby refuses `LISTEN`). It
+    /// must be a direct connection to PostgreSQL, never through PgBouncer in transaction
+    /// pooling mode (see [`prepared_statements`](Self::prepared_statements)): `LISTEN` holds
+    /// for a session, and PgBouncer drops the notifications that arrive between transactions.
     ///
     /// [`spawn_session_listener`](Self::spawn_session_listener) does the same for a
     /// manager's cache and also wakes its session watches, on the same one connection.
@@ -112,7 +115,10 @@ impl PgStore {
     /// flushed and every watch checks its session once; after a failure the task reconnects
     /// every second. Pass the manager as configured (after `with_cache`); a manager with a
     /// cache then needs no other listener. Set TCP keepalives on `config` (`keepalives_idle`)
-    /// so that a link that silently drops is noticed.
+    /// so that a link that silently drops is noticed. `config` must reach PostgreSQL directly,
+    /// even when the store goes through PgBouncer in transaction pooling mode (see
+    /// [`prepared_statements`](Self::prepared_statements)): `LISTEN` holds for a session, and
+    /// PgBouncer drops the notifications that arrive between transactions.
     pub fn spawn_session_listener(
         &self,
         config: tokio_postgres::Config,
