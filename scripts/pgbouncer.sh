@@ -48,6 +48,7 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
+stats_users = $TEST_PG_USER
 max_client_conn = 2000
 default_pool_size = 10
 autodb_idle_timeout = 60
@@ -70,16 +71,22 @@ EOF
             exit 1
         fi
     fi
+    # Up when this instance runs, its console reports transaction pooling (so the port is not
+    # another server's), and a query goes through it to PostgreSQL.
     local url="postgres://$TEST_PG_USER:$TEST_PG_PASSWORD@127.0.0.1:$TEST_PGBOUNCER_PORT/$TEST_PG_DB"
+    local console="postgres://$TEST_PG_USER:$TEST_PG_PASSWORD@127.0.0.1:$TEST_PGBOUNCER_PORT/pgbouncer"
     for _ in $(seq 1 40); do
-        if psql "$url" -Atqc "SELECT 1" >/dev/null 2>&1; then
+        pid="$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)"
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+            [ "$(psql "$console" -Atqc "SHOW CONFIG" 2>/dev/null |
+                awk -F'|' '$1 == "pool_mode" { print $2 }')" = transaction ] &&
+            psql "$url" -Atqc "SELECT 1" >/dev/null 2>&1; then
             echo "$url"
             return
         fi
         sleep 0.5
     done
-    echo "PgBouncer on 127.0.0.1:$TEST_PGBOUNCER_PORT does not accept connections; its log ($dir/pgbouncer.log):" >&2
+    echo "PgBouncer did not come up on 127.0.0.1:$TEST_PGBOUNCER_PORT in transaction pooling mode; its log ($dir/pgbouncer.log):" >&2
     tail -n 20 "$dir/pgbouncer.log" >&2 || true
-    psql "$url" -Atqc "SELECT 1" >&2 || true
     exit 1
 }
