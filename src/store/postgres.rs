@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_refresh_secrets.sql",
         include_str!("migrations/0002_refresh_secrets.sql"),
     ),
+    (
+        3,
+        "0003_function_search_path.sql",
+        include_str!("migrations/0003_function_search_path.sql"),
+    ),
 ];
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -139,6 +144,117 @@ impl AppSchema {
     }
 }
 
+/// Where the crate's own objects live (its tables `sessions`, `refresh_series`,
+/// `refresh_secrets` and `tower_session_auth_migrations`, and its functions): in the schema
+/// chosen with [`PgStore::tables_schema`], or, without one, wherever the connection's
+/// `search_path` finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Names {
+    /// The chosen schema: a lower-case identifier ([`check_tables_schema`]).
+    schema: Option<String>,
+}
+
+impl Names {
+    /// The chosen schema as the statements write it: quoted, so that a keyword such as `user`
+    /// is a schema name too.
+    fn quoted_schema(&self) -> Option<String> {
+        self.schema.as_ref().map(|schema| format!("\"{schema}\""))
+    }
+
+    /// The crate's table or function `name` as the statements write it: qualified with the
+    /// chosen schema.
+    fn object(&self, name: &str) -> String {
+        match self.quoted_schema() {
+            Some(schema) => format!("{schema}.{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The crate's table or function `name` as messages show it.
+    fn shown(&self, name: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("{schema}.{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The `LISTEN/NOTIFY` channel of the store's invalidations: [`CHANNEL`], and with a
+    /// chosen schema `tower_session_auth_<schema>`, so that deployments in other schemas of the
+    /// database do not hear each other.
+    fn channel(&self) -> String {
+        match &self.schema {
+            Some(schema) => identifier(format!("{CHANNEL}_{schema}")),
+            None => CHANNEL.to_owned(),
+        }
+    }
+
+    /// The name of the crate's trigger `name` on an application's table: with a chosen
+    /// schema it ends with the schema, so that deployments in other schemas that share the
+    /// application's tables each keep their own trigger.
+    fn app_trigger(&self, name: &str) -> String {
+        match &self.schema {
+            Some(schema) => identifier(format!("{name}_{schema}")),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The text of the crate's advisory lock `what` (hashed into the lock's key): with a chosen
+    /// schema it names the schema, so that deployments in other schemas do not wait on each
+    /// other.
+    fn lock(&self, what: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("tower_session_auth.{schema}.{what}"),
+            None => format!("tower_session_auth.{what}"),
+        }
+    }
+}
+
+/// PostgreSQL's longest identifier, in bytes; a longer one is truncated.
+const MAX_IDENTIFIER: usize = 63;
+
+/// `name` (ASCII) as an identifier of at most [`MAX_IDENTIFIER`] bytes: as it is if it fits,
+/// else cut, with a hash of the whole name at the end, so that two long names that share
+/// their start stay apart (PostgreSQL would cut both to the same name, and `pg_notify`
+/// refuses a longer channel name outright). The hash is FNV-1a, computed here, so the name
+/// is the same for every build.
+fn identifier(name: String) -> String {
+    if name.len() <= MAX_IDENTIFIER {
+        return name;
+    }
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("{}_{hash:08x}", &name[..MAX_IDENTIFIER - 9])
+}
+
+/// Checks the schema of [`PgStore::tables_schema`]: lower-case letters, digits and `_`, not
+/// starting with a digit, at most 63 bytes, not `pg_`-prefixed (PostgreSQL reserves those).
+/// Lower case only, because PostgreSQL folds unquoted names: `Auth` would be a schema that
+/// `Auth.sessions` in hand-written SQL does not find.
+fn check_tables_schema(schema: &str) -> Result<(), ConfigError> {
+    let problem = if schema.is_empty() {
+        Some("the schema name is empty".to_owned())
+    } else if schema.len() > MAX_IDENTIFIER {
+        Some(format!("{schema:?} is longer than {MAX_IDENTIFIER} bytes"))
+    } else if schema.starts_with(|c: char| c.is_ascii_digit())
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Some(format!(
+            "{schema:?} is not a plain lower-case SQL identifier (a-z, 0-9, _)"
+        ))
+    } else if schema.starts_with("pg_") {
+        Some(format!("{schema:?}: names starting with pg_ are reserved"))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::new("PgStore::tables_schema", problem)),
+        None => Ok(()),
+    }
+}
+
 /// The session columns every statement returns, in this order: [`record_from_row`] finds
 /// each at its place here, and [`view_from_row`] reads the user's and character's after them.
 const SESSION_COLUMNS: &[&str] = &[
@@ -211,9 +327,10 @@ fn live(alias: &str, now: &str) -> String {
 
 /// The call that takes the advisory lock of the user `user_id` (an SQL expression) for the rest
 /// of the transaction. One key for every path that takes it; see [`PgStore::lock_user`].
-fn user_lock(user_id: &str) -> String {
+fn user_lock(names: &Names, user_id: &str) -> String {
     format!(
-        "pg_advisory_xact_lock(hashtextextended('tower_session_auth.user:' || {user_id}::text, 0))"
+        "pg_advisory_xact_lock(hashtextextended('{}:' || {user_id}::text, 0))",
+        names.lock("user")
     )
 }
 
@@ -257,7 +374,7 @@ fn view_select(app: &AppSchema, scope: Scope) -> (String, String) {
 /// [`Scope::Game`], the world resync). They run their own UPDATE / DELETE on the current row
 /// (not this statement's snapshot), so concurrent requests write once, a deleted row is never
 /// re-created, and a concurrent character switch keeps its world.
-fn validate_sql(app: &AppSchema, scope: Scope) -> String {
+fn validate_sql(app: &AppSchema, names: &Names, scope: Scope) -> String {
     let (columns, joins) = view_select(app, scope);
     let world = &app.character_world_id;
     let (world_due, new_world) = match scope {
@@ -270,28 +387,33 @@ fn validate_sql(app: &AppSchema, scope: Scope) -> String {
     format!(
         "SELECT {columns}, \
                 CASE WHEN {expired} \
-                     THEN tower_session_auth_expire(s.id, $2) \
+                     THEN {expire}(s.id, $2) \
                      WHEN s.last_activity <= $3{world_due} \
-                     THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, {new_world}) \
+                     THEN {touch}(s.id, $2, $3, $4, s.character_id, {new_world}) \
                 END \
-         FROM sessions s {joins} WHERE s.token_hash = $1",
+         FROM {sessions} s {joins} WHERE s.token_hash = $1",
         expired = expired("s", "$2"),
+        expire = names.object("tower_session_auth_expire"),
+        touch = names.object("tower_session_auth_touch"),
+        sessions = names.object("sessions"),
     )
 }
 
 /// The statement that ends the session `condition` (on `sessions`) names: it deletes the
 /// session's series, if any, and returns the session's id, user and series (see
 /// [`PgStore::end_session`]).
-fn end_session_sql(condition: &str) -> String {
+fn end_session_sql(names: &Names, condition: &str) -> String {
     format!(
-        "WITH target AS (SELECT id, user_id, series_id FROM sessions WHERE {condition}), \
-         ended AS (DELETE FROM refresh_series WHERE id IN (SELECT series_id FROM target)) \
-         SELECT id, user_id, series_id FROM target"
+        "WITH target AS (SELECT id, user_id, series_id FROM {sessions} WHERE {condition}), \
+         ended AS (DELETE FROM {series} WHERE id IN (SELECT series_id FROM target)) \
+         SELECT id, user_id, series_id FROM target",
+        sessions = names.object("sessions"),
+        series = names.object("refresh_series"),
     )
 }
 
 /// The SQL of every statement the store's operations run, built once per store from the
-/// [`AppSchema`] (fixed texts are `&'static str`) and prepared once per connection.
+/// [`AppSchema`] and the [`Names`] of the crate's objects, and prepared once per connection.
 struct Statements {
     /// Inserts a session, returning [`SESSION_COLUMNS`]: `$1` id, `$2` token hash, `$3` user,
     /// `$4`–`$6` client type, address and User-Agent, `$7` creation (and last activity), `$8`
@@ -300,12 +422,12 @@ struct Statements {
     /// The ids of the user `$1`'s oldest sessions beyond the `$3` most recent (the new
     /// session `$2` counting as the most recent), and of their series but `$4`, which it
     /// locks in id order.
-    doomed_sessions: &'static str,
+    doomed_sessions: String,
     /// Deletes the sessions `$1` and the series `$2` with their sessions.
-    prune_sessions: &'static str,
+    prune_sessions: String,
     /// Starts the series `$1` of the user `$2` at `$4` with the secret `$3`, idle expiry `$5`
     /// and absolute expiry `$6`.
-    insert_series: &'static str,
+    insert_series: String,
     /// The validating statements (see [`validate_sql`]), at [`Scope::User`] and at
     /// [`Scope::Game`].
     validate_user: String,
@@ -326,38 +448,38 @@ struct Statements {
     /// [`end_session_sql`] of the session of token hash `$1`.
     end_by_token: String,
     /// Deletes the session `$1` and the sessions of its series `$2`.
-    delete_ended: &'static str,
+    delete_ended: String,
     /// Ends the user `$1`'s series but the one of the session `$2`, in id order, returning
     /// that series.
-    end_user_series: &'static str,
+    end_user_series: String,
     /// Deletes the user `$1`'s sessions, but, with a kept session `$2`, that one and the
     /// sessions of its series `$3`.
-    delete_user_sessions: &'static str,
+    delete_user_sessions: String,
     /// Deletes the series `$1` and its sessions.
-    delete_series: &'static str,
+    delete_series: String,
     /// Deletes the series `$1` if it issued the secret `$2`, returning its user.
-    end_series: &'static str,
+    end_series: String,
     /// Deletes the sessions of the series `$1`.
-    delete_series_sessions: &'static str,
+    delete_series_sessions: String,
     /// Takes the advisory lock of the user of the series `$1`, if it issued the secret `$2`.
     refresh_lock_user: String,
     /// Locks the series `$1` if it issued the secret `$3`, returning its user, creation and
     /// absolute expiry, whether it has expired at `$2`, and whether its user is active.
     refresh_lock: String,
     /// What the series `$1` remembers of the secret `$2`: when it was used, whether spent.
-    refresh_secret: &'static str,
+    refresh_secret: String,
     /// Exchanges the secret `$2` of the series `$1` at `$3` for the secret `$4`.
-    refresh_exchange: &'static str,
+    refresh_exchange: String,
     /// Binds the session `$1` of the user `$2` to the user's character `$3`.
     select_character: String,
     /// Counts the sessions live at `$1` and active since `$2` (or any, when NULL).
     count_active: String,
     /// Deletes every session and series.
-    clear_all: &'static str,
+    clear_all: String,
 }
 
 impl Statements {
-    fn new(app: &AppSchema) -> Self {
+    fn new(app: &AppSchema, names: &Names) -> Self {
         let AppSchema {
             users_table,
             user_id,
@@ -369,8 +491,11 @@ impl Statements {
             character_world_id,
             ..
         } = app;
+        let sessions = names.object("sessions");
+        let refresh_series = names.object("refresh_series");
+        let refresh_secrets = names.object("refresh_secrets");
         let insert_session = format!(
-            "INSERT INTO sessions AS s (id, token_hash, user_id, client_type, ip, user_agent, \
+            "INSERT INTO {sessions} AS s (id, token_hash, user_id, client_type, ip, user_agent, \
                  created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
                  refreshed, series_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
@@ -379,11 +504,11 @@ impl Statements {
         );
         let (columns, joins) = view_select(app, Scope::Game);
         let lookup = format!(
-            "SELECT {columns} FROM sessions s {joins} WHERE s.token_hash = $1 AND {}",
+            "SELECT {columns} FROM {sessions} s {joins} WHERE s.token_hash = $1 AND {}",
             live("s", "$2")
         );
         let list_for_user = format!(
-            "SELECT {} FROM sessions s WHERE s.user_id = $1 AND {} \
+            "SELECT {} FROM {sessions} s WHERE s.user_id = $1 AND {} \
              ORDER BY s.created_at DESC, s.id",
             session_columns("s"),
             live("s", "$2")
@@ -391,7 +516,7 @@ impl Statements {
         // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
         // column is unindexed, so this is a HOT update like a touch.
         let reauthenticate = format!(
-            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
+            "UPDATE {sessions} s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
              WHERE s.id = $1 AND {}",
             live("s", "$2")
         );
@@ -400,14 +525,14 @@ impl Statements {
         // scan found them (by `ctid`, no index lookup per row).
         let purge_expired = format!(
             "WITH series AS ( \
-                DELETE FROM refresh_series r WHERE r.ctid = ANY (ARRAY( \
-                    SELECT ctid FROM refresh_series r WHERE {series_expired} \
+                DELETE FROM {refresh_series} r WHERE r.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM {refresh_series} r WHERE {series_expired} \
                     LIMIT $2 FOR UPDATE SKIP LOCKED)) \
                 AND {series_expired} \
                 RETURNING 1), \
              doomed AS ( \
-                DELETE FROM sessions s WHERE s.ctid = ANY (ARRAY( \
-                    SELECT ctid FROM sessions s WHERE {session_expired} \
+                DELETE FROM {sessions} s WHERE s.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM {sessions} s WHERE {session_expired} \
                     LIMIT $2 FOR UPDATE SKIP LOCKED)) \
                 AND {session_expired} \
                 RETURNING 1) \
@@ -416,9 +541,9 @@ impl Statements {
             session_expired = expired("s", "$1"),
         );
         let refresh_lock_user = format!(
-            "SELECT {} FROM refresh_series WHERE id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets \
+            "SELECT {} FROM {refresh_series} WHERE id = $1 AND EXISTS (SELECT 1 FROM {refresh_secrets} \
                 WHERE series_id = $1 AND secret_hash = $2)",
-            user_lock("user_id")
+            user_lock(names, "user_id")
         );
         // The series row is locked for the rest of the refresh transaction, so concurrent
         // refreshes of one series are decided one after the other, and a revocation that
@@ -427,8 +552,8 @@ impl Statements {
         let refresh_lock = format!(
             "SELECT r.user_id, r.created_at, r.absolute_expires_at, {} IS TRUE, \
                     u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
-             FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
-             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets k \
+             FROM {refresh_series} r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
+             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM {refresh_secrets} k \
                 WHERE k.series_id = $1 AND k.secret_hash = $3) \
              FOR UPDATE OF r",
             expired("r", "$2")
@@ -438,84 +563,104 @@ impl Statements {
                 SELECT {character_name} AS name, {character_world_id} AS world_id \
                 FROM {characters_table} WHERE {character_id} = $3 AND {character_user_id} = $2 \
              ), bound AS ( \
-                UPDATE sessions SET character_id = $3, world_id = c.world_id FROM c \
-                WHERE sessions.id = $1 AND sessions.user_id = $2 RETURNING 1 \
+                UPDATE {sessions} s SET character_id = $3, world_id = c.world_id FROM c \
+                WHERE s.id = $1 AND s.user_id = $2 RETURNING 1 \
              ) \
              SELECT c.name, c.world_id, EXISTS (SELECT 1 FROM bound) FROM c"
         );
         let count_active = format!(
-            "SELECT count(*) FROM sessions s WHERE {} \
+            "SELECT count(*) FROM {sessions} s WHERE {} \
              AND ($2::timestamptz IS NULL OR s.last_activity >= $2)",
             live("s", "$1")
         );
         Self {
             insert_session,
-            doomed_sessions: "WITH doomed AS ( \
-                    SELECT id, series_id FROM sessions WHERE user_id = $1 \
+            doomed_sessions: format!(
+                "WITH doomed AS ( \
+                    SELECT id, series_id FROM {sessions} WHERE user_id = $1 \
                     ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3), \
                  series AS ( \
-                    SELECT id FROM refresh_series \
+                    SELECT id FROM {refresh_series} \
                     WHERE id IN (SELECT series_id FROM doomed) AND id IS DISTINCT FROM $4 \
                     ORDER BY id FOR UPDATE) \
-                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)",
-            prune_sessions: "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
-                 DELETE FROM sessions WHERE id = ANY($1) OR series_id = ANY($2)",
-            insert_series: "WITH series AS ( \
-                    INSERT INTO refresh_series (id, user_id, created_at, last_used_at, \
+                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)"
+            ),
+            prune_sessions: format!(
+                "WITH ended AS (DELETE FROM {refresh_series} WHERE id = ANY($2)) \
+                 DELETE FROM {sessions} WHERE id = ANY($1) OR series_id = ANY($2)"
+            ),
+            insert_series: format!(
+                "WITH series AS ( \
+                    INSERT INTO {refresh_series} (id, user_id, created_at, last_used_at, \
                         expires_at, absolute_expires_at) \
                     VALUES ($1, $2, $4, $4, $5, $6)) \
-                 INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $3)",
-            validate_user: validate_sql(app, Scope::User),
-            validate_game: validate_sql(app, Scope::Game),
+                 INSERT INTO {refresh_secrets} (series_id, secret_hash) VALUES ($1, $3)"
+            ),
+            validate_user: validate_sql(app, names, Scope::User),
+            validate_game: validate_sql(app, names, Scope::Game),
             lookup,
             list_for_user,
             reauthenticate,
             purge_expired,
-            lock_user: format!("SELECT {}", user_lock("$1::int8")),
-            end_by_id: end_session_sql("id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
-            end_by_token: end_session_sql("token_hash = $1"),
-            delete_ended: "DELETE FROM sessions WHERE id = $1 OR series_id = $2",
-            end_user_series: "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
+            lock_user: format!("SELECT {}", user_lock(names, "$1::int8")),
+            end_by_id: end_session_sql(names, "id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
+            end_by_token: end_session_sql(names, "token_hash = $1"),
+            delete_ended: format!("DELETE FROM {sessions} WHERE id = $1 OR series_id = $2"),
+            end_user_series: format!(
+                "WITH kept AS (SELECT series_id FROM {sessions} WHERE id = $2), \
                  doomed AS ( \
-                    SELECT id FROM refresh_series WHERE user_id = $1 \
+                    SELECT id FROM {refresh_series} WHERE user_id = $1 \
                     AND id IS DISTINCT FROM (SELECT series_id FROM kept) ORDER BY id FOR UPDATE), \
-                 ended AS (DELETE FROM refresh_series WHERE id IN (SELECT id FROM doomed)) \
-                 SELECT (SELECT series_id FROM kept)",
-            delete_user_sessions: "DELETE FROM sessions WHERE user_id = $1 \
+                 ended AS (DELETE FROM {refresh_series} WHERE id IN (SELECT id FROM doomed)) \
+                 SELECT (SELECT series_id FROM kept)"
+            ),
+            delete_user_sessions: format!(
+                "DELETE FROM {sessions} WHERE user_id = $1 \
                  AND ($2::uuid IS NULL OR (id <> $2 \
-                      AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
-            delete_series: "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
-                 DELETE FROM refresh_series WHERE id = $1",
+                      AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))"
+            ),
+            delete_series: format!(
+                "WITH sessions_of AS (DELETE FROM {sessions} WHERE series_id = $1) \
+                 DELETE FROM {refresh_series} WHERE id = $1"
+            ),
             // Any secret the series issued proves the caller held it; a forged one ends
             // nothing.
-            end_series: "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
-                    SELECT 1 FROM refresh_secrets WHERE series_id = $1 AND secret_hash = $2) \
-                 RETURNING user_id",
-            delete_series_sessions: "DELETE FROM sessions WHERE series_id = $1",
+            end_series: format!(
+                "DELETE FROM {refresh_series} WHERE id = $1 AND EXISTS ( \
+                    SELECT 1 FROM {refresh_secrets} WHERE series_id = $1 AND secret_hash = $2) \
+                 RETURNING user_id"
+            ),
+            delete_series_sessions: format!("DELETE FROM {sessions} WHERE series_id = $1"),
             refresh_lock_user,
             refresh_lock,
-            refresh_secret: "SELECT used_at, spent FROM refresh_secrets \
-                 WHERE series_id = $1 AND secret_hash = $2",
+            refresh_secret: format!(
+                "SELECT used_at, spent FROM {refresh_secrets} \
+                 WHERE series_id = $1 AND secret_hash = $2"
+            ),
             // Marks the presented secret used (or spent), issues the new one, forgets the
             // oldest beyond the bound (keeping `$7` others), and ends the series' earlier
             // sessions (one device, one session), but for those created since `$6` (by the
             // first use of a secret exchanged again in the grace window); `$5` is the
             // series' new idle expiry.
-            refresh_exchange: "WITH used AS ( \
-                    UPDATE refresh_secrets SET used_at = COALESCE(used_at, $3), \
+            refresh_exchange: format!(
+                "WITH used AS ( \
+                    UPDATE {refresh_secrets} SET used_at = COALESCE(used_at, $3), \
                         spent = used_at IS NOT NULL \
                     WHERE series_id = $1 AND secret_hash = $2), \
-                 issued AS (INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $4)), \
-                 series AS (UPDATE refresh_series SET last_used_at = $3, expires_at = $5 \
+                 issued AS (INSERT INTO {refresh_secrets} (series_id, secret_hash) VALUES ($1, $4)), \
+                 series AS (UPDATE {refresh_series} SET last_used_at = $3, expires_at = $5 \
                     WHERE id = $1), \
-                 earlier AS (DELETE FROM sessions WHERE series_id = $1 \
+                 earlier AS (DELETE FROM {sessions} WHERE series_id = $1 \
                     AND ($6::timestamptz IS NULL OR created_at < $6)) \
-                 DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
-                 AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
-                    ORDER BY issued DESC OFFSET $7 LIMIT 1)",
+                 DELETE FROM {refresh_secrets} WHERE series_id = $1 AND secret_hash <> $2 \
+                 AND issued <= (SELECT issued FROM {refresh_secrets} WHERE series_id = $1 \
+                    ORDER BY issued DESC OFFSET $7 LIMIT 1)"
+            ),
             select_character,
             count_active,
-            clear_all: "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
+            clear_all: format!(
+                "WITH series AS (DELETE FROM {refresh_series}) DELETE FROM {sessions}"
+            ),
         }
     }
 }
@@ -523,9 +668,23 @@ impl Statements {
 /// Sessions in PostgreSQL, through a [deadpool-postgres](deadpool_postgres) pool.
 ///
 /// Every statement is prepared once per connection (`prepare_cached`). Validation is a single
-/// statement; see [`SessionStore::validate`]. The `sessions` table lives in the connection's
-/// `search_path`, so a schema can be chosen with the connection option
-/// `options=-csearch_path=myschema`.
+/// statement; see [`SessionStore::validate`].
+///
+/// # Where the crate's tables live
+///
+/// The crate owns the tables `sessions`, `refresh_series`, `refresh_secrets` and
+/// `tower_session_auth_migrations`, the functions `tower_session_auth_touch` and
+/// `tower_session_auth_expire`, and the trigger functions of
+/// [`install_invalidation_triggers`](Self::install_invalidation_triggers). By default they live
+/// wherever the connection's `search_path` puts them (usually `public`).
+/// [`tables_schema`](Self::tables_schema) puts them in a schema of the application's choosing
+/// instead, so an application that already has a `sessions` table of its own can adopt the
+/// crate: every statement names the crate's objects with that schema, whatever the
+/// connection's `search_path`, while the application's tables are still found as the
+/// [`AppSchema`] names them. A schema rather than a name prefix, because it is PostgreSQL's
+/// own namespace: the crate's objects stay together under their documented names, can be
+/// granted, dumped (`pg_dump -n auth`) and dropped as one, and no name of the application's
+/// can collide with them.
 ///
 /// A store error (database down, pool timeout, a statement beyond
 /// [`statement_timeout`](PgStore::statement_timeout), a column it cannot decode) surfaces as
@@ -563,6 +722,7 @@ pub struct PgStore {
     pool: Pool,
     sql: Arc<Statements>,
     app: Arc<AppSchema>,
+    names: Arc<Names>,
     statement_timeout: Duration,
     durable_revocations: bool,
 }
@@ -586,8 +746,9 @@ macro_rules! bounded {
     }};
 }
 
-/// The `LISTEN/NOTIFY` channel of session invalidations.
-pub(crate) const CHANNEL: &str = "tower_session_auth";
+/// The `LISTEN/NOTIFY` channel of session invalidations (without a
+/// [`tables_schema`](PgStore::tables_schema); see [`Names::channel`]).
+const CHANNEL: &str = "tower_session_auth";
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -615,13 +776,53 @@ impl PgStore {
 
     /// A store on `pool`, reading users and characters from `app`, whose names are valid.
     fn with_valid_schema(pool: Pool, app: AppSchema) -> Self {
+        let names = Names::default();
         Self {
             pool,
-            sql: Arc::new(Statements::new(&app)),
+            sql: Arc::new(Statements::new(&app, &names)),
             app: Arc::new(app),
+            names: Arc::new(names),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             durable_revocations: false,
         }
+    }
+
+    /// Puts the crate's own tables and functions in `schema` (default: none, the connection's
+    /// `search_path`), or the [`ConfigError`] of a name that is not a plain lower-case SQL
+    /// identifier (letters `a`–`z`, digits and `_`, not starting with a digit, at most 63
+    /// bytes, not starting with `pg_`).
+    ///
+    /// Every statement of the store then names `sessions`, `refresh_series`,
+    /// `refresh_secrets` and the crate's functions with `schema`, so the connection's
+    /// `search_path` need not include it, and a table of the same name elsewhere (the
+    /// application's own `sessions`) is never touched; the [`AppSchema`]'s tables are still
+    /// found as it names them (schema-qualified or through the `search_path`).
+    /// [`migrate`](Self::migrate) creates the schema if it is missing and applies the
+    /// migrations in it; [`install_invalidation_triggers`](Self::install_invalidation_triggers)
+    /// creates its functions there, and its notifications use the channel
+    /// `tower_session_auth_<schema>`, so deployments in other schemas of the same database do
+    /// not hear each other (the listeners of [`spawn_session_listener`](Self::spawn_session_listener)
+    /// follow). Choosing a schema for a deployment that already has sessions in the
+    /// `search_path` starts with empty tables: users sign in again.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_session_auth::PgStore;
+    ///
+    /// // The application keeps its own `sessions` table; the crate's are `auth.sessions`, ...
+    /// let store = PgStore::connect("postgres://app:secret@localhost/app")?.tables_schema("auth")?;
+    /// store.migrate().await?;
+    /// store.check_schema().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tables_schema(mut self, schema: &str) -> Result<Self, ConfigError> {
+        check_tables_schema(schema)?;
+        let names = Names {
+            schema: Some(schema.to_owned()),
+        };
+        self.sql = Arc::new(Statements::new(&self.app, &names));
+        self.names = Arc::new(names);
+        Ok(self)
     }
 
     /// Bounds each of the store's operations once it has a connection (default
@@ -753,23 +954,60 @@ impl PgStore {
         &self.pool
     }
 
-    /// Applies the crate's migrations that this database has not seen yet.
+    /// The `LISTEN/NOTIFY` channel of this store's invalidation triggers.
+    pub(crate) fn channel(&self) -> String {
+        self.names.channel()
+    }
+
+    /// Applies the crate's migrations that this database (or, with a
+    /// [`tables_schema`](Self::tables_schema), that schema) has not seen yet.
     ///
     /// Safe to call from several instances at once: a transaction-scoped advisory lock
     /// serialises them, and applied versions are recorded in `tower_session_auth_migrations`.
     /// Returns how many migrations were applied.
+    ///
+    /// With a [`tables_schema`](Self::tables_schema), the schema is created if it is missing
+    /// (which needs the `CREATE` privilege on the database; a schema created beforehand needs
+    /// only `CREATE` and `USAGE` on it), and the migrations run with the transaction's
+    /// `search_path` set to it, so their objects are created there and
+    /// `tower_session_auth_migrations` records them there. The crate's functions run with
+    /// their `search_path` fixed to the schema they live in, so they find the crate's tables
+    /// whoever calls them.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0)); \
-             CREATE TABLE IF NOT EXISTS tower_session_auth_migrations ( \
-                 version int PRIMARY KEY, name text NOT NULL, \
-                 applied_at timestamptz NOT NULL DEFAULT now())",
+            "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0))",
         )
         .await?;
+        if let Some(quoted) = self.names.quoted_schema() {
+            // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the privilege to
+            // create schemas even when the schema exists, which a role given a schema of its
+            // own may lack.
+            let exists: bool = column(
+                &tx.query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&quoted])
+                    .await?,
+                0,
+                "boolean",
+            )?;
+            if !exists {
+                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
+                    .await?;
+            }
+            // The migrations name their objects unqualified: they are created in the schema,
+            // and resolve there, for the rest of this transaction.
+            tx.batch_execute(&format!("SET LOCAL search_path = {quoted}, pg_temp"))
+                .await?;
+        }
+        let migrations = self.names.object("tower_session_auth_migrations");
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {migrations} ( \
+                 version int PRIMARY KEY, name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await?;
         let applied: Vec<i32> = tx
-            .query("SELECT version FROM tower_session_auth_migrations", &[])
+            .query(&format!("SELECT version FROM {migrations}"), &[])
             .await?
             .iter()
             .map(|row| column(row, 0, "integer"))
@@ -787,7 +1025,7 @@ impl PgStore {
                     source: source.into(),
                 })?;
             tx.execute(
-                "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
+                &format!("INSERT INTO {migrations} (version, name) VALUES ($1, $2)"),
                 &[&version, &name],
             )
             .await?;
@@ -797,15 +1035,18 @@ impl PgStore {
         Ok(count)
     }
 
-    /// Verifies once, at start-up, that the application's tables have the columns the
-    /// [`AppSchema`] names, with types the store can read: ids `bigint`, names, roles and
-    /// worlds text (`text`, `varchar`, `char`, `citext`), the active flag `boolean`. Fails with
-    /// [`StoreError::Schema`] naming every mismatch (for example `users.id is integer,
-    /// expected bigint`), so a wrong schema stops the server at start-up instead of failing
-    /// requests. Call it after [`migrate`](Self::migrate) and after the application's own
-    /// migrations. Should the schema change later anyway, requests fail closed with `500
-    /// Session store unavailable` and a logged [`StoreError::Decode`], never a panic. Bounded
-    /// by the [`statement_timeout`](Self::statement_timeout) like every request's statements.
+    /// Verifies once, at start-up, that the crate's tables are there (in the
+    /// [`tables_schema`](Self::tables_schema), if one is chosen: `schema auth not found (run
+    /// PgStore::migrate)`, `table auth.sessions not found (…)`), and that the application's
+    /// tables have the columns the [`AppSchema`] names, with types the store can read: ids
+    /// `bigint`, names, roles and worlds text (`text`, `varchar`, `char`, `citext`), the
+    /// active flag `boolean`. Fails with [`StoreError::Schema`] naming every mismatch (for
+    /// example `users.id is integer, expected bigint`), so a wrong schema stops the server at
+    /// start-up instead of failing requests. Call it after [`migrate`](Self::migrate) and
+    /// after the application's own migrations. Should the schema change later anyway,
+    /// requests fail closed with `500 Session store unavailable` and a logged
+    /// [`StoreError::Decode`], never a panic. Bounded by the
+    /// [`statement_timeout`](Self::statement_timeout) like every request's statements.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
         const BIGINT: &[&str] = &["int8"];
         const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
@@ -837,7 +1078,7 @@ impl PgStore {
                      LEFT JOIN pg_type t ON t.oid = a.atttypid",
                 )
                 .await?;
-            let mut problems = Vec::new();
+            let mut problems = self.missing_crate_tables(&client).await?;
             for (table, name, accepted, wanted) in expected {
                 let row = client.query_one(&statement, &[&table, &name]).await?;
                 let table_exists: bool = column(&row, 0, "boolean")?;
@@ -863,12 +1104,50 @@ impl PgStore {
         }
     }
 
+    /// What [`check_schema`](Self::check_schema) reports of the crate's own tables: the chosen
+    /// schema, or tables of the crate's, that are missing (not migrated).
+    async fn missing_crate_tables(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<Vec<String>, StoreError> {
+        let names = &*self.names;
+        let hint = "run PgStore::migrate";
+        if let (Some(schema), Some(quoted)) = (&names.schema, names.quoted_schema()) {
+            let row = client
+                .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&quoted])
+                .await?;
+            if !column::<bool>(&row, 0, "boolean")? {
+                return Ok(vec![format!("schema {schema} not found ({hint})")]);
+            }
+        }
+        let mut problems = Vec::new();
+        for table in ["sessions", "refresh_series", "refresh_secrets"] {
+            let row = client
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&names.object(table)],
+                )
+                .await?;
+            if !column::<bool>(&row, 0, "boolean")? {
+                problems.push(format!("table {} not found ({hint})", names.shown(table)));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Installs the triggers that feed cross-instance cache invalidation and session watches:
-    /// they `NOTIFY tower_session_auth` when sessions are deleted (once per statement, ids in
-    /// batches of 200) or a session is rebound to another character or re-authenticated, when a user's role,
-    /// active flag or name changes or the user is deleted, and when a character changes world
-    /// or owner or is deleted. Idempotent; run it at start-up. Touches and other hot-path
-    /// writes fire nothing.
+    /// they `NOTIFY tower_session_auth` (with a [`tables_schema`](Self::tables_schema),
+    /// `tower_session_auth_<schema>`) when sessions are deleted (once per statement, ids in
+    /// batches of 200) or a session is rebound to another character or re-authenticated, when a
+    /// user's role, active flag or name changes or the user is deleted, and when a character
+    /// changes world or owner or is deleted. Idempotent; run it at start-up. Touches and other
+    /// hot-path writes fire nothing.
+    ///
+    /// The trigger functions live with the crate's tables (in the chosen schema, if any) and
+    /// run with a fixed `search_path`. With a chosen schema, the triggers on the application's
+    /// users and characters tables carry the schema in their names
+    /// (`tower_session_auth_user_changed_<schema>`), so deployments in other schemas that
+    /// share those tables each keep their own.
     pub async fn install_invalidation_triggers(&self) -> Result<(), StoreError> {
         let AppSchema {
             users_table,
@@ -882,55 +1161,80 @@ impl PgStore {
             character_world_id,
             ..
         } = &*self.app;
-        let notify = |function: &str, payload: &str| {
+        let names = &*self.names;
+        let channel = names.channel();
+        let sessions = names.object("sessions");
+        // They call only built-in functions: nothing of any schema's can stand in for them.
+        let function = |name: &str, body: &str| {
             format!(
-                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN PERFORM pg_notify('{CHANNEL}', {payload}); RETURN NULL; END $$;"
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql \
+                 SET search_path = pg_catalog, pg_temp AS $$ BEGIN {body} RETURN NULL; END $$;",
+                names.object(name)
             )
         };
+        let notify = |name: &str, payload: &str| {
+            function(name, &format!("PERFORM pg_notify('{channel}', {payload});"))
+        };
+        let trigger = |name: &str, function: &str, when: &str, table: &str, each: &str| {
+            format!(
+                "CREATE OR REPLACE TRIGGER {name} {when} ON {table} {each} \
+                 EXECUTE FUNCTION {}();",
+                names.object(function)
+            )
+        };
+        let user_changed = "tower_session_auth_user_changed";
+        let character_changed = "tower_session_auth_character_changed";
         let sql = [
             notify(
                 "tower_session_auth_session_changed",
                 "'sessions:' || OLD.id",
             ),
-            "CREATE OR REPLACE TRIGGER tower_session_auth_session_changed \
-             AFTER UPDATE OF character_id, user_id, authenticated_at ON sessions \
-             FOR EACH ROW EXECUTE FUNCTION tower_session_auth_session_changed();"
-                .to_owned(),
+            trigger(
+                "tower_session_auth_session_changed",
+                "tower_session_auth_session_changed",
+                "AFTER UPDATE OF character_id, user_id, authenticated_at",
+                &sessions,
+                "FOR EACH ROW",
+            ),
             // Deletions are reported once per statement, with the ids in batches that fit a
             // notification's payload (under 8000 bytes), so that a purge or a mass revocation
             // costs each listener one lookup per id rather than a notification per row.
-            format!(
-                "CREATE OR REPLACE FUNCTION tower_session_auth_sessions_deleted() RETURNS trigger \
-                 LANGUAGE plpgsql AS $$ BEGIN \
-                     PERFORM pg_notify('{CHANNEL}', 'sessions:' || string_agg(id::text, ',')) \
+            function(
+                "tower_session_auth_sessions_deleted",
+                &format!(
+                    "PERFORM pg_notify('{channel}', 'sessions:' || string_agg(id::text, ',')) \
                      FROM (SELECT id, (row_number() OVER () - 1) / 200 AS batch FROM gone) ids \
-                     GROUP BY batch; \
-                     RETURN NULL; \
-                 END $$;"
+                     GROUP BY batch;"
+                ),
             ),
-            "CREATE OR REPLACE TRIGGER tower_session_auth_sessions_deleted \
-             AFTER DELETE ON sessions REFERENCING OLD TABLE AS gone \
-             FOR EACH STATEMENT EXECUTE FUNCTION tower_session_auth_sessions_deleted();"
-                .to_owned(),
+            trigger(
+                "tower_session_auth_sessions_deleted",
+                "tower_session_auth_sessions_deleted",
+                "AFTER DELETE",
+                &format!("{sessions} REFERENCING OLD TABLE AS gone"),
+                "FOR EACH STATEMENT",
+            ),
+            notify(user_changed, &format!("'user:' || OLD.{user_id}")),
+            trigger(
+                &names.app_trigger(user_changed),
+                user_changed,
+                &format!("AFTER DELETE OR UPDATE OF {role}, {is_active}, {username}"),
+                users_table,
+                "FOR EACH ROW",
+            ),
             notify(
-                "tower_session_auth_user_changed",
-                &format!("'user:' || OLD.{user_id}"),
-            ),
-            format!(
-                "CREATE OR REPLACE TRIGGER tower_session_auth_user_changed \
-                 AFTER DELETE OR UPDATE OF {role}, {is_active}, {username} ON {users_table} \
-                 FOR EACH ROW EXECUTE FUNCTION tower_session_auth_user_changed();"
-            ),
-            notify(
-                "tower_session_auth_character_changed",
+                character_changed,
                 &format!("'user:' || OLD.{character_user_id}"),
             ),
-            format!(
-                "CREATE OR REPLACE TRIGGER tower_session_auth_character_changed \
-                 AFTER DELETE OR UPDATE OF {character_world_id}, {character_user_id}, \
-                 {character_name} ON {characters_table} \
-                 FOR EACH ROW EXECUTE FUNCTION tower_session_auth_character_changed();"
+            trigger(
+                &names.app_trigger(character_changed),
+                character_changed,
+                &format!(
+                    "AFTER DELETE OR UPDATE OF {character_world_id}, {character_user_id}, \
+                     {character_name}"
+                ),
+                characters_table,
+                "FOR EACH ROW",
             ),
         ]
         .concat();
@@ -958,7 +1262,7 @@ impl PgStore {
                 column(&target, 1, "bigint")?,
                 column(&target, 2, "uuid")?,
             );
-            let delete = tx.prepare_cached(self.sql.delete_ended).await?;
+            let delete = tx.prepare_cached(&self.sql.delete_ended).await?;
             tx.execute(&delete, &[&id, &series]).await?;
             commit(tx, self.durable_revocations).await?;
             Ok(Some(user_id))
@@ -981,7 +1285,7 @@ impl PgStore {
         client: &impl GenericClient,
         series: Uuid,
     ) -> Result<(), StoreError> {
-        let statement = client.prepare_cached(self.sql.delete_series).await?;
+        let statement = client.prepare_cached(&self.sql.delete_series).await?;
         client.execute(&statement, &[&series]).await?;
         Ok(())
     }
@@ -1026,7 +1330,7 @@ impl PgStore {
         if let Some(max) = max_per_user {
             // The user's oldest sessions beyond the limit, and their series (but the new
             // session's own), locked in id order before any session is deleted.
-            let doomed = client.prepare_cached(self.sql.doomed_sessions).await?;
+            let doomed = client.prepare_cached(&self.sql.doomed_sessions).await?;
             let keep = i64::from(max.max(1));
             let row = client
                 .query_one(&doomed, &[&new.user_id, &new.id.0, &keep, &series_id])
@@ -1035,7 +1339,7 @@ impl PgStore {
             let series: Vec<Uuid> = column(&row, 1, "uuid[]")?;
             if !sessions.is_empty() {
                 // A later statement, so that it sees what a refresh of those series committed.
-                let prune = client.prepare_cached(self.sql.prune_sessions).await?;
+                let prune = client.prepare_cached(&self.sql.prune_sessions).await?;
                 client.execute(&prune, &[&sessions, &series]).await?;
                 commit_durably(client, self.durable_revocations).await?;
             }
@@ -1193,7 +1497,7 @@ impl SessionStore for PgStore {
                 .insert_session(&tx, &new, new.created_at, false, series_id, max_per_user)
                 .await?;
             if let Some(series) = &new.remember {
-                let insert = tx.prepare_cached(self.sql.insert_series).await?;
+                let insert = tx.prepare_cached(&self.sql.insert_series).await?;
                 tx.execute(
                     &insert,
                     &[
@@ -1273,12 +1577,12 @@ impl SessionStore for PgStore {
             let tx = client.transaction().await?;
             self.lock_user(&tx, user_id).await?;
             // First end the series, in id order (each waits for a refresh in flight) ...
-            let end = tx.prepare_cached(self.sql.end_user_series).await?;
+            let end = tx.prepare_cached(&self.sql.end_user_series).await?;
             let kept_series: Option<Uuid> =
                 column(&tx.query_one(&end, &[&user_id, &keep]).await?, 0, "uuid")?;
             // ... then delete the sessions in a later statement, whose snapshot includes what
             // those refreshes committed.
-            let delete = tx.prepare_cached(self.sql.delete_user_sessions).await?;
+            let delete = tx.prepare_cached(&self.sql.delete_user_sessions).await?;
             let count = tx
                 .execute(&delete, &[&user_id, &keep, &kept_series])
                 .await?;
@@ -1339,7 +1643,7 @@ impl RememberStore for PgStore {
             let tx = client.transaction().await?;
             // The series row first: this waits for a refresh that holds it, so the sessions
             // statement after it (a new snapshot) also sees the session that refresh created.
-            let delete = tx.prepare_cached(self.sql.end_series).await?;
+            let delete = tx.prepare_cached(&self.sql.end_series).await?;
             let Some(row) = tx
                 .query_opt(&delete, &[&series, &secret_hash.0.as_slice()])
                 .await?
@@ -1347,7 +1651,7 @@ impl RememberStore for PgStore {
                 return Ok(None);
             };
             let user_id: i64 = column(&row, 0, "bigint")?;
-            let sessions = tx.prepare_cached(self.sql.delete_series_sessions).await?;
+            let sessions = tx.prepare_cached(&self.sql.delete_series_sessions).await?;
             tx.execute(&sessions, &[&series]).await?;
             commit(tx, self.durable_revocations).await?;
             Ok(Some(user_id))
@@ -1380,7 +1684,7 @@ impl RememberStore for PgStore {
             };
             // Read after the lock, in a statement of its own: its snapshot includes what the
             // refresh that held the lock before committed.
-            let secret = tx.prepare_cached(self.sql.refresh_secret).await?;
+            let secret = tx.prepare_cached(&self.sql.refresh_secret).await?;
             let stored = tx
                 .query_opt(
                     &secret,
@@ -1417,7 +1721,7 @@ impl RememberStore for PgStore {
             };
             // Exchange the secret, and end the series' earlier sessions (one device, one
             // session) but for those the grace window keeps.
-            let exchange = tx.prepare_cached(self.sql.refresh_exchange).await?;
+            let exchange = tx.prepare_cached(&self.sql.refresh_exchange).await?;
             // The statement does not see the secret it inserts: keep one fewer of the others (and
             // the one presented, which it updates).
             let keep_others = MAX_SECRETS_PER_SERIES - 1;
@@ -1501,11 +1805,11 @@ impl AdminStore for PgStore {
 
     async fn clear_all(&self) -> Result<u64, StoreError> {
         if !self.durable_revocations {
-            return self.execute(self.sql.clear_all, &[]).await;
+            return self.execute(&self.sql.clear_all, &[]).await;
         }
         bounded!(self, |client| {
             let tx = client.transaction().await?;
-            let count = tx.execute(self.sql.clear_all, &[]).await?;
+            let count = tx.execute(&self.sql.clear_all, &[]).await?;
             commit(tx, true).await?;
             Ok(count)
         })
@@ -1555,4 +1859,51 @@ async fn commit(tx: deadpool_postgres::Transaction<'_>, durable: bool) -> Result
     commit_durably(&tx, durable).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names derived from a chosen schema fit PostgreSQL's identifiers, stay apart for
+    /// long schema names that share their start, and never change between releases: a
+    /// trigger renamed by an upgrade would be installed twice.
+    #[test]
+    fn names_derived_from_the_schema_fit_and_stay_stable() {
+        let auth = Names {
+            schema: Some("auth".to_owned()),
+        };
+        assert_eq!(auth.object("sessions"), "\"auth\".sessions");
+        assert_eq!(auth.channel(), "tower_session_auth_auth");
+        assert_eq!(
+            auth.app_trigger("tower_session_auth_user_changed"),
+            "tower_session_auth_user_changed_auth"
+        );
+        assert_eq!(auth.lock("user"), "tower_session_auth.auth.user");
+        let default = Names::default();
+        assert_eq!(default.object("sessions"), "sessions");
+        assert_eq!(default.channel(), CHANNEL);
+        assert_eq!(default.lock("user"), "tower_session_auth.user");
+
+        let long = |last: char| Names {
+            schema: Some(format!("{}{last}", "a".repeat(62))),
+        };
+        let (a, b) = (long('a'), long('b'));
+        let trigger = "tower_session_auth_character_changed";
+        for names in [&a, &b] {
+            assert_eq!(names.channel().len(), MAX_IDENTIFIER);
+            assert_eq!(names.app_trigger(trigger).len(), MAX_IDENTIFIER);
+        }
+        assert_ne!(a.channel(), b.channel());
+        assert_ne!(a.app_trigger(trigger), b.app_trigger(trigger));
+        // FNV-1a of the whole name, after its first 54 bytes.
+        assert_eq!(
+            a.app_trigger(trigger),
+            "tower_session_auth_character_changed_aaaaaaaaaaaaaaaaa_1f7a7c85"
+        );
+        assert_eq!(
+            a.channel(),
+            "tower_session_auth_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_300f553e"
+        );
+    }
 }
