@@ -1,10 +1,10 @@
 //! The crate's tables in a schema of the application's choosing (`PgStore::tables_schema`):
 //! an application that already has a `sessions` table adopts the crate beside it; the crate's
 //! functions find its tables whatever the caller's search path; `check_schema` names what is
-//! missing; deployments in two schemas of one database keep their notifications apart. The
-//! whole conformance suite also runs in a chosen schema (tests/it/conformance.rs,
-//! `pg_tables_schema`), and so does the example server (tests/it/mud_server.rs,
-//! `SESSION_SCHEMA`).
+//! missing; deployments in two schemas of one database keep their notifications apart; a
+//! deployment migrated before the functions were pinned upgrades. The whole conformance suite
+//! also runs in a chosen schema (tests/it/conformance.rs, `pg_tables_schema`), and so does the
+//! example server (tests/it/mud_server.rs, `SESSION_SCHEMA`).
 
 use crate::common;
 
@@ -477,4 +477,64 @@ async fn deployments_in_two_schemas_keep_their_notifications_apart() {
         WatchEvent::Ended(SessionEnd::Revoked)
     );
     listener.abort();
+}
+
+/// A deployment migrated before migration 3 (the crate's tables in its search path) upgrades:
+/// `migrate` applies migration 3 alone, which pins the functions migration 1 created to their
+/// schema, and its sessions are still valid.
+#[tokio::test]
+async fn an_existing_deployment_upgrades_to_pinned_functions() {
+    let db = TestDb::new().await;
+    let old = db.tables_schema("old");
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {old}; SET search_path = {old}; {} {} \
+             CREATE TABLE tower_session_auth_migrations (version int PRIMARY KEY, \
+                 name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO tower_session_auth_migrations (version, name) \
+                 VALUES (1, '0001_sessions.sql'), (2, '0002_refresh_secrets.sql'); \
+             RESET search_path",
+            include_str!("../../src/store/migrations/0001_sessions.sql"),
+            include_str!("../../src/store/migrations/0002_refresh_secrets.sql"),
+        ))
+        .await
+        .unwrap();
+    let pool = pool_for_schema(
+        &common::database_url(),
+        &format!("{old},{}", db.schema),
+        2,
+        WITHIN,
+    );
+    let store = PgStore::new(pool);
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    let config: Vec<String> = db
+        .client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT proconfig FROM pg_proc \
+                 WHERE oid = '{old}.tower_session_auth_expire(uuid, timestamptz)'::regprocedure"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(config, [format!("search_path={old}, pg_temp")]);
+    db.execute(
+        "INSERT INTO users (id, username, role, is_active) VALUES (1, 'player', 'player', true)",
+        &[],
+    )
+    .await;
+    let manager = SessionManager::new(
+        store,
+        SessionConfig::default().touch_interval(Duration::ZERO),
+    );
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
+    assert!(matches!(
+        manager.validate(&login.token, Scope::User).await.unwrap(),
+        Validation::Valid(_)
+    ));
 }
