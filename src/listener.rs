@@ -5,12 +5,12 @@
 use crate::cache::SessionCache;
 use crate::manager::SessionManager;
 use crate::store::PgStore;
-use crate::store::postgres::CHANNEL;
 
-/// One listener connection's life: connect, `LISTEN`, report the connection, apply
-/// notifications until the connection ends.
+/// One listener connection's life: connect, `LISTEN` on `channel`, report the connection,
+/// apply notifications until the connection ends.
 async fn listen(
     config: &tokio_postgres::Config,
+    channel: &str,
     connected: &(dyn Fn() + Send + Sync),
     apply: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), tokio_postgres::Error> {
@@ -33,7 +33,7 @@ async fn listen(
             }
         }
     });
-    let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
+    let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
     if let Err(error) = listening {
         driver.abort();
         return Err(error);
@@ -55,13 +55,14 @@ async fn listen(
 /// Runs [`listen`] forever, reconnecting a second after each failure.
 fn spawn_listener(
     config: tokio_postgres::Config,
+    channel: String,
     connected: impl Fn(bool) + Send + Sync + 'static,
     apply: impl Fn(&str) + Send + Sync + 'static,
 ) -> tokio::task::JoinHandle<()> {
     connected(false);
     tokio::spawn(async move {
         loop {
-            if let Err(error) = listen(&config, &|| connected(true), &apply).await {
+            if let Err(error) = listen(&config, &channel, &|| connected(true), &apply).await {
                 tracing::warn!(%error, "session invalidation listener disconnected; reconnecting");
             }
             connected(false);
@@ -94,6 +95,7 @@ impl PgStore {
         let flushed = cache.clone();
         spawn_listener(
             config,
+            self.channel(),
             move |connected| {
                 if connected {
                     flushed.invalidate_all();
@@ -127,6 +129,7 @@ impl PgStore {
         let events = manager.clone();
         spawn_listener(
             config,
+            self.channel(),
             move |connected| manager.listener_connected(connected),
             move |payload| events.apply_notification(payload),
         )

@@ -13,7 +13,10 @@
 //! `STATEMENT_TIMEOUT_MS` (5000: the bound on each query of the session store and of the
 //! example's own tables; beyond it a request is `500 Session store unavailable`),
 //! `SESSION_DURABLE_REVOCATIONS` (false; true makes logout and every revocation wait until
-//! the synchronous standby has applied it, see `PgStore::durable_revocations`).
+//! the synchronous standby has applied it, see `PgStore::durable_revocations`),
+//! `SESSION_SCHEMA` (unset: the crate's tables live in the connection's search path; a name
+//! puts them in that schema, created if missing, beside the application's own tables, see
+//! `PgStore::tables_schema`).
 //!
 //! `DATABASE_URL` may name several servers for failover, in either form:
 //! `postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&connect_timeout=2`
@@ -172,9 +175,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "STATEMENT_TIMEOUT_MS",
                 PgStore::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
             )?);
-            let store = PgStore::connect(&url)?
+            let mut store = PgStore::connect(&url)?
                 .statement_timeout(timeout)
                 .durable_revocations(env_var("SESSION_DURABLE_REVOCATIONS", false)?);
+            match std::env::var("SESSION_SCHEMA") {
+                Ok(schema) if !schema.is_empty() => store = store.tables_schema(&schema)?,
+                _ => {}
+            }
             store.migrate().await?;
             let directory = Directory::Pg {
                 pool: store.pool().clone(),

@@ -38,7 +38,8 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    /// The application's tables do not have the columns or types the store was told of.
+    /// The database lacks what the store needs: the crate's own tables (not migrated), or
+    /// the columns and types of the application's tables that the store was told of.
     #[error("application schema mismatch: {0}")]
     Schema(String),
     /// A migration failed to apply.

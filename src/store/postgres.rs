@@ -35,17 +35,18 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_refresh_secrets.sql",
         include_str!("migrations/0002_refresh_secrets.sql"),
     ),
+    (
+        3,
+        "0003_function_search_path.sql",
+        include_str!("migrations/0003_function_search_path.sql"),
+    ),
 ];
 
-/// The versions [`PgStore::migrate`] has applied.
-const APPLIED_MIGRATIONS: Sql =
-    Sql::fixed("SELECT version FROM tower_session_auth_migrations", &[]);
+/// Whether the schema `$1` (quoted as in SQL) exists.
+const SCHEMA_EXISTS: Sql = Sql::fixed("SELECT to_regnamespace($1) IS NOT NULL", &[Type::TEXT]);
 
-/// Records that [`PgStore::migrate`] applied the migration of version `$1` and name `$2`.
-const RECORD_MIGRATION: Sql = Sql::fixed(
-    "INSERT INTO tower_session_auth_migrations (version, name) VALUES ($1, $2)",
-    &[Type::INT4, Type::TEXT],
-);
+/// Whether the table `$1` (as SQL names it) exists.
+const TABLE_EXISTS: Sql = Sql::fixed("SELECT to_regclass($1) IS NOT NULL", &[Type::TEXT]);
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
@@ -152,6 +153,117 @@ impl AppSchema {
     }
 }
 
+/// Where the crate's own objects live (its tables `sessions`, `refresh_series`,
+/// `refresh_secrets` and `tower_session_auth_migrations`, and its functions): in the schema
+/// chosen with [`PgStore::tables_schema`], or, without one, wherever the connection's
+/// `search_path` finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Names {
+    /// The chosen schema: a lower-case identifier ([`check_tables_schema`]).
+    schema: Option<String>,
+}
+
+impl Names {
+    /// The chosen schema as the statements write it: quoted, so that a keyword such as `user`
+    /// is a schema name too.
+    fn quoted_schema(&self) -> Option<String> {
+        self.schema.as_ref().map(|schema| format!("\"{schema}\""))
+    }
+
+    /// The crate's table or function `name` as the statements write it: qualified with the
+    /// chosen schema.
+    fn object(&self, name: &str) -> String {
+        match self.quoted_schema() {
+            Some(schema) => format!("{schema}.{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The crate's table or function `name` as messages show it.
+    fn shown(&self, name: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("{schema}.{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The `LISTEN/NOTIFY` channel of the store's invalidations: [`CHANNEL`], and with a
+    /// chosen schema `tower_session_auth_<schema>`, so that deployments in other schemas of the
+    /// database do not hear each other.
+    fn channel(&self) -> String {
+        match &self.schema {
+            Some(schema) => identifier(format!("{CHANNEL}_{schema}")),
+            None => CHANNEL.to_owned(),
+        }
+    }
+
+    /// The name of the crate's trigger `name` on an application's table: with a chosen
+    /// schema it ends with the schema, so that deployments in other schemas that share the
+    /// application's tables each keep their own trigger.
+    fn app_trigger(&self, name: &str) -> String {
+        match &self.schema {
+            Some(schema) => identifier(format!("{name}_{schema}")),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The text of the crate's advisory lock `what` (hashed into the lock's key): with a chosen
+    /// schema it names the schema, so that deployments in other schemas do not wait on each
+    /// other.
+    fn lock(&self, what: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("tower_session_auth.{schema}.{what}"),
+            None => format!("tower_session_auth.{what}"),
+        }
+    }
+}
+
+/// PostgreSQL's longest identifier, in bytes; a longer one is truncated.
+const MAX_IDENTIFIER: usize = 63;
+
+/// `name` (ASCII) as an identifier of at most [`MAX_IDENTIFIER`] bytes: as it is if it fits,
+/// else cut, with a hash of the whole name at the end, so that two long names that share
+/// their start stay apart (PostgreSQL would cut both to the same name, and `pg_notify`
+/// refuses a longer channel name outright). The hash is FNV-1a, computed here, so the name
+/// is the same for every build.
+fn identifier(name: String) -> String {
+    if name.len() <= MAX_IDENTIFIER {
+        return name;
+    }
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("{}_{hash:08x}", &name[..MAX_IDENTIFIER - 9])
+}
+
+/// Checks the schema of [`PgStore::tables_schema`]: lower-case letters, digits and `_`, not
+/// starting with a digit, at most 63 bytes, not `pg_`-prefixed (PostgreSQL reserves those).
+/// Lower case only, because PostgreSQL folds unquoted names: `Auth` would be a schema that
+/// `Auth.sessions` in hand-written SQL does not find.
+fn check_tables_schema(schema: &str) -> Result<(), ConfigError> {
+    let problem = if schema.is_empty() {
+        Some("the schema name is empty".to_owned())
+    } else if schema.len() > MAX_IDENTIFIER {
+        Some(format!("{schema:?} is longer than {MAX_IDENTIFIER} bytes"))
+    } else if schema.starts_with(|c: char| c.is_ascii_digit())
+        || !schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Some(format!(
+            "{schema:?} is not a plain lower-case SQL identifier (a-z, 0-9, _)"
+        ))
+    } else if schema.starts_with("pg_") {
+        Some(format!("{schema:?}: names starting with pg_ are reserved"))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::new("PgStore::tables_schema", problem)),
+        None => Ok(()),
+    }
+}
+
 /// The session columns every statement returns, in this order: [`record_from_row`] finds
 /// each at its place here, and [`view_from_row`] reads the user's and character's after them.
 const SESSION_COLUMNS: &[&str] = &[
@@ -224,9 +336,10 @@ fn live(alias: &str, now: &str) -> String {
 
 /// The call that takes the advisory lock of the user `user_id` (an SQL expression) for the rest
 /// of the transaction. One key for every path that takes it; see [`PgStore::lock_user`].
-fn user_lock(user_id: &str) -> String {
+fn user_lock(names: &Names, user_id: &str) -> String {
     format!(
-        "pg_advisory_xact_lock(hashtextextended('tower_session_auth.user:' || {user_id}::text, 0))"
+        "pg_advisory_xact_lock(hashtextextended('{}:' || {user_id}::text, 0))",
+        names.lock("user")
     )
 }
 
@@ -270,7 +383,7 @@ fn view_select(app: &AppSchema, scope: Scope) -> (String, String) {
 /// [`Scope::Game`], the world resync). They run their own UPDATE / DELETE on the current row
 /// (not this statement's snapshot), so concurrent requests write once, a deleted row is never
 /// re-created, and a concurrent character switch keeps its world.
-fn validate_sql(app: &AppSchema, scope: Scope) -> String {
+fn validate_sql(app: &AppSchema, names: &Names, scope: Scope) -> String {
     let (columns, joins) = view_select(app, scope);
     let world = &app.character_world_id;
     let (world_due, new_world) = match scope {
@@ -283,23 +396,28 @@ fn validate_sql(app: &AppSchema, scope: Scope) -> String {
     format!(
         "SELECT {columns}, \
                 CASE WHEN {expired} \
-                     THEN tower_session_auth_expire(s.id, $2) \
+                     THEN {expire}(s.id, $2) \
                      WHEN s.last_activity <= $3{world_due} \
-                     THEN tower_session_auth_touch(s.id, $2, $3, $4, s.character_id, {new_world}) \
+                     THEN {touch}(s.id, $2, $3, $4, s.character_id, {new_world}) \
                 END \
-         FROM sessions s {joins} WHERE s.token_hash = $1",
+         FROM {sessions} s {joins} WHERE s.token_hash = $1",
         expired = expired("s", "$2"),
+        expire = names.object("tower_session_auth_expire"),
+        touch = names.object("tower_session_auth_touch"),
+        sessions = names.object("sessions"),
     )
 }
 
 /// The statement that ends the session `condition` (on `sessions`) names: it deletes the
 /// session's series, if any, and returns the session's id, user and series (see
 /// [`PgStore::end_session`]).
-fn end_session_sql(condition: &str) -> String {
+fn end_session_sql(names: &Names, condition: &str) -> String {
     format!(
-        "WITH target AS (SELECT id, user_id, series_id FROM sessions WHERE {condition}), \
-         ended AS (DELETE FROM refresh_series WHERE id IN (SELECT series_id FROM target)) \
-         SELECT id, user_id, series_id FROM target"
+        "WITH target AS (SELECT id, user_id, series_id FROM {sessions} WHERE {condition}), \
+         ended AS (DELETE FROM {series} WHERE id IN (SELECT series_id FROM target)) \
+         SELECT id, user_id, series_id FROM target",
+        sessions = names.object("sessions"),
+        series = names.object("refresh_series"),
     )
 }
 
@@ -332,8 +450,9 @@ impl Sql {
 }
 
 /// The SQL of every statement the store's operations run, with the types of its parameters,
-/// built once per store from the [`AppSchema`] and, unless
-/// [`prepared_statements`](PgStore::prepared_statements) is off, prepared once per connection.
+/// built once per store from the [`AppSchema`] and the [`Names`] of the crate's objects and,
+/// unless [`prepared_statements`](PgStore::prepared_statements) is off, prepared once per
+/// connection.
 struct Statements {
     /// Inserts a session, returning [`SESSION_COLUMNS`]: `$1` id, `$2` token hash, `$3` user,
     /// `$4`–`$6` client type, address and User-Agent, `$7` creation (and last activity), `$8`
@@ -399,7 +518,7 @@ struct Statements {
 }
 
 impl Statements {
-    fn new(app: &AppSchema) -> Self {
+    fn new(app: &AppSchema, names: &Names) -> Self {
         let AppSchema {
             users_table,
             user_id,
@@ -411,8 +530,11 @@ impl Statements {
             character_world_id,
             ..
         } = app;
+        let sessions = names.object("sessions");
+        let refresh_series = names.object("refresh_series");
+        let refresh_secrets = names.object("refresh_secrets");
         let insert_session = format!(
-            "INSERT INTO sessions AS s (id, token_hash, user_id, client_type, ip, user_agent, \
+            "INSERT INTO {sessions} AS s (id, token_hash, user_id, client_type, ip, user_agent, \
                  created_at, last_activity, expires_at, absolute_expires_at, authenticated_at, \
                  refreshed, series_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
@@ -421,11 +543,11 @@ impl Statements {
         );
         let (columns, joins) = view_select(app, Scope::Game);
         let lookup = format!(
-            "SELECT {columns} FROM sessions s {joins} WHERE s.token_hash = $1 AND {}",
+            "SELECT {columns} FROM {sessions} s {joins} WHERE s.token_hash = $1 AND {}",
             live("s", "$2")
         );
         let list_for_user = format!(
-            "SELECT {} FROM sessions s WHERE s.user_id = $1 AND {} \
+            "SELECT {} FROM {sessions} s WHERE s.user_id = $1 AND {} \
              ORDER BY s.created_at DESC, s.id",
             session_columns("s"),
             live("s", "$2")
@@ -433,7 +555,7 @@ impl Statements {
         // Only `authenticated_at` changes, so the row keeps its token, series and expiry; the
         // column is unindexed, so this is a HOT update like a touch.
         let reauthenticate = format!(
-            "UPDATE sessions s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
+            "UPDATE {sessions} s SET authenticated_at = GREATEST(s.authenticated_at, $2) \
              WHERE s.id = $1 AND {}",
             live("s", "$2")
         );
@@ -442,14 +564,14 @@ impl Statements {
         // scan found them (by `ctid`, no index lookup per row).
         let purge_expired = format!(
             "WITH series AS ( \
-                DELETE FROM refresh_series r WHERE r.ctid = ANY (ARRAY( \
-                    SELECT ctid FROM refresh_series r WHERE {series_expired} \
+                DELETE FROM {refresh_series} r WHERE r.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM {refresh_series} r WHERE {series_expired} \
                     LIMIT $2 FOR UPDATE SKIP LOCKED)) \
                 AND {series_expired} \
                 RETURNING 1), \
              doomed AS ( \
-                DELETE FROM sessions s WHERE s.ctid = ANY (ARRAY( \
-                    SELECT ctid FROM sessions s WHERE {session_expired} \
+                DELETE FROM {sessions} s WHERE s.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM {sessions} s WHERE {session_expired} \
                     LIMIT $2 FOR UPDATE SKIP LOCKED)) \
                 AND {session_expired} \
                 RETURNING 1) \
@@ -458,9 +580,9 @@ impl Statements {
             session_expired = expired("s", "$1"),
         );
         let refresh_lock_user = format!(
-            "SELECT {} FROM refresh_series WHERE id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets \
+            "SELECT {} FROM {refresh_series} WHERE id = $1 AND EXISTS (SELECT 1 FROM {refresh_secrets} \
                 WHERE series_id = $1 AND secret_hash = $2)",
-            user_lock("user_id")
+            user_lock(names, "user_id")
         );
         // The series row is locked for the rest of the refresh transaction, so concurrent
         // refreshes of one series are decided one after the other, and a revocation that
@@ -469,8 +591,8 @@ impl Statements {
         let refresh_lock = format!(
             "SELECT r.user_id, r.created_at, r.absolute_expires_at, {} IS TRUE, \
                     u.{user_id} IS NOT NULL AND COALESCE(u.{is_active}, false) \
-             FROM refresh_series r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
-             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM refresh_secrets k \
+             FROM {refresh_series} r LEFT JOIN {users_table} u ON u.{user_id} = r.user_id \
+             WHERE r.id = $1 AND EXISTS (SELECT 1 FROM {refresh_secrets} k \
                 WHERE k.series_id = $1 AND k.secret_hash = $3) \
              FOR UPDATE OF r",
             expired("r", "$2")
@@ -480,13 +602,13 @@ impl Statements {
                 SELECT {character_name} AS name, {character_world_id} AS world_id \
                 FROM {characters_table} WHERE {character_id} = $3 AND {character_user_id} = $2 \
              ), bound AS ( \
-                UPDATE sessions SET character_id = $3, world_id = c.world_id FROM c \
-                WHERE sessions.id = $1 AND sessions.user_id = $2 RETURNING 1 \
+                UPDATE {sessions} s SET character_id = $3, world_id = c.world_id FROM c \
+                WHERE s.id = $1 AND s.user_id = $2 RETURNING 1 \
              ) \
              SELECT c.name, c.world_id, EXISTS (SELECT 1 FROM bound) FROM c"
         );
         let count_active = format!(
-            "SELECT count(*) FROM sessions s WHERE {} \
+            "SELECT count(*) FROM {sessions} s WHERE {} \
              AND ($2::timestamptz IS NULL OR s.last_activity >= $2)",
             live("s", "$1")
         );
@@ -508,28 +630,34 @@ impl Statements {
                     Type::UUID,
                 ],
             ),
-            doomed_sessions: Sql::fixed(
-                "WITH doomed AS ( \
-                    SELECT id, series_id FROM sessions WHERE user_id = $1 \
+            doomed_sessions: Sql::built(
+                format!(
+                    "WITH doomed AS ( \
+                    SELECT id, series_id FROM {sessions} WHERE user_id = $1 \
                     ORDER BY id = $2 DESC, created_at DESC, id DESC OFFSET $3), \
                  series AS ( \
-                    SELECT id FROM refresh_series \
+                    SELECT id FROM {refresh_series} \
                     WHERE id IN (SELECT series_id FROM doomed) AND id IS DISTINCT FROM $4 \
                     ORDER BY id FOR UPDATE) \
-                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)",
+                 SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)"
+                ),
                 &[Type::INT8, Type::UUID, Type::INT8, Type::UUID],
             ),
-            prune_sessions: Sql::fixed(
-                "WITH ended AS (DELETE FROM refresh_series WHERE id = ANY($2)) \
-                 DELETE FROM sessions WHERE id = ANY($1) OR series_id = ANY($2)",
+            prune_sessions: Sql::built(
+                format!(
+                    "WITH ended AS (DELETE FROM {refresh_series} WHERE id = ANY($2)) \
+                 DELETE FROM {sessions} WHERE id = ANY($1) OR series_id = ANY($2)"
+                ),
                 &[Type::UUID_ARRAY, Type::UUID_ARRAY],
             ),
-            insert_series: Sql::fixed(
-                "WITH series AS ( \
-                    INSERT INTO refresh_series (id, user_id, created_at, last_used_at, \
+            insert_series: Sql::built(
+                format!(
+                    "WITH series AS ( \
+                    INSERT INTO {refresh_series} (id, user_id, created_at, last_used_at, \
                         expires_at, absolute_expires_at) \
                     VALUES ($1, $2, $4, $4, $5, $6)) \
-                 INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $3)",
+                 INSERT INTO {refresh_secrets} (series_id, secret_hash) VALUES ($1, $3)"
+                ),
                 &[
                     Type::UUID,
                     Type::INT8,
@@ -540,7 +668,7 @@ impl Statements {
                 ],
             ),
             validate_user: Sql::built(
-                validate_sql(app, Scope::User),
+                validate_sql(app, names, Scope::User),
                 &[
                     Type::BYTEA,
                     Type::TIMESTAMPTZ,
@@ -549,7 +677,7 @@ impl Statements {
                 ],
             ),
             validate_game: Sql::built(
-                validate_sql(app, Scope::Game),
+                validate_sql(app, names, Scope::Game),
                 &[
                     Type::BYTEA,
                     Type::TIMESTAMPTZ,
@@ -561,53 +689,66 @@ impl Statements {
             list_for_user: Sql::built(list_for_user, &[Type::INT8, Type::TIMESTAMPTZ]),
             reauthenticate: Sql::built(reauthenticate, &[Type::UUID, Type::TIMESTAMPTZ]),
             purge_expired: Sql::built(purge_expired, &[Type::TIMESTAMPTZ, Type::INT8]),
-            lock_user: Sql::built(format!("SELECT {}", user_lock("$1::int8")), &[Type::INT8]),
+            lock_user: Sql::built(
+                format!("SELECT {}", user_lock(names, "$1::int8")),
+                &[Type::INT8],
+            ),
             end_by_id: Sql::built(
-                end_session_sql("id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
+                end_session_sql(names, "id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
                 &[Type::UUID, Type::INT8],
             ),
-            end_by_token: Sql::built(end_session_sql("token_hash = $1"), &[Type::BYTEA]),
-            delete_ended: Sql::fixed(
-                "DELETE FROM sessions WHERE id = $1 OR series_id = $2",
+            end_by_token: Sql::built(end_session_sql(names, "token_hash = $1"), &[Type::BYTEA]),
+            delete_ended: Sql::built(
+                format!("DELETE FROM {sessions} WHERE id = $1 OR series_id = $2"),
                 &[Type::UUID, Type::UUID],
             ),
-            end_user_series: Sql::fixed(
-                "WITH kept AS (SELECT series_id FROM sessions WHERE id = $2), \
+            end_user_series: Sql::built(
+                format!(
+                    "WITH kept AS (SELECT series_id FROM {sessions} WHERE id = $2), \
                  doomed AS ( \
-                    SELECT id FROM refresh_series WHERE user_id = $1 \
+                    SELECT id FROM {refresh_series} WHERE user_id = $1 \
                     AND id IS DISTINCT FROM (SELECT series_id FROM kept) ORDER BY id FOR UPDATE), \
-                 ended AS (DELETE FROM refresh_series WHERE id IN (SELECT id FROM doomed)) \
-                 SELECT (SELECT series_id FROM kept)",
+                 ended AS (DELETE FROM {refresh_series} WHERE id IN (SELECT id FROM doomed)) \
+                 SELECT (SELECT series_id FROM kept)"
+                ),
                 &[Type::INT8, Type::UUID],
             ),
-            delete_user_sessions: Sql::fixed(
-                "DELETE FROM sessions WHERE user_id = $1 \
+            delete_user_sessions: Sql::built(
+                format!(
+                    "DELETE FROM {sessions} WHERE user_id = $1 \
                  AND ($2::uuid IS NULL OR (id <> $2 \
-                      AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))",
+                      AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))"
+                ),
                 &[Type::INT8, Type::UUID, Type::UUID],
             ),
-            delete_series: Sql::fixed(
-                "WITH sessions_of AS (DELETE FROM sessions WHERE series_id = $1) \
-                 DELETE FROM refresh_series WHERE id = $1",
+            delete_series: Sql::built(
+                format!(
+                    "WITH sessions_of AS (DELETE FROM {sessions} WHERE series_id = $1) \
+                 DELETE FROM {refresh_series} WHERE id = $1"
+                ),
                 &[Type::UUID],
             ),
             // Any secret the series issued proves the caller held it; a forged one ends
             // nothing.
-            end_series: Sql::fixed(
-                "DELETE FROM refresh_series WHERE id = $1 AND EXISTS ( \
-                    SELECT 1 FROM refresh_secrets WHERE series_id = $1 AND secret_hash = $2) \
-                 RETURNING user_id",
+            end_series: Sql::built(
+                format!(
+                    "DELETE FROM {refresh_series} WHERE id = $1 AND EXISTS ( \
+                    SELECT 1 FROM {refresh_secrets} WHERE series_id = $1 AND secret_hash = $2) \
+                 RETURNING user_id"
+                ),
                 &[Type::UUID, Type::BYTEA],
             ),
-            delete_series_sessions: Sql::fixed(
-                "DELETE FROM sessions WHERE series_id = $1",
+            delete_series_sessions: Sql::built(
+                format!("DELETE FROM {sessions} WHERE series_id = $1"),
                 &[Type::UUID],
             ),
             refresh_lock_user: Sql::built(refresh_lock_user, &[Type::UUID, Type::BYTEA]),
             refresh_lock: Sql::built(refresh_lock, &[Type::UUID, Type::TIMESTAMPTZ, Type::BYTEA]),
-            refresh_secret: Sql::fixed(
-                "SELECT used_at, spent FROM refresh_secrets \
-                 WHERE series_id = $1 AND secret_hash = $2",
+            refresh_secret: Sql::built(
+                format!(
+                    "SELECT used_at, spent FROM {refresh_secrets} \
+                 WHERE series_id = $1 AND secret_hash = $2"
+                ),
                 &[Type::UUID, Type::BYTEA],
             ),
             // Marks the presented secret used (or spent), issues the new one, forgets the
@@ -615,19 +756,21 @@ impl Statements {
             // sessions (one device, one session), but for those created since `$6` (by the
             // first use of a secret exchanged again in the grace window); `$5` is the
             // series' new idle expiry.
-            refresh_exchange: Sql::fixed(
-                "WITH used AS ( \
-                    UPDATE refresh_secrets SET used_at = COALESCE(used_at, $3), \
+            refresh_exchange: Sql::built(
+                format!(
+                    "WITH used AS ( \
+                    UPDATE {refresh_secrets} SET used_at = COALESCE(used_at, $3), \
                         spent = used_at IS NOT NULL \
                     WHERE series_id = $1 AND secret_hash = $2), \
-                 issued AS (INSERT INTO refresh_secrets (series_id, secret_hash) VALUES ($1, $4)), \
-                 series AS (UPDATE refresh_series SET last_used_at = $3, expires_at = $5 \
+                 issued AS (INSERT INTO {refresh_secrets} (series_id, secret_hash) VALUES ($1, $4)), \
+                 series AS (UPDATE {refresh_series} SET last_used_at = $3, expires_at = $5 \
                     WHERE id = $1), \
-                 earlier AS (DELETE FROM sessions WHERE series_id = $1 \
+                 earlier AS (DELETE FROM {sessions} WHERE series_id = $1 \
                     AND ($6::timestamptz IS NULL OR created_at < $6)) \
-                 DELETE FROM refresh_secrets WHERE series_id = $1 AND secret_hash <> $2 \
-                 AND issued <= (SELECT issued FROM refresh_secrets WHERE series_id = $1 \
-                    ORDER BY issued DESC OFFSET $7 LIMIT 1)",
+                 DELETE FROM {refresh_secrets} WHERE series_id = $1 AND secret_hash <> $2 \
+                 AND issued <= (SELECT issued FROM {refresh_secrets} WHERE series_id = $1 \
+                    ORDER BY issued DESC OFFSET $7 LIMIT 1)"
+                ),
                 &[
                     Type::UUID,
                     Type::BYTEA,
@@ -640,8 +783,8 @@ impl Statements {
             ),
             select_character: Sql::built(select_character, &[Type::UUID, Type::INT8, Type::INT8]),
             count_active: Sql::built(count_active, &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ]),
-            clear_all: Sql::fixed(
-                "WITH series AS (DELETE FROM refresh_series) DELETE FROM sessions",
+            clear_all: Sql::built(
+                format!("WITH series AS (DELETE FROM {refresh_series}) DELETE FROM {sessions}"),
                 &[],
             ),
         }
@@ -653,9 +796,23 @@ impl Statements {
 /// Every statement is prepared once per connection (`prepare_cached`), or, behind a
 /// transaction pooler such as PgBouncer, sent unnamed in the round trip that runs it (see
 /// [`prepared_statements`](Self::prepared_statements)). Validation is a single
-/// statement; see [`SessionStore::validate`]. The `sessions` table lives in the connection's
-/// `search_path`, so a schema can be chosen with the connection option
-/// `options=-csearch_path=myschema`.
+/// statement; see [`SessionStore::validate`].
+///
+/// # Where the crate's tables live
+///
+/// The crate owns the tables `sessions`, `refresh_series`, `refresh_secrets` and
+/// `tower_session_auth_migrations`, the functions `tower_session_auth_touch` and
+/// `tower_session_auth_expire`, and the trigger functions of
+/// [`install_invalidation_triggers`](Self::install_invalidation_triggers). By default they live
+/// wherever the connection's `search_path` puts them (usually `public`).
+/// [`tables_schema`](Self::tables_schema) puts them in a schema of the application's choosing
+/// instead, so an application that already has a `sessions` table of its own can adopt the
+/// crate: every statement names the crate's objects with that schema, whatever the
+/// connection's `search_path`, while the application's tables are still found as the
+/// [`AppSchema`] names them. A schema rather than a name prefix, because it is PostgreSQL's
+/// own namespace: the crate's objects stay together under their documented names, can be
+/// granted, dumped (`pg_dump -n auth`) and dropped as one, and no name of the application's
+/// can collide with them.
 ///
 /// A store error (database down, pool timeout, a statement beyond
 /// [`statement_timeout`](PgStore::statement_timeout), a column it cannot decode) surfaces as
@@ -693,6 +850,7 @@ pub struct PgStore {
     pool: Pool,
     sql: Arc<Statements>,
     app: Arc<AppSchema>,
+    names: Arc<Names>,
     statement_timeout: Duration,
     durable_revocations: bool,
     prepared_statements: bool,
@@ -717,8 +875,9 @@ macro_rules! bounded {
     }};
 }
 
-/// The `LISTEN/NOTIFY` channel of session invalidations.
-pub(crate) const CHANNEL: &str = "tower_session_auth";
+/// The `LISTEN/NOTIFY` channel of session invalidations (without a
+/// [`tables_schema`](PgStore::tables_schema); see [`Names::channel`]).
+const CHANNEL: &str = "tower_session_auth";
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -746,14 +905,54 @@ impl PgStore {
 
     /// A store on `pool`, reading users and characters from `app`, whose names are valid.
     fn with_valid_schema(pool: Pool, app: AppSchema) -> Self {
+        let names = Names::default();
         Self {
             pool,
-            sql: Arc::new(Statements::new(&app)),
+            sql: Arc::new(Statements::new(&app, &names)),
             app: Arc::new(app),
+            names: Arc::new(names),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             durable_revocations: false,
             prepared_statements: true,
         }
+    }
+
+    /// Puts the crate's own tables and functions in `schema` (default: none, the connection's
+    /// `search_path`), or the [`ConfigError`] of a name that is not a plain lower-case SQL
+    /// identifier (letters `a`–`z`, digits and `_`, not starting with a digit, at most 63
+    /// bytes, not starting with `pg_`).
+    ///
+    /// Every statement of the store then names `sessions`, `refresh_series`,
+    /// `refresh_secrets` and the crate's functions with `schema`, so the connection's
+    /// `search_path` need not include it, and a table of the same name elsewhere (the
+    /// application's own `sessions`) is never touched; the [`AppSchema`]'s tables are still
+    /// found as it names them (schema-qualified or through the `search_path`).
+    /// [`migrate`](Self::migrate) creates the schema if it is missing and applies the
+    /// migrations in it; [`install_invalidation_triggers`](Self::install_invalidation_triggers)
+    /// creates its functions there, and its notifications use the channel
+    /// `tower_session_auth_<schema>`, so deployments in other schemas of the same database do
+    /// not hear each other (the listeners of [`spawn_session_listener`](Self::spawn_session_listener)
+    /// follow). Choosing a schema for a deployment that already has sessions in the
+    /// `search_path` starts with empty tables: users sign in again.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_session_auth::PgStore;
+    ///
+    /// // The application keeps its own `sessions` table; the crate's are `auth.sessions`, ...
+    /// let store = PgStore::connect("postgres://app:secret@localhost/app")?.tables_schema("auth")?;
+    /// store.migrate().await?;
+    /// store.check_schema().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tables_schema(mut self, schema: &str) -> Result<Self, ConfigError> {
+        check_tables_schema(schema)?;
+        let names = Names {
+            schema: Some(schema.to_owned()),
+        };
+        self.sql = Arc::new(Statements::new(&self.app, &names));
+        self.names = Arc::new(names);
+        Ok(self)
     }
 
     /// Bounds each of the store's operations once it has a connection (default
@@ -837,9 +1036,11 @@ impl PgStore {
     /// `COMMIT`), the `SET LOCAL` of [`durable_revocations`](Self::durable_revocations), and
     /// its advisory locks (held to the end of a transaction) are transaction-scoped, and
     /// [`migrate`](Self::migrate) runs in one transaction. It sets nothing for the session
-    /// and keeps no temporary tables. A schema chosen in the connection string
-    /// (`options=-csearch_path=...`) is session state that PgBouncer refuses to pass on: set
-    /// the role's `search_path` instead (`ALTER ROLE app SET search_path = ...`). What needs a
+    /// and keeps no temporary tables (its migrations' `SET LOCAL search_path` ends with their
+    /// transaction). A schema chosen in the connection string (`options=-csearch_path=...`)
+    /// is session state that PgBouncer refuses to pass on: use
+    /// [`tables_schema`](Self::tables_schema) instead, or the role's `search_path`
+    /// (`ALTER ROLE app SET search_path = ...`). What needs a
     /// session of its own is the `LISTEN` connection of
     /// [`spawn_session_listener`](Self::spawn_session_listener) (and of the cache's
     /// invalidation listener): give it a direct connection to PostgreSQL, not the pooler's.
@@ -934,28 +1135,69 @@ impl PgStore {
         &self.pool
     }
 
-    /// Applies the crate's migrations that this database has not seen yet.
+    /// The `LISTEN/NOTIFY` channel of this store's invalidation triggers.
+    pub(crate) fn channel(&self) -> String {
+        self.names.channel()
+    }
+
+    /// Applies the crate's migrations that this database (or, with a
+    /// [`tables_schema`](Self::tables_schema), that schema) has not seen yet.
     ///
     /// Safe to call from several instances at once: a transaction-scoped advisory lock
     /// serialises them, and applied versions are recorded in `tower_session_auth_migrations`.
     /// Returns how many migrations were applied.
+    ///
+    /// With a [`tables_schema`](Self::tables_schema), the schema is created if it is missing
+    /// (which needs the `CREATE` privilege on the database; a schema created beforehand needs
+    /// only `CREATE` and `USAGE` on it), and the migrations run with the transaction's
+    /// `search_path` set to it, so their objects are created there and
+    /// `tower_session_auth_migrations` records them there. The crate's functions run with
+    /// their `search_path` fixed to the schema they live in, so they find the crate's tables
+    /// whoever calls them.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0)); \
-             CREATE TABLE IF NOT EXISTS tower_session_auth_migrations ( \
-                 version int PRIMARY KEY, name text NOT NULL, \
-                 applied_at timestamptz NOT NULL DEFAULT now())",
+            "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0))",
         )
         .await?;
+        if let Some(quoted) = self.names.quoted_schema() {
+            // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the privilege to
+            // create schemas even when the schema exists, which a role given a schema of its
+            // own may lack.
+            let exists: bool = column(
+                &self.run_on(&tx, &SCHEMA_EXISTS, &[&quoted]).await?.one()?,
+                0,
+                "boolean",
+            )?;
+            if !exists {
+                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
+                    .await?;
+            }
+            // The migrations name their objects unqualified: they are created in the schema,
+            // and resolve there, for the rest of this transaction.
+            tx.batch_execute(&format!("SET LOCAL search_path = {quoted}, pg_temp"))
+                .await?;
+        }
+        let migrations = self.names.object("tower_session_auth_migrations");
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {migrations} ( \
+                 version int PRIMARY KEY, name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await?;
+        let applied_sql = Sql::built(format!("SELECT version FROM {migrations}"), &[]);
         let applied: Vec<i32> = self
-            .run_on(&tx, &APPLIED_MIGRATIONS, &[])
+            .run_on(&tx, &applied_sql, &[])
             .await?
             .rows
             .iter()
             .map(|row| column(row, 0, "integer"))
             .collect::<Result<_, _>>()?;
+        let record = Sql::built(
+            format!("INSERT INTO {migrations} (version, name) VALUES ($1, $2)"),
+            &[Type::INT4, Type::TEXT],
+        );
         let mut count = 0;
         for &(version, name, sql) in MIGRATIONS {
             if applied.contains(&version) {
@@ -968,23 +1210,25 @@ impl PgStore {
                     name,
                     source: source.into(),
                 })?;
-            self.run_on(&tx, &RECORD_MIGRATION, &[&version, &name])
-                .await?;
+            self.run_on(&tx, &record, &[&version, &name]).await?;
             count += 1;
         }
         tx.commit().await?;
         Ok(count)
     }
 
-    /// Verifies once, at start-up, that the application's tables have the columns the
-    /// [`AppSchema`] names, with types the store can read: ids `bigint`, names, roles and
-    /// worlds text (`text`, `varchar`, `char`, `citext`), the active flag `boolean`. Fails with
-    /// [`StoreError::Schema`] naming every mismatch (for example `users.id is integer,
-    /// expected bigint`), so a wrong schema stops the server at start-up instead of failing
-    /// requests. Call it after [`migrate`](Self::migrate) and after the application's own
-    /// migrations. Should the schema change later anyway, requests fail closed with `500
-    /// Session store unavailable` and a logged [`StoreError::Decode`], never a panic. Bounded
-    /// by the [`statement_timeout`](Self::statement_timeout) like every request's statements.
+    /// Verifies once, at start-up, that the crate's tables are there (in the
+    /// [`tables_schema`](Self::tables_schema), if one is chosen: `schema auth not found (run
+    /// PgStore::migrate)`, `table auth.sessions not found (…)`), and that the application's
+    /// tables have the columns the [`AppSchema`] names, with types the store can read: ids
+    /// `bigint`, names, roles and worlds text (`text`, `varchar`, `char`, `citext`), the
+    /// active flag `boolean`. Fails with [`StoreError::Schema`] naming every mismatch (for
+    /// example `users.id is integer, expected bigint`), so a wrong schema stops the server at
+    /// start-up instead of failing requests. Call it after [`migrate`](Self::migrate) and
+    /// after the application's own migrations. Should the schema change later anyway,
+    /// requests fail closed with `500 Session store unavailable` and a logged
+    /// [`StoreError::Decode`], never a panic. Bounded by the
+    /// [`statement_timeout`](Self::statement_timeout) like every request's statements.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
         const BIGINT: &[&str] = &["int8"];
         const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
@@ -1015,7 +1259,7 @@ impl PgStore {
             &[Type::TEXT, Type::TEXT],
         );
         let mut problems = bounded!(self, |client| {
-            let mut problems = Vec::new();
+            let mut problems = self.missing_crate_tables(&client).await?;
             for (table, name, accepted, wanted) in expected {
                 let row = self
                     .run_on(&client, &COLUMN_TYPE, &[&table, &name])
@@ -1044,12 +1288,49 @@ impl PgStore {
         }
     }
 
+    /// What [`check_schema`](Self::check_schema) reports of the crate's own tables: the chosen
+    /// schema, or tables of the crate's, that are missing (not migrated).
+    async fn missing_crate_tables(
+        &self,
+        client: &impl Connection,
+    ) -> Result<Vec<String>, StoreError> {
+        let names = &*self.names;
+        let hint = "run PgStore::migrate";
+        if let (Some(schema), Some(quoted)) = (&names.schema, names.quoted_schema()) {
+            let row = self
+                .run_on(client, &SCHEMA_EXISTS, &[&quoted])
+                .await?
+                .one()?;
+            if !column::<bool>(&row, 0, "boolean")? {
+                return Ok(vec![format!("schema {schema} not found ({hint})")]);
+            }
+        }
+        let mut problems = Vec::new();
+        for table in ["sessions", "refresh_series", "refresh_secrets"] {
+            let row = self
+                .run_on(client, &TABLE_EXISTS, &[&names.object(table)])
+                .await?
+                .one()?;
+            if !column::<bool>(&row, 0, "boolean")? {
+                problems.push(format!("table {} not found ({hint})", names.shown(table)));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Installs the triggers that feed cross-instance cache invalidation and session watches:
-    /// they `NOTIFY tower_session_auth` when sessions are deleted (once per statement, ids in
-    /// batches of 200) or a session is rebound to another character or re-authenticated, when a user's role,
-    /// active flag or name changes or the user is deleted, and when a character changes world
-    /// or owner or is deleted. Idempotent; run it at start-up. Touches and other hot-path
-    /// writes fire nothing.
+    /// they `NOTIFY tower_session_auth` (with a [`tables_schema`](Self::tables_schema),
+    /// `tower_session_auth_<schema>`) when sessions are deleted (once per statement, ids in
+    /// batches of 200) or a session is rebound to another character or re-authenticated, when a
+    /// user's role, active flag or name changes or the user is deleted, and when a character
+    /// changes world or owner or is deleted. Idempotent; run it at start-up. Touches and other
+    /// hot-path writes fire nothing.
+    ///
+    /// The trigger functions live with the crate's tables (in the chosen schema, if any) and
+    /// run with a fixed `search_path`. With a chosen schema, the triggers on the application's
+    /// users and characters tables carry the schema in their names
+    /// (`tower_session_auth_user_changed_<schema>`), so deployments in other schemas that
+    /// share those tables each keep their own.
     pub async fn install_invalidation_triggers(&self) -> Result<(), StoreError> {
         let AppSchema {
             users_table,
@@ -1063,55 +1344,80 @@ impl PgStore {
             character_world_id,
             ..
         } = &*self.app;
-        let notify = |function: &str, payload: &str| {
+        let names = &*self.names;
+        let channel = names.channel();
+        let sessions = names.object("sessions");
+        // They call only built-in functions: nothing of any schema's can stand in for them.
+        let function = |name: &str, body: &str| {
             format!(
-                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN PERFORM pg_notify('{CHANNEL}', {payload}); RETURN NULL; END $$;"
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql \
+                 SET search_path = pg_catalog, pg_temp AS $$ BEGIN {body} RETURN NULL; END $$;",
+                names.object(name)
             )
         };
+        let notify = |name: &str, payload: &str| {
+            function(name, &format!("PERFORM pg_notify('{channel}', {payload});"))
+        };
+        let trigger = |name: &str, function: &str, when: &str, table: &str, each: &str| {
+            format!(
+                "CREATE OR REPLACE TRIGGER {name} {when} ON {table} {each} \
+                 EXECUTE FUNCTION {}();",
+                names.object(function)
+            )
+        };
+        let user_changed = "tower_session_auth_user_changed";
+        let character_changed = "tower_session_auth_character_changed";
         let sql = [
             notify(
                 "tower_session_auth_session_changed",
                 "'sessions:' || OLD.id",
             ),
-            "CREATE OR REPLACE TRIGGER tower_session_auth_session_changed \
-             AFTER UPDATE OF character_id, user_id, authenticated_at ON sessions \
-             FOR EACH ROW EXECUTE FUNCTION tower_session_auth_session_changed();"
-                .to_owned(),
+            trigger(
+                "tower_session_auth_session_changed",
+                "tower_session_auth_session_changed",
+                "AFTER UPDATE OF character_id, user_id, authenticated_at",
+                &sessions,
+                "FOR EACH ROW",
+            ),
             // Deletions are reported once per statement, with the ids in batches that fit a
             // notification's payload (under 8000 bytes), so that a purge or a mass revocation
             // costs each listener one lookup per id rather than a notification per row.
-            format!(
-                "CREATE OR REPLACE FUNCTION tower_session_auth_sessions_deleted() RETURNS trigger \
-                 LANGUAGE plpgsql AS $$ BEGIN \
-                     PERFORM pg_notify('{CHANNEL}', 'sessions:' || string_agg(id::text, ',')) \
+            function(
+                "tower_session_auth_sessions_deleted",
+                &format!(
+                    "PERFORM pg_notify('{channel}', 'sessions:' || string_agg(id::text, ',')) \
                      FROM (SELECT id, (row_number() OVER () - 1) / 200 AS batch FROM gone) ids \
-                     GROUP BY batch; \
-                     RETURN NULL; \
-                 END $$;"
+                     GROUP BY batch;"
+                ),
             ),
-            "CREATE OR REPLACE TRIGGER tower_session_auth_sessions_deleted \
-             AFTER DELETE ON sessions REFERENCING OLD TABLE AS gone \
-             FOR EACH STATEMENT EXECUTE FUNCTION tower_session_auth_sessions_deleted();"
-                .to_owned(),
+            trigger(
+                "tower_session_auth_sessions_deleted",
+                "tower_session_auth_sessions_deleted",
+                "AFTER DELETE",
+                &format!("{sessions} REFERENCING OLD TABLE AS gone"),
+                "FOR EACH STATEMENT",
+            ),
+            notify(user_changed, &format!("'user:' || OLD.{user_id}")),
+            trigger(
+                &names.app_trigger(user_changed),
+                user_changed,
+                &format!("AFTER DELETE OR UPDATE OF {role}, {is_active}, {username}"),
+                users_table,
+                "FOR EACH ROW",
+            ),
             notify(
-                "tower_session_auth_user_changed",
-                &format!("'user:' || OLD.{user_id}"),
-            ),
-            format!(
-                "CREATE OR REPLACE TRIGGER tower_session_auth_user_changed \
-                 AFTER DELETE OR UPDATE OF {role}, {is_active}, {username} ON {users_table} \
-                 FOR EACH ROW EXECUTE FUNCTION tower_session_auth_user_changed();"
-            ),
-            notify(
-                "tower_session_auth_character_changed",
+                character_changed,
                 &format!("'user:' || OLD.{character_user_id}"),
             ),
-            format!(
-                "CREATE OR REPLACE TRIGGER tower_session_auth_character_changed \
-                 AFTER DELETE OR UPDATE OF {character_world_id}, {character_user_id}, \
-                 {character_name} ON {characters_table} \
-                 FOR EACH ROW EXECUTE FUNCTION tower_session_auth_character_changed();"
+            trigger(
+                &names.app_trigger(character_changed),
+                character_changed,
+                &format!(
+                    "AFTER DELETE OR UPDATE OF {character_world_id}, {character_user_id}, \
+                     {character_name}"
+                ),
+                characters_table,
+                "FOR EACH ROW",
             ),
         ]
         .concat();
@@ -1834,4 +2140,51 @@ async fn commit(tx: deadpool_postgres::Transaction<'_>, durable: bool) -> Result
     commit_durably(&tx, durable).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names derived from a chosen schema fit PostgreSQL's identifiers, stay apart for
+    /// long schema names that share their start, and never change between releases: a
+    /// trigger renamed by an upgrade would be installed twice.
+    #[test]
+    fn names_derived_from_the_schema_fit_and_stay_stable() {
+        let auth = Names {
+            schema: Some("auth".to_owned()),
+        };
+        assert_eq!(auth.object("sessions"), "\"auth\".sessions");
+        assert_eq!(auth.channel(), "tower_session_auth_auth");
+        assert_eq!(
+            auth.app_trigger("tower_session_auth_user_changed"),
+            "tower_session_auth_user_changed_auth"
+        );
+        assert_eq!(auth.lock("user"), "tower_session_auth.auth.user");
+        let default = Names::default();
+        assert_eq!(default.object("sessions"), "sessions");
+        assert_eq!(default.channel(), CHANNEL);
+        assert_eq!(default.lock("user"), "tower_session_auth.user");
+
+        let long = |last: char| Names {
+            schema: Some(format!("{}{last}", "a".repeat(62))),
+        };
+        let (a, b) = (long('a'), long('b'));
+        let trigger = "tower_session_auth_character_changed";
+        for names in [&a, &b] {
+            assert_eq!(names.channel().len(), MAX_IDENTIFIER);
+            assert_eq!(names.app_trigger(trigger).len(), MAX_IDENTIFIER);
+        }
+        assert_ne!(a.channel(), b.channel());
+        assert_ne!(a.app_trigger(trigger), b.app_trigger(trigger));
+        // FNV-1a of the whole name, after its first 54 bytes.
+        assert_eq!(
+            a.app_trigger(trigger),
+            "tower_session_auth_character_changed_aaaaaaaaaaaaaaaaa_1f7a7c85"
+        );
+        assert_eq!(
+            a.channel(),
+            "tower_session_auth_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_300f553e"
+        );
+    }
 }

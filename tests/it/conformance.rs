@@ -17,6 +17,12 @@ mod suite {
         tower_session_auth::conformance_tests!(crate::common::PgFixture::new);
     }
 
+    /// `PgStore` with its tables in a schema of their own (`PgStore::tables_schema`), out of
+    /// the connections' search path.
+    mod pg_tables_schema {
+        tower_session_auth::conformance_tests!(crate::common::PgFixture::in_tables_schema);
+    }
+
     /// A store with the core alone: its extensions' checks are ignored, as declared.
     mod core_only {
         tower_session_auth::conformance_tests!(

@@ -14,6 +14,7 @@ mod instances;
 mod layer;
 mod live;
 mod mud_server;
+mod names;
 mod pgbouncer;
 mod postgres;
 mod races;

@@ -596,6 +596,36 @@ async fn postgres_store_serves_the_contract_and_survives_restarts() {
     server.stop().await;
 }
 
+/// `SESSION_SCHEMA`: in a database whose search path already holds the application's own
+/// `sessions` table, the server creates the crate's tables in the named schema and serves the
+/// whole contract from them, leaving the application's table as it was.
+#[tokio::test]
+async fn session_schema_puts_the_crates_tables_beside_the_applications_sessions_table() {
+    let url = common::example::app_schema_url(common::APP_SESSIONS).await;
+    let db = url.db();
+    let before = common::app_sessions(db).await;
+    let auth = db.tables_schema("auth");
+    let server = Server::start_with(Some(&url), &[("SESSION_SCHEMA", &auth)]).await;
+    http_contract(&server).await;
+    remember_me_contract(&server).await;
+    let browser = Browser::new(&server);
+    let login = browser.login("builder").await;
+    let session_id: uuid::Uuid = login["session_id"].as_str().unwrap().parse().unwrap();
+    let stored: i64 = db
+        .client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {auth}.sessions WHERE id = $1"),
+            &[&session_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the session is in {auth}.sessions");
+    assert_eq!(common::app_sessions(db).await, before);
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Abuse resistance: login CSRF, headers, throttling, bounded password hashing, logout.
 

@@ -128,8 +128,9 @@ async fn named_prepared_statements_break_behind_a_transaction_pooler() {
 }
 
 /// What the store does besides sessions works through PgBouncer too: migrations (again: none
-/// left), the schema check, installing the invalidation triggers, and durable revocations
-/// (a `SET LOCAL` in the revocation's transaction).
+/// left; and into a schema of their own, whose `SET LOCAL search_path` stays in their
+/// transaction), the schema check, installing the invalidation triggers, and durable
+/// revocations (a `SET LOCAL` in the revocation's transaction).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_administration_works_through_pgbouncer() {
     let backend = common::bouncer::backend(false, 2).await;
@@ -144,4 +145,22 @@ async fn the_store_administration_works_through_pgbouncer() {
     }
     assert_eq!(manager.revoke_all(1).await.unwrap(), 2);
     assert_eq!(db.session_rows().await, 0);
+
+    let auth = db.store.clone().tables_schema("auth").unwrap();
+    assert!(auth.migrate().await.unwrap() > 0);
+    auth.check_schema().await.unwrap();
+    let manager = SessionManager::new(auth, SessionConfig::default());
+    let login = manager.login(1, LoginOptions::new()).await.unwrap();
+    assert!(matches!(
+        manager.validate(&login.token, Scope::User).await,
+        Ok(Validation::Valid(_))
+    ));
+    let in_auth: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM auth.sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((in_auth, db.session_rows().await), (1, 0));
 }

@@ -60,6 +60,7 @@ pub async fn test_db(prepared: bool, max_size: usize) -> TestDb {
         schema: "public".to_owned(),
         pool: direct,
         store,
+        sessions_table: "sessions".to_owned(),
     }
 }
 

@@ -89,11 +89,17 @@ pub async fn warm(pool: &Pool) {
 }
 
 /// A schema of this test's own, with the crate's migrations and the demo tables. It is
-/// dropped when the test is done with it: when its pool and every store on it are gone.
+/// dropped when the test is done with it: when its pool and every store on it are gone, with
+/// every schema named `<schema>_<anything>` (where a test puts the crate's tables with
+/// `PgStore::tables_schema`).
 pub struct TestDb {
+    /// The connections' search path: the application's tables, and by default the crate's.
     pub schema: String,
     pub pool: Pool,
     pub store: PgStore,
+    /// The crate's `sessions` table as SQL names it: `sessions` in the search path, or
+    /// `<tables_schema>.sessions`.
+    pub sessions_table: String,
 }
 
 impl TestDb {
@@ -102,6 +108,23 @@ impl TestDb {
     }
 
     pub async fn with_pool_size(max_size: usize) -> Self {
+        Self::create(max_size, "", None).await
+    }
+
+    /// A test schema whose search path holds the application's tables and `app_sql`'s (run
+    /// before the crate's migrations), and the crate's tables in the schema
+    /// [`TestDb::tables_schema`] names.
+    pub async fn in_tables_schema(app_sql: &str) -> Self {
+        Self::create(8, app_sql, Some("auth")).await
+    }
+
+    /// The name of a schema of this test's own for the crate's tables: `<schema>_<suffix>`,
+    /// dropped with the test's schema.
+    pub fn tables_schema(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.schema)
+    }
+
+    async fn create(max_size: usize, app_sql: &str, tables_schema: Option<&str>) -> Self {
         let url = database_url();
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -113,18 +136,28 @@ impl TestDb {
             .await
             .expect("create schema");
         let pool = owning_pool(&url, &schema, max_size, Duration::from_secs(5));
-        let store = PgStore::new(pool.clone());
-        store.migrate().await.expect("migrate");
         pool.get()
             .await
             .unwrap()
-            .batch_execute(APP_TABLES)
+            .batch_execute(&format!("{APP_TABLES} {app_sql}"))
             .await
             .expect("app tables");
+        let (store, sessions_table) = match tables_schema {
+            None => (PgStore::new(pool.clone()), "sessions".to_owned()),
+            Some(suffix) => {
+                let tables_schema = format!("{schema}_{suffix}");
+                let store = PgStore::new(pool.clone())
+                    .tables_schema(&tables_schema)
+                    .expect("a plain schema name");
+                (store, format!("{tables_schema}.sessions"))
+            }
+        };
+        store.migrate().await.expect("migrate");
         Self {
             schema,
             pool,
             store,
+            sessions_table,
         }
     }
 
@@ -144,15 +177,19 @@ impl TestDb {
     pub async fn session_rows(&self) -> i64 {
         self.client()
             .await
-            .query_one("SELECT count(*) FROM sessions", &[])
+            .query_one(
+                &format!("SELECT count(*) FROM {}", self.sessions_table),
+                &[],
+            )
             .await
             .unwrap()
             .get(0)
     }
 }
 
-/// Drops a test's schema when the last pool on it is gone (the guard rides in the pool's
-/// hooks, so a test's stores and managers keep the schema as long as they live).
+/// Drops a test's schema, and the schemas `<schema>_<anything>` the test made for the crate's
+/// tables, when the last pool on it is gone (the guard rides in the pool's hooks, so a test's
+/// stores and managers keep the schema as long as they live).
 struct SchemaGuard {
     schema: String,
 }
@@ -172,9 +209,19 @@ impl Drop for SchemaGuard {
                 let (client, connection) =
                     tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
                 tokio::spawn(connection);
+                let row = client
+                    .query_one(
+                        "SELECT string_agg(quote_ident(nspname), ', ') FROM pg_namespace \
+                         WHERE nspname = $1 OR starts_with(nspname, $1 || '_')",
+                        &[&schema],
+                    )
+                    .await?;
+                let Some(schemas) = row.get::<_, Option<String>>(0) else {
+                    return Ok(());
+                };
                 client
                     .batch_execute(&format!(
-                        "SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE"
+                        "SET lock_timeout = '5s'; DROP SCHEMA {schemas} CASCADE"
                     ))
                     .await
             })
@@ -193,6 +240,27 @@ pub const APP_TABLES: &str = "
     CREATE TABLE characters (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id),
                              name text NOT NULL, world_id text);";
 
+/// An application's own `sessions` table (shaped like tower-sessions' PostgreSQL store's),
+/// with a live and an expired row: what an application that adopts the crate may already have.
+pub const APP_SESSIONS: &str = "
+    CREATE TABLE sessions (id text PRIMARY KEY, data bytea NOT NULL,
+                           expiry_date timestamptz NOT NULL);
+    INSERT INTO sessions VALUES ('live', '\\x01', now() + interval '1 day'),
+                                ('expired', '\\x02', now() - interval '1 day');";
+
+/// Every row of the application's own `sessions` table ([`APP_SESSIONS`]), in the search
+/// path of `db`'s connections, as text.
+pub async fn app_sessions(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query("SELECT s::text FROM sessions s ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// A store with the demo data, on PostgreSQL or in memory.
 #[derive(Clone)]
 pub enum Backend {
@@ -203,6 +271,14 @@ pub enum Backend {
 impl Backend {
     pub async fn pg() -> Self {
         let backend = Self::Pg(Arc::new(TestDb::new().await));
+        backend.seed().await;
+        backend
+    }
+
+    /// [`Backend::pg`] with the crate's tables in a schema of their own
+    /// ([`TestDb::in_tables_schema`]), out of the connections' search path.
+    pub async fn pg_in_tables_schema(app_sql: &str) -> Self {
+        let backend = Self::Pg(Arc::new(TestDb::in_tables_schema(app_sql).await));
         backend.seed().await;
         backend
     }
@@ -359,7 +435,16 @@ pub struct PgFixture(pub Arc<TestDb>);
 
 impl PgFixture {
     pub async fn new() -> Self {
-        match Backend::pg().await {
+        Self::on(Backend::pg().await)
+    }
+
+    /// The fixture with the crate's tables in a schema of their own, out of the search path.
+    pub async fn in_tables_schema() -> Self {
+        Self::on(Backend::pg_in_tables_schema("").await)
+    }
+
+    fn on(backend: Backend) -> Self {
+        match backend {
             Backend::Pg(db) => Self(db),
             Backend::Memory(_) => unreachable!("Backend::pg is on PostgreSQL"),
         }
@@ -675,7 +760,17 @@ pub mod example {
 
     /// A database URL whose connections use a fresh schema of this test's own.
     pub async fn schema_url() -> SchemaUrl {
-        let db = super::TestDb::new().await;
+        url_of(super::TestDb::new().await).await
+    }
+
+    /// [`schema_url`] whose schema holds `app_sql`'s tables, and not the crate's: the
+    /// fixture's are in a schema of their own (`<schema>_fixture`), so a server started with
+    /// `SESSION_SCHEMA` creates the crate's tables itself.
+    pub async fn app_schema_url(app_sql: &str) -> SchemaUrl {
+        url_of(super::TestDb::create(8, app_sql, Some("fixture")).await).await
+    }
+
+    async fn url_of(db: super::TestDb) -> SchemaUrl {
         // TestDb made the schema; the example creates its own tables in it, so drop the fixtures.
         db.execute("DROP TABLE characters, users", &[]).await;
         let url = super::database_url();
@@ -701,6 +796,13 @@ pub mod example {
         fn url(&self) -> &str;
         fn keep(&self) -> Option<SchemaUrl> {
             None
+        }
+    }
+
+    impl SchemaUrl {
+        /// The test's schema, and a pool on it.
+        pub fn db(&self) -> &super::TestDb {
+            &self._db
         }
     }
 
