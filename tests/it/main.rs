@@ -20,4 +20,5 @@ mod remember;
 mod security;
 mod sudo;
 mod test_login;
+mod tls;
 mod watch;
