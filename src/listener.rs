@@ -82,7 +82,7 @@ impl PgStore {
     /// until the listener is connected and is flushed on every (re)connection, since missed
     /// notifications are not replayed; after a failure the task reconnects every second.
     /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
-    /// (`PgTls::from_url(&url)?.0`): after a failover it reconnects to the promoted server,
+    /// ([`PgTls::from_url(&url)?.0`](PgTls::from_url)): after a failover it reconnects to the promoted server,
     /// where the revocations are made (a standby refuses `LISTEN`). It connects with the
     /// store's TLS connector, as [`spawn_session_listener`](Self::spawn_session_listener) does.
     ///
