@@ -21,4 +21,5 @@ mod remember;
 mod security;
 mod sudo;
 mod test_login;
+mod tls;
 mod watch;
