@@ -80,7 +80,9 @@ impl Default for SessionConfig {
 }
 
 /// A configuration value the crate cannot work with, found when the
-/// [`SessionManager`](crate::SessionManager) is built ([`SessionConfig::validate`]).
+/// [`SessionManager`](crate::SessionManager) is built ([`SessionConfig::validate`]), or a
+/// connection string [`PgStore::connect`](crate::PgStore::connect) cannot use (fields `url`,
+/// `sslmode`, `sslrootcert`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid session configuration: {field}: {problem}")]
 #[non_exhaustive]

@@ -122,6 +122,10 @@
 //!
 //! # Cargo features
 //!
+//! - `tls` (on by default): TLS to PostgreSQL with rustls. [`PgStore::connect`] honours libpq's
+//!   `sslmode` (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and `sslrootcert`,
+//!   for the pool, the `LISTEN` connection and cancel requests alike ([`store::PgTls`]).
+//!   Without it, a connection string that asks for TLS is refused.
 //! - `cache` (off by default): `cache::SessionCache`, an opt-in cache of validated sessions
 //!   for services with many instances, invalidated across instances by PostgreSQL
 //!   `LISTEN/NOTIFY`, with a documented staleness bound.

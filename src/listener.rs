@@ -4,17 +4,18 @@
 #[cfg(feature = "cache")]
 use crate::cache::SessionCache;
 use crate::manager::SessionManager;
-use crate::store::PgStore;
+use crate::store::{PgStore, PgTls};
 
 /// One listener connection's life: connect, `LISTEN` on `channel`, report the connection,
 /// apply notifications until the connection ends.
 async fn listen(
     config: &tokio_postgres::Config,
     channel: &str,
+    tls: &PgTls,
     connected: &(dyn Fn() + Send + Sync),
     apply: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (sender, mut payloads) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {
@@ -56,14 +57,18 @@ async fn listen(
 fn spawn_listener(
     config: tokio_postgres::Config,
     channel: String,
+    tls: PgTls,
     connected: impl Fn(bool) + Send + Sync + 'static,
     apply: impl Fn(&str) + Send + Sync + 'static,
 ) -> tokio::task::JoinHandle<()> {
     connected(false);
     tokio::spawn(async move {
         loop {
-            if let Err(error) = listen(&config, &channel, &|| connected(true), &apply).await {
-                tracing::warn!(%error, "session invalidation listener disconnected; reconnecting");
+            if let Err(error) = listen(&config, &channel, &tls, &|| connected(true), &apply).await {
+                tracing::warn!(
+                    error = %crate::store::Causes(&error),
+                    "session invalidation listener disconnected; reconnecting"
+                );
             }
             connected(false);
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -78,9 +83,10 @@ impl PgStore {
     /// until the listener is connected and is flushed on every (re)connection, since missed
     /// notifications are not replayed; after a failure the task reconnects every second.
     /// Give it the store's multi-host configuration with `target_session_attrs=read-write`
-    /// (`url.parse::<tokio_postgres::Config>()`): after a failover it reconnects to the
-    /// promoted server, where the revocations are made (a standby refuses `LISTEN`). It
-    /// must be a direct connection to PostgreSQL, never through PgBouncer in transaction
+    /// ([`PgTls::from_url(&url)?.0`](PgTls::from_url)): after a failover it reconnects to the promoted server,
+    /// where the revocations are made (a standby refuses `LISTEN`). It connects with the
+    /// store's TLS connector, as [`spawn_session_listener`](Self::spawn_session_listener) does.
+    /// It must be a direct connection to PostgreSQL, never through PgBouncer in transaction
     /// pooling mode (see [`prepared_statements`](Self::prepared_statements)): `LISTEN` holds
     /// for a session, and PgBouncer drops the notifications that arrive between transactions.
     ///
@@ -96,6 +102,7 @@ impl PgStore {
         spawn_listener(
             config,
             self.channel(),
+            self.connector(),
             move |connected| {
                 if connected {
                     flushed.invalidate_all();
@@ -121,6 +128,24 @@ impl PgStore {
     /// even when the store goes through PgBouncer in transaction pooling mode (see
     /// [`prepared_statements`](Self::prepared_statements)): `LISTEN` holds for a session, and
     /// PgBouncer drops the notifications that arrive between transactions.
+    ///
+    /// The connection is encrypted and checked as the store's own: it connects with the
+    /// store's TLS connector ([`PgStore::tls`], which [`connect`](PgStore::connect) sets from
+    /// the connection string's `sslmode` and `sslrootcert`). Make `config` from the same
+    /// string with [`PgTls::from_url`] (tokio-postgres cannot parse `sslmode=verify-ca`,
+    /// `verify-full` or `sslrootcert`):
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: tower_session_auth::SessionManager) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_session_auth::{PgStore, store::PgTls};
+    ///
+    /// let url = "postgres://app:secret@db.example.com/app?sslmode=verify-full";
+    /// let store = PgStore::connect(url)?;
+    /// let (mut listen, _) = PgTls::from_url(url)?;
+    /// listen.keepalives_idle(std::time::Duration::from_secs(30));
+    /// store.spawn_session_listener(listen, manager.clone());
+    /// # Ok(()) }
+    /// ```
     pub fn spawn_session_listener(
         &self,
         config: tokio_postgres::Config,
@@ -130,6 +155,7 @@ impl PgStore {
         spawn_listener(
             config,
             self.channel(),
+            self.connector(),
             move |connected| manager.listener_connected(connected),
             move |payload| events.apply_notification(payload),
         )

@@ -18,6 +18,11 @@
 //! puts them in that schema, created if missing, beside the application's own tables, see
 //! `PgStore::tables_schema`).
 //!
+//! `DATABASE_URL` takes libpq's `sslmode` (`disable`, `prefer` by default, `require`,
+//! `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or `system`) for TLS, for the
+//! store's connections and its `LISTEN` connection alike (see `PgStore::connect`):
+//! `DATABASE_URL='postgres://app:secret@db.example.com/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem'`.
+//!
 //! `DATABASE_URL` may name several servers for failover, in either form:
 //! `postgres://app:secret@db1:5432,db2:5432/app?target_session_attrs=read-write&connect_timeout=2`
 //! or `host=db1,db2 port=5432,5432 … target_session_attrs=read-write`. After the primary
@@ -193,7 +198,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // deactivations through one LISTEN connection.
             store.install_invalidation_triggers().await?;
             let manager = SessionManager::try_new(store.clone(), config)?;
-            let mut listen: tokio_postgres::Config = url.parse()?;
+            // The same settings as the store's, TLS included (`sslmode`, `sslrootcert`).
+            let (mut listen, _) = tower_session_auth::store::PgTls::from_url(&url)?;
             listen.keepalives_idle(Duration::from_secs(30));
             store.spawn_session_listener(listen, manager.clone());
             (manager, directory)

@@ -114,8 +114,10 @@ pub(crate) mod family;
 mod memory;
 pub(crate) mod postgres;
 mod record;
+mod tls;
 
 pub use crate::token::TokenHash;
+pub(crate) use error::Causes;
 pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use postgres::{AppSchema, PgStore};
@@ -123,6 +125,7 @@ pub use record::{
     CharacterRecord, CharacterSelection, ClientInfo, NewSeries, NewSession, Purged, RefreshOutcome,
     RefreshRequest, Scope, SessionRecord, SessionView, Touch, UserRecord, Validation,
 };
+pub use tls::PgTls;
 
 use crate::token::SessionId;
 

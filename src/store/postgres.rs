@@ -15,6 +15,7 @@ use tokio_postgres::{Row, RowStream};
 use uuid::Uuid;
 
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
+use super::tls::PgTls;
 use super::{
     AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
     RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
@@ -853,6 +854,7 @@ pub struct PgStore {
     names: Arc<Names>,
     statement_timeout: Duration,
     durable_revocations: bool,
+    tls: PgTls,
     prepared_statements: bool,
 }
 
@@ -913,6 +915,7 @@ impl PgStore {
             names: Arc::new(names),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             durable_revocations: false,
+            tls: PgTls::default(),
             prepared_statements: true,
         }
     }
@@ -953,6 +956,22 @@ impl PgStore {
         self.sql = Arc::new(Statements::new(&self.app, &names));
         self.names = Arc::new(names);
         Ok(self)
+    }
+
+    /// The TLS connector of the store's `LISTEN` connection
+    /// ([`spawn_session_listener`](Self::spawn_session_listener)) and of the cancel requests
+    /// of its timed-out statements, for a store made with [`new`](Self::new) on a pool built
+    /// with `tls` ([`PgTls::from_url`]); [`connect`](Self::connect) sets it. The default
+    /// encrypts without checking the server's certificate when the connection's config asks
+    /// for TLS (`sslmode=prefer` or `require`), as libpq does without a root certificate.
+    pub fn tls(mut self, tls: PgTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The store's TLS connector (see [`tls`](Self::tls)).
+    pub(crate) fn connector(&self) -> PgTls {
+        self.tls.clone()
     }
 
     /// Bounds each of the store's operations once it has a connection (default
@@ -1089,8 +1108,9 @@ impl PgStore {
         let cancel = client.cancel_token();
         drop(deadpool_postgres::Object::take(client));
         let bound = self.statement_timeout;
+        let tls = self.connector();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(bound, cancel.cancel_query(tokio_postgres::NoTls)).await;
+            let _ = tokio::time::timeout(bound, cancel.cancel_query(tls)).await;
         });
         tracing::warn!(
             timeout = ?self.statement_timeout,
@@ -1111,9 +1131,47 @@ impl PgStore {
     /// takes the first that accepts writes, which after a failover is the promoted standby.
     /// `connect_timeout` bounds each attempt, so a server that does not answer is skipped
     /// within the pool's create timeout.
-    pub fn connect(url: &str) -> Result<Self, deadpool_postgres::CreatePoolError> {
+    ///
+    /// # TLS
+    ///
+    /// `sslmode` and `sslrootcert` mean what they mean to libpq (feature `tls`, on by
+    /// default; rustls):
+    ///
+    /// | `sslmode` | encrypted | the server's certificate |
+    /// |---|---|---|
+    /// | `disable` | never | — |
+    /// | `prefer` (the default) | if the server offers TLS | not checked |
+    /// | `require` | always | not checked; with an `sslrootcert` file, as `verify-ca` |
+    /// | `verify-ca` | always | signed by a trusted root |
+    /// | `verify-full` | always | signed by a trusted root, and names the host connected to |
+    ///
+    /// The trusted roots are those of the PEM file `sslrootcert` names, or else the operating
+    /// system's (`sslrootcert=system` asks for them explicitly, and needs `verify-full`; libpq
+    /// without `sslrootcert` reads `~/.postgresql/root.crt` instead). `allow` is not supported.
+    /// `prefer` falls back to plain text only when the server does not offer TLS, not when a
+    /// handshake fails. Each new connection of the pool and of the `LISTEN` connection
+    /// ([`spawn_session_listener`](Self::spawn_session_listener)), and each cancel request,
+    /// uses the same connector ([`PgTls`]). The root file is read here, once.
+    ///
+    /// ```text
+    /// postgres://app:secret@db.example.com/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem
+    /// host=db.example.com user=app dbname=app sslmode=verify-full sslrootcert=system
+    /// ```
+    ///
+    /// A certificate that fails its checks (an unknown issuer, another host's name) fails the
+    /// connection: the first query (or [`migrate`](Self::migrate)) returns a
+    /// [`StoreError::Backend`] whose text says what failed (`… error performing TLS handshake:
+    /// invalid peer certificate: UnknownIssuer`, `… certificate not valid for name …`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] (field `url`, `sslmode` or `sslrootcert`) for a connection string it
+    /// cannot use: see [`PgTls::from_url`]. Without the `tls` feature, a connection string that
+    /// asks for TLS is refused here, never connected to without it.
+    pub fn connect(url: &str) -> Result<Self, ConfigError> {
+        let (url, tls) = PgTls::split(url)?;
         let mut config = deadpool_postgres::Config::new();
-        config.url = Some(url.to_owned());
+        config.url = Some(url);
         config.pool = Some(deadpool_postgres::PoolConfig {
             max_size: 16,
             timeouts: deadpool_postgres::Timeouts {
@@ -1123,11 +1181,10 @@ impl PgStore {
             },
             ..Default::default()
         });
-        let pool = config.create_pool(
-            Some(deadpool_postgres::Runtime::Tokio1),
-            tokio_postgres::NoTls,
-        )?;
-        Ok(Self::new(pool))
+        let pool = config
+            .create_pool(Some(deadpool_postgres::Runtime::Tokio1), tls.clone())
+            .map_err(|error| ConfigError::new("url", error.to_string()))?;
+        Ok(Self::new(pool).tls(tls))
     }
 
     /// The underlying pool.

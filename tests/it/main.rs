@@ -22,4 +22,5 @@ mod remember;
 mod security;
 mod sudo;
 mod test_login;
+mod tls;
 mod watch;
