@@ -25,7 +25,7 @@ use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
 
 /// The crate's migrations, applied in order by [`PgStore::migrate`].
-const MIGRATIONS: &[(i32, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "0001_sessions.sql",
@@ -44,10 +44,64 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// Whether the schema `$1` (quoted as in SQL) exists.
-const SCHEMA_EXISTS: Sql = Sql::fixed("SELECT to_regnamespace($1) IS NOT NULL", &[Type::TEXT]);
+pub(crate) const SCHEMA_EXISTS: Sql =
+    Sql::fixed("SELECT to_regnamespace($1) IS NOT NULL", &[Type::TEXT]);
 
 /// Whether the table `$1` (as SQL names it) exists.
-const TABLE_EXISTS: Sql = Sql::fixed("SELECT to_regclass($1) IS NOT NULL", &[Type::TEXT]);
+pub(crate) const TABLE_EXISTS: Sql =
+    Sql::fixed("SELECT to_regclass($1) IS NOT NULL", &[Type::TEXT]);
+
+/// The statements of [`PgStore::migrate`] besides the [`MIGRATIONS`] themselves, for the crate's
+/// objects as `names` names them: the same for both stores, so that a database migrated by
+/// one is migrated for the other.
+pub(crate) struct MigrationSql {
+    /// With a chosen schema, what makes sure it exists and is where the migrations create
+    /// their objects.
+    pub(crate) schema: Option<MigrationSchemaSql>,
+    /// Creates the table of applied versions if it is missing.
+    pub(crate) create_table: String,
+    /// The versions already applied.
+    pub(crate) applied: Sql,
+    /// Records that the migration of version `$1` and file name `$2` was applied.
+    pub(crate) record: Sql,
+}
+
+/// The statements of [`PgStore::migrate`] for a chosen schema.
+pub(crate) struct MigrationSchemaSql {
+    /// The schema as the statements write it: the parameter of [`SCHEMA_EXISTS`].
+    pub(crate) quoted: String,
+    /// Creates the schema.
+    pub(crate) create: String,
+    /// Sets the transaction's `search_path` to the schema.
+    pub(crate) search_path: String,
+}
+
+impl MigrationSql {
+    /// Takes the migration lock for the rest of the transaction: the first statement.
+    pub(crate) const LOCK: &str =
+        "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0))";
+
+    pub(crate) fn new(names: &Names) -> Self {
+        let migrations = names.object("tower_session_auth_migrations");
+        Self {
+            schema: names.quoted_schema().map(|quoted| MigrationSchemaSql {
+                create: format!("CREATE SCHEMA IF NOT EXISTS {quoted}"),
+                search_path: format!("SET LOCAL search_path = {quoted}, pg_temp"),
+                quoted,
+            }),
+            create_table: format!(
+                "CREATE TABLE IF NOT EXISTS {migrations} ( \
+                     version int PRIMARY KEY, name text NOT NULL, \
+                     applied_at timestamptz NOT NULL DEFAULT now())"
+            ),
+            applied: Sql::built(format!("SELECT version FROM {migrations}"), &[]),
+            record: Sql::built(
+                format!("INSERT INTO {migrations} (version, name) VALUES ($1, $2)"),
+                &[Type::INT4, Type::TEXT],
+            ),
+        }
+    }
+}
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
@@ -159,21 +213,21 @@ impl AppSchema {
 /// chosen with [`PgStore::tables_schema`], or, without one, wherever the connection's
 /// `search_path` finds them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Names {
+pub(crate) struct Names {
     /// The chosen schema: a lower-case identifier ([`check_tables_schema`]).
-    schema: Option<String>,
+    pub(crate) schema: Option<String>,
 }
 
 impl Names {
     /// The chosen schema as the statements write it: quoted, so that a keyword such as `user`
     /// is a schema name too.
-    fn quoted_schema(&self) -> Option<String> {
+    pub(crate) fn quoted_schema(&self) -> Option<String> {
         self.schema.as_ref().map(|schema| format!("\"{schema}\""))
     }
 
     /// The crate's table or function `name` as the statements write it: qualified with the
     /// chosen schema.
-    fn object(&self, name: &str) -> String {
+    pub(crate) fn object(&self, name: &str) -> String {
         match self.quoted_schema() {
             Some(schema) => format!("{schema}.{name}"),
             None => name.to_owned(),
@@ -181,17 +235,30 @@ impl Names {
     }
 
     /// The crate's table or function `name` as messages show it.
-    fn shown(&self, name: &str) -> String {
+    pub(crate) fn shown(&self, name: &str) -> String {
         match &self.schema {
             Some(schema) => format!("{schema}.{name}"),
             None => name.to_owned(),
         }
     }
 
+    /// What `check_schema` reports when the chosen schema does not exist; `migrate` names the
+    /// store's migration method.
+    pub(crate) fn schema_not_found(&self, migrate: &str) -> String {
+        let schema = self.schema.as_deref().unwrap_or_default();
+        format!("schema {schema} not found (run {migrate})")
+    }
+
+    /// What `check_schema` reports when the crate's table `table` does not exist; `migrate`
+    /// names the store's migration method.
+    pub(crate) fn table_not_found(&self, table: &str, migrate: &str) -> String {
+        format!("table {} not found (run {migrate})", self.shown(table))
+    }
+
     /// The `LISTEN/NOTIFY` channel of the store's invalidations: [`CHANNEL`], and with a
     /// chosen schema `tower_session_auth_<schema>`, so that deployments in other schemas of the
     /// database do not hear each other.
-    fn channel(&self) -> String {
+    pub(crate) fn channel(&self) -> String {
         match &self.schema {
             Some(schema) => identifier(format!("{CHANNEL}_{schema}")),
             None => CHANNEL.to_owned(),
@@ -241,7 +308,7 @@ fn identifier(name: String) -> String {
 /// starting with a digit, at most 63 bytes, not `pg_`-prefixed (PostgreSQL reserves those).
 /// Lower case only, because PostgreSQL folds unquoted names: `Auth` would be a schema that
 /// `Auth.sessions` in hand-written SQL does not find.
-fn check_tables_schema(schema: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_tables_schema(schema: &str) -> Result<(), ConfigError> {
     let problem = if schema.is_empty() {
         Some("the schema name is empty".to_owned())
     } else if schema.len() > MAX_IDENTIFIER {
@@ -267,7 +334,7 @@ fn check_tables_schema(schema: &str) -> Result<(), ConfigError> {
 
 /// The session columns every statement returns, in this order: [`record_from_row`] finds
 /// each at its place here, and [`view_from_row`] reads the user's and character's after them.
-const SESSION_COLUMNS: &[&str] = &[
+pub(crate) const SESSION_COLUMNS: &[&str] = &[
     "id",
     "user_id",
     "character_id",
@@ -295,7 +362,7 @@ fn session_columns(alias: &str) -> String {
 
 /// Where `name` is in [`SESSION_COLUMNS`]. Evaluated in a `const` block, so a name that is not
 /// there fails to compile.
-const fn session_column(name: &str) -> usize {
+pub(crate) const fn session_column(name: &str) -> usize {
     let mut index = 0;
     while index < SESSION_COLUMNS.len() {
         if same(SESSION_COLUMNS[index], name) {
@@ -429,8 +496,8 @@ fn end_session_sql(names: &Names, condition: &str) -> String {
 /// [`PgStore::prepared_statements`]); they are the SQL types of the Rust values the store
 /// binds, and the named prepared statements declare the same ones, so that both modes run the
 /// same statement.
-struct Sql {
-    text: Cow<'static, str>,
+pub(crate) struct Sql {
+    pub(crate) text: Cow<'static, str>,
     params: &'static [Type],
 }
 
@@ -454,72 +521,72 @@ impl Sql {
 /// built once per store from the [`AppSchema`] and the [`Names`] of the crate's objects and,
 /// unless [`prepared_statements`](PgStore::prepared_statements) is off, prepared once per
 /// connection.
-struct Statements {
+pub(crate) struct Statements {
     /// Inserts a session, returning [`SESSION_COLUMNS`]: `$1` id, `$2` token hash, `$3` user,
     /// `$4`–`$6` client type, address and User-Agent, `$7` creation (and last activity), `$8`
     /// idle and `$9` absolute expiry, `$10` authentication, `$11` refreshed, `$12` series.
-    insert_session: Sql,
+    pub(crate) insert_session: Sql,
     /// The ids of the user `$1`'s oldest sessions beyond the `$3` most recent (the new
     /// session `$2` counting as the most recent), and of their series but `$4`, which it
     /// locks in id order.
-    doomed_sessions: Sql,
+    pub(crate) doomed_sessions: Sql,
     /// Deletes the sessions `$1` and the series `$2` with their sessions.
-    prune_sessions: Sql,
+    pub(crate) prune_sessions: Sql,
     /// Starts the series `$1` of the user `$2` at `$4` with the secret `$3`, idle expiry `$5`
     /// and absolute expiry `$6`.
-    insert_series: Sql,
+    pub(crate) insert_series: Sql,
     /// The validating statements (see [`validate_sql`]), at [`Scope::User`] and at
     /// [`Scope::Game`].
-    validate_user: Sql,
-    validate_game: Sql,
+    pub(crate) validate_user: Sql,
+    pub(crate) validate_game: Sql,
     /// The live session of token hash `$1` at `$2`, as a [`Scope::Game`] view.
-    lookup: Sql,
+    pub(crate) lookup: Sql,
     /// The user `$1`'s sessions live at `$2`, newest first.
-    list_for_user: Sql,
+    pub(crate) list_for_user: Sql,
     /// Moves the session `$1`'s `authenticated_at` to `$2` if it is live at `$2`.
-    reauthenticate: Sql,
+    pub(crate) reauthenticate: Sql,
     /// Deletes up to `$2` expired series and up to `$2` expired sessions at `$1`, returning
     /// how many of each.
-    purge_expired: Sql,
+    pub(crate) purge_expired: Sql,
     /// Takes the user `$1`'s advisory lock.
-    lock_user: Sql,
+    pub(crate) lock_user: Sql,
     /// [`end_session_sql`] of the session `$1`, if the user `$2` (or anyone, when NULL) owns it.
-    end_by_id: Sql,
+    pub(crate) end_by_id: Sql,
     /// [`end_session_sql`] of the session of token hash `$1`.
-    end_by_token: Sql,
+    pub(crate) end_by_token: Sql,
     /// Deletes the session `$1` and the sessions of its series `$2`.
-    delete_ended: Sql,
+    pub(crate) delete_ended: Sql,
     /// Ends the user `$1`'s series but the one of the session `$2`, in id order, returning
     /// that series.
-    end_user_series: Sql,
+    pub(crate) end_user_series: Sql,
     /// Deletes the user `$1`'s sessions, but, with a kept session `$2`, that one and the
     /// sessions of its series `$3`.
-    delete_user_sessions: Sql,
+    pub(crate) delete_user_sessions: Sql,
     /// Deletes the series `$1` and its sessions.
-    delete_series: Sql,
+    pub(crate) delete_series: Sql,
     /// Deletes the series `$1` if it issued the secret `$2`, returning its user.
-    end_series: Sql,
+    pub(crate) end_series: Sql,
     /// Deletes the sessions of the series `$1`.
-    delete_series_sessions: Sql,
+    pub(crate) delete_series_sessions: Sql,
     /// Takes the advisory lock of the user of the series `$1`, if it issued the secret `$2`.
-    refresh_lock_user: Sql,
+    pub(crate) refresh_lock_user: Sql,
     /// Locks the series `$1` if it issued the secret `$3`, returning its user, creation and
     /// absolute expiry, whether it has expired at `$2`, and whether its user is active.
-    refresh_lock: Sql,
+    pub(crate) refresh_lock: Sql,
     /// What the series `$1` remembers of the secret `$2`: when it was used, whether spent.
-    refresh_secret: Sql,
+    pub(crate) refresh_secret: Sql,
     /// Exchanges the secret `$2` of the series `$1` at `$3` for the secret `$4`.
-    refresh_exchange: Sql,
+    pub(crate) refresh_exchange: Sql,
     /// Binds the session `$1` of the user `$2` to the user's character `$3`.
-    select_character: Sql,
+    pub(crate) select_character: Sql,
     /// Counts the sessions live at `$1` and active since `$2` (or any, when NULL).
-    count_active: Sql,
+    pub(crate) count_active: Sql,
     /// Deletes every session and series.
-    clear_all: Sql,
+    pub(crate) clear_all: Sql,
 }
 
 impl Statements {
-    fn new(app: &AppSchema, names: &Names) -> Self {
+    pub(crate) fn new(app: &AppSchema, names: &Names) -> Self {
         let AppSchema {
             users_table,
             user_id,
@@ -1212,49 +1279,37 @@ impl PgStore {
     /// their `search_path` fixed to the schema they live in, so they find the crate's tables
     /// whoever calls them.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let statements = MigrationSql::new(&self.names);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0))",
-        )
-        .await?;
-        if let Some(quoted) = self.names.quoted_schema() {
+        tx.batch_execute(MigrationSql::LOCK).await?;
+        if let Some(schema) = &statements.schema {
             // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the privilege to
             // create schemas even when the schema exists, which a role given a schema of its
             // own may lack.
             let exists: bool = column(
-                &self.run_on(&tx, &SCHEMA_EXISTS, &[&quoted]).await?.one()?,
+                &self
+                    .run_on(&tx, &SCHEMA_EXISTS, &[&schema.quoted])
+                    .await?
+                    .one()?,
                 0,
                 "boolean",
             )?;
             if !exists {
-                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
-                    .await?;
+                tx.batch_execute(&schema.create).await?;
             }
             // The migrations name their objects unqualified: they are created in the schema,
             // and resolve there, for the rest of this transaction.
-            tx.batch_execute(&format!("SET LOCAL search_path = {quoted}, pg_temp"))
-                .await?;
+            tx.batch_execute(&schema.search_path).await?;
         }
-        let migrations = self.names.object("tower_session_auth_migrations");
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {migrations} ( \
-                 version int PRIMARY KEY, name text NOT NULL, \
-                 applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .await?;
-        let applied_sql = Sql::built(format!("SELECT version FROM {migrations}"), &[]);
+        tx.batch_execute(&statements.create_table).await?;
         let applied: Vec<i32> = self
-            .run_on(&tx, &applied_sql, &[])
+            .run_on(&tx, &statements.applied, &[])
             .await?
             .rows
             .iter()
             .map(|row| column(row, 0, "integer"))
             .collect::<Result<_, _>>()?;
-        let record = Sql::built(
-            format!("INSERT INTO {migrations} (version, name) VALUES ($1, $2)"),
-            &[Type::INT4, Type::TEXT],
-        );
         let mut count = 0;
         for &(version, name, sql) in MIGRATIONS {
             if applied.contains(&version) {
@@ -1267,7 +1322,8 @@ impl PgStore {
                     name,
                     source: source.into(),
                 })?;
-            self.run_on(&tx, &record, &[&version, &name]).await?;
+            self.run_on(&tx, &statements.record, &[&version, &name])
+                .await?;
             count += 1;
         }
         tx.commit().await?;
@@ -1287,62 +1343,23 @@ impl PgStore {
     /// [`StoreError::Decode`], never a panic. Bounded by the
     /// [`statement_timeout`](Self::statement_timeout) like every request's statements.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
-        const BIGINT: &[&str] = &["int8"];
-        const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
-        const BOOLEAN: &[&str] = &["bool"];
-        let app = &*self.app;
-        let expected: [(&str, &str, &[&str], &str); 8] = [
-            (&app.users_table, &app.user_id, BIGINT, "bigint"),
-            (&app.users_table, &app.username, TEXT, "text"),
-            (&app.users_table, &app.role, TEXT, "text"),
-            (&app.users_table, &app.is_active, BOOLEAN, "boolean"),
-            (&app.characters_table, &app.character_id, BIGINT, "bigint"),
-            (
-                &app.characters_table,
-                &app.character_user_id,
-                BIGINT,
-                "bigint",
-            ),
-            (&app.characters_table, &app.character_name, TEXT, "text"),
-            (&app.characters_table, &app.character_world_id, TEXT, "text"),
-        ];
-        // Unquoted identifiers fold to lower case, in `to_regclass` as in the statements.
-        const COLUMN_TYPE: Sql = Sql::fixed(
-            "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
-             FROM (SELECT 1) one \
-             LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
-                  AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
-             LEFT JOIN pg_type t ON t.oid = a.atttypid",
-            &[Type::TEXT, Type::TEXT],
-        );
-        let mut problems = bounded!(self, |client| {
+        let expected = ExpectedColumn::of(&self.app);
+        let problems = bounded!(self, |client| {
             let mut problems = self.missing_crate_tables(&client).await?;
-            for (table, name, accepted, wanted) in expected {
+            for expected in &expected {
                 let row = self
-                    .run_on(&client, &COLUMN_TYPE, &[&table, &name])
+                    .run_on(&client, &COLUMN_TYPE, &[&expected.table, &expected.column])
                     .await?
                     .one()?;
-                let table_exists: bool = column(&row, 0, "boolean")?;
-                let found: Option<String> = column(&row, 1, "text")?;
-                let shown: Option<String> = column(&row, 2, "text")?;
-                match found {
-                    _ if !table_exists => problems.push(format!("table {table} not found")),
-                    None => problems.push(format!("column {table}.{name} not found")),
-                    Some(found) if !accepted.contains(&found.as_str()) => problems.push(format!(
-                        "{table}.{name} is {}, expected {wanted}",
-                        shown.unwrap_or(found)
-                    )),
-                    Some(_) => {}
-                }
+                problems.extend(expected.problem(
+                    column(&row, 0, "boolean")?,
+                    column(&row, 1, "text")?,
+                    column(&row, 2, "text")?,
+                ));
             }
             Ok::<_, StoreError>(problems)
         })?;
-        problems.dedup();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Schema(problems.join("; ")))
-        }
+        schema_verdict(problems)
     }
 
     /// What [`check_schema`](Self::check_schema) reports of the crate's own tables: the chosen
@@ -1352,24 +1369,24 @@ impl PgStore {
         client: &impl Connection,
     ) -> Result<Vec<String>, StoreError> {
         let names = &*self.names;
-        let hint = "run PgStore::migrate";
-        if let (Some(schema), Some(quoted)) = (&names.schema, names.quoted_schema()) {
+        let migrate = "PgStore::migrate";
+        if let Some(quoted) = names.quoted_schema() {
             let row = self
                 .run_on(client, &SCHEMA_EXISTS, &[&quoted])
                 .await?
                 .one()?;
             if !column::<bool>(&row, 0, "boolean")? {
-                return Ok(vec![format!("schema {schema} not found ({hint})")]);
+                return Ok(vec![names.schema_not_found(migrate)]);
             }
         }
         let mut problems = Vec::new();
-        for table in ["sessions", "refresh_series", "refresh_secrets"] {
+        for table in CRATE_TABLES {
             let row = self
                 .run_on(client, &TABLE_EXISTS, &[&names.object(table)])
                 .await?
                 .one()?;
             if !column::<bool>(&row, 0, "boolean")? {
-                problems.push(format!("table {} not found ({hint})", names.shown(table)));
+                problems.push(names.table_not_found(table, migrate));
             }
         }
         Ok(problems)
@@ -1389,6 +1406,15 @@ impl PgStore {
     /// (`tower_session_auth_user_changed_<schema>`), so deployments in other schemas that
     /// share those tables each keep their own.
     pub async fn install_invalidation_triggers(&self) -> Result<(), StoreError> {
+        let sql = Self::invalidation_triggers_sql(&self.app, &self.names);
+        self.pool.get().await?.batch_execute(&sql).await?;
+        Ok(())
+    }
+
+    /// The SQL of [`install_invalidation_triggers`](Self::install_invalidation_triggers), for
+    /// the application's tables `app` and the crate's objects as `names` names them (the sqlx
+    /// store installs the same).
+    pub(crate) fn invalidation_triggers_sql(app: &AppSchema, names: &Names) -> String {
         let AppSchema {
             users_table,
             user_id,
@@ -1400,8 +1426,7 @@ impl PgStore {
             character_name,
             character_world_id,
             ..
-        } = &*self.app;
-        let names = &*self.names;
+        } = app;
         let channel = names.channel();
         let sessions = names.object("sessions");
         // They call only built-in functions: nothing of any schema's can stand in for them.
@@ -1424,7 +1449,7 @@ impl PgStore {
         };
         let user_changed = "tower_session_auth_user_changed";
         let character_changed = "tower_session_auth_character_changed";
-        let sql = [
+        [
             notify(
                 "tower_session_auth_session_changed",
                 "'sessions:' || OLD.id",
@@ -1477,9 +1502,7 @@ impl PgStore {
                 "FOR EACH ROW",
             ),
         ]
-        .concat();
-        self.pool.get().await?.batch_execute(&sql).await?;
-        Ok(())
+        .concat()
     }
 
     /// Removes the session that `find` (an [`end_session_sql`]) names and, if it belongs to a
@@ -1781,7 +1804,7 @@ fn view_from_row(row: &Row, scope: Scope) -> Result<SessionView, StoreError> {
 /// The outcome of the validating statement, from the row as it was before the statement's own
 /// writes: expired (the statement deleted it), or live with the touch and the world resync
 /// applied as the statement applied them.
-fn validation(mut view: SessionView, now: OffsetDateTime, touch: Touch) -> Validation {
+pub(crate) fn validation(mut view: SessionView, now: OffsetDateTime, touch: Touch) -> Validation {
     let session = &mut view.session;
     if session.is_expired(now) {
         return Validation::Expired;
@@ -2197,6 +2220,100 @@ async fn commit(tx: deadpool_postgres::Transaction<'_>, durable: bool) -> Result
     commit_durably(&tx, durable).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The crate's own tables, whose presence `check_schema` verifies.
+pub(crate) const CRATE_TABLES: [&str; 3] = ["sessions", "refresh_series", "refresh_secrets"];
+
+/// What [`PgStore::check_schema`] asks of one column of the application's tables: `$1` the
+/// table, `$2` the column; answers whether the table exists, the column's type name
+/// (`pg_type.typname`, NULL without such a column) and the type as SQL writes it. Unquoted
+/// identifiers fold to lower case, in `to_regclass` as in the statements.
+pub(crate) const COLUMN_TYPE: Sql = Sql::fixed(
+    "SELECT to_regclass($1) IS NOT NULL, t.typname::text, format_type(t.oid, NULL) \
+     FROM (SELECT 1) one \
+     LEFT JOIN pg_attribute a ON a.attrelid = to_regclass($1) \
+          AND a.attname = lower($2) AND a.attnum > 0 AND NOT a.attisdropped \
+     LEFT JOIN pg_type t ON t.oid = a.atttypid",
+    &[Type::TEXT, Type::TEXT],
+);
+
+/// A column of the application's tables that [`PgStore::check_schema`] checks, and the types
+/// the store can read there.
+pub(crate) struct ExpectedColumn<'a> {
+    /// The table, as the [`AppSchema`] names it.
+    pub(crate) table: &'a str,
+    /// The column, as the [`AppSchema`] names it.
+    pub(crate) column: &'a str,
+    /// The type names (`pg_type.typname`) the store reads.
+    accepted: &'static [&'static str],
+    /// The type a mismatch names.
+    wanted: &'static str,
+}
+
+impl<'a> ExpectedColumn<'a> {
+    /// The columns of `app` the store reads: ids `bigint`, names, roles and worlds text, the
+    /// active flag `boolean`.
+    pub(crate) fn of(app: &'a AppSchema) -> [Self; 8] {
+        const BIGINT: &[&str] = &["int8"];
+        const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
+        const BOOLEAN: &[&str] = &["bool"];
+        let expect = |table: &'a str, column: &'a str, accepted, wanted| Self {
+            table,
+            column,
+            accepted,
+            wanted,
+        };
+        [
+            expect(&app.users_table, &app.user_id, BIGINT, "bigint"),
+            expect(&app.users_table, &app.username, TEXT, "text"),
+            expect(&app.users_table, &app.role, TEXT, "text"),
+            expect(&app.users_table, &app.is_active, BOOLEAN, "boolean"),
+            expect(&app.characters_table, &app.character_id, BIGINT, "bigint"),
+            expect(
+                &app.characters_table,
+                &app.character_user_id,
+                BIGINT,
+                "bigint",
+            ),
+            expect(&app.characters_table, &app.character_name, TEXT, "text"),
+            expect(&app.characters_table, &app.character_world_id, TEXT, "text"),
+        ]
+    }
+
+    /// The mismatch to report from [`COLUMN_TYPE`]'s answer for this column, if any.
+    pub(crate) fn problem(
+        &self,
+        table_exists: bool,
+        found: Option<String>,
+        shown: Option<String>,
+    ) -> Option<String> {
+        let Self {
+            table,
+            column,
+            accepted,
+            wanted,
+        } = self;
+        match found {
+            _ if !table_exists => Some(format!("table {table} not found")),
+            None => Some(format!("column {table}.{column} not found")),
+            Some(found) if !accepted.contains(&found.as_str()) => Some(format!(
+                "{table}.{column} is {}, expected {wanted}",
+                shown.unwrap_or(found)
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `check_schema`'s answer from the problems it found: each named once.
+pub(crate) fn schema_verdict(mut problems: Vec<String>) -> Result<(), StoreError> {
+    problems.dedup();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(problems.join("; ")))
+    }
 }
 
 #[cfg(test)]
