@@ -129,6 +129,9 @@
 //! - `cache` (off by default): `cache::SessionCache`, an opt-in cache of validated sessions
 //!   for services with many instances, invalidated across instances by PostgreSQL
 //!   `LISTEN/NOTIFY`, with a documented staleness bound.
+//! - `sqlx` (off by default): `store::SqlxStore`, the PostgreSQL store on an application's
+//!   `sqlx::PgPool` (sqlx 0.8), for services that already hold one: the same tables,
+//!   migrations and statements as [`PgStore`].
 //! - `test-util` (off by default; for dev-dependencies): `test_util::login`, a logged-in
 //!   request in one line for an application's tests; `test_util::ManualClock`; and the store
 //!   conformance suite (`conformance_tests!`), which checks a custom store against every

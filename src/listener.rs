@@ -161,3 +161,50 @@ impl PgStore {
         )
     }
 }
+
+#[cfg(feature = "sqlx")]
+impl crate::store::SqlxStore {
+    /// [`PgStore::spawn_invalidation_listener`] for a store on sqlx (features `cache` and
+    /// `sqlx`): the same dedicated `LISTEN` connection, made by `tokio-postgres` from `config`
+    /// (`database_url.parse::<tokio_postgres::Config>()`), outside the application's pool.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn spawn_invalidation_listener(
+        &self,
+        config: tokio_postgres::Config,
+        cache: SessionCache,
+    ) -> tokio::task::JoinHandle<()> {
+        let flushed = cache.clone();
+        spawn_listener(
+            config,
+            self.channel(),
+            move |connected| {
+                if connected {
+                    flushed.invalidate_all();
+                }
+                flushed.set_serving(connected);
+            },
+            move |payload| cache.apply_notification(payload),
+        )
+    }
+
+    /// [`PgStore::spawn_session_listener`] for a store on sqlx: the one task that carries
+    /// other instances' session events (the notifications of
+    /// [`install_invalidation_triggers`](Self::install_invalidation_triggers)) to `manager`'s
+    /// session watches and cache, on a dedicated `LISTEN` connection made by `tokio-postgres`
+    /// from `config` (`database_url.parse::<tokio_postgres::Config>()`), outside the
+    /// application's pool: a pooled connection cannot stay listening.
+    pub fn spawn_session_listener(
+        &self,
+        config: tokio_postgres::Config,
+        manager: SessionManager,
+    ) -> tokio::task::JoinHandle<()> {
+        let events = manager.clone();
+        spawn_listener(
+            config,
+            self.channel(),
+            move |connected| manager.listener_connected(connected),
+            move |payload| events.apply_notification(payload),
+        )
+    }
+}

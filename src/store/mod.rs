@@ -1,6 +1,7 @@
 //! For store implementers: the [`SessionStore`] trait and its extension traits, the records
 //! they exchange, and the two stores this crate ships: [`PgStore`] (PostgreSQL, the product)
-//! and [`MemoryStore`] (the same semantics, in process).
+//! and [`MemoryStore`] (the same semantics, in process). With the `sqlx` feature,
+//! `SqlxStore` is the PostgreSQL store on an application's `sqlx::PgPool`.
 //!
 //! A store implements the small core, [`SessionStore`] (create, validate, look up, remove,
 //! list, purge, re-authenticate), and the extension traits for what it offers beyond it:
@@ -114,8 +115,12 @@ pub(crate) mod family;
 mod memory;
 pub(crate) mod postgres;
 mod record;
+#[cfg(feature = "sqlx")]
+mod sqlx;
 mod tls;
 
+#[cfg(feature = "sqlx")]
+pub use self::sqlx::SqlxStore;
 pub use crate::token::TokenHash;
 pub(crate) use error::Causes;
 pub use error::{BoxError, StoreError};
