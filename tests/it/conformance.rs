@@ -23,6 +23,18 @@ mod suite {
         tower_session_auth::conformance_tests!(crate::common::PgFixture::in_tables_schema);
     }
 
+    /// `SqlxStore` (feature `sqlx`) on the same schema as `pg`'s fixture, through a sqlx pool.
+    #[cfg(feature = "sqlx")]
+    mod sqlx {
+        tower_session_auth::conformance_tests!(crate::sqlx_store::SqlxFixture::new);
+    }
+
+    /// `SqlxStore` with its tables in a schema of their own (`SqlxStore::tables_schema`).
+    #[cfg(feature = "sqlx")]
+    mod sqlx_tables_schema {
+        tower_session_auth::conformance_tests!(crate::sqlx_store::SqlxFixture::in_tables_schema);
+    }
+
     /// A store with the core alone: its extensions' checks are ignored, as declared.
     mod core_only {
         tower_session_auth::conformance_tests!(

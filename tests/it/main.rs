@@ -20,6 +20,8 @@ mod postgres;
 mod races;
 mod remember;
 mod security;
+#[cfg(feature = "sqlx")]
+mod sqlx_store;
 mod sudo;
 mod test_login;
 mod tls;
