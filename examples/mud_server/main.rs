@@ -16,7 +16,12 @@
 //! the synchronous standby has applied it, see `PgStore::durable_revocations`),
 //! `SESSION_SCHEMA` (unset: the crate's tables live in the connection's search path; a name
 //! puts them in that schema, created if missing, beside the application's own tables, see
-//! `PgStore::tables_schema`).
+//! `PgStore::tables_schema`),
+//! `DATABASE_DRIVER` (`deadpool`, the default: `PgStore` on its own deadpool-postgres pool;
+//! `sqlx`: `SqlxStore` on a `sqlx::PgPool` made from `DATABASE_URL`, which needs the example
+//! built with `--features sqlx`, a single-host URL, and no `SESSION_DURABLE_REVOCATIONS`; the
+//! example's own queries of users and characters then keep a small deadpool pool of their
+//! own, since they are the example's, not the session store's).
 //!
 //! `DATABASE_URL` takes libpq's `sslmode` (`disable`, `prefer` by default, `require`,
 //! `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or `system`) for TLS, for the
@@ -175,6 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = session_config_from_env()?;
     let guard = LoginGuard::from_env()?;
     let (manager, directory) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() && sqlx_driver()? => on_sqlx(&url, config).await?,
         Ok(url) if !url.is_empty() => {
             let timeout = Duration::from_millis(env_var(
                 "STATEMENT_TIMEOUT_MS",
@@ -240,6 +246,95 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sweeper.abort();
     pruner.abort();
     Ok(())
+}
+
+/// Whether `DATABASE_DRIVER` asks for the sqlx store (`sqlx`) rather than the default
+/// (`deadpool`).
+fn sqlx_driver() -> Result<bool, String> {
+    match std::env::var("DATABASE_DRIVER").as_deref() {
+        Err(_) | Ok("" | "deadpool") => Ok(false),
+        Ok("sqlx") => Ok(true),
+        Ok(other) => Err(format!(
+            "DATABASE_DRIVER: {other:?} is neither deadpool nor sqlx"
+        )),
+    }
+}
+
+/// The session store on a `sqlx::PgPool` (`DATABASE_DRIVER=sqlx`): what an application that
+/// already holds one does. The example's own tables keep their tokio-postgres queries, on a
+/// small deadpool pool of their own.
+#[cfg(feature = "sqlx")]
+async fn on_sqlx(
+    url: &str,
+    config: SessionConfig,
+) -> Result<(SessionManager, Directory), Box<dyn std::error::Error>> {
+    use tower_session_auth::store::SqlxStore;
+
+    if env_var("SESSION_DURABLE_REVOCATIONS", false)? {
+        return Err(
+            "SESSION_DURABLE_REVOCATIONS needs DATABASE_DRIVER=deadpool: \
+                    SqlxStore does not offer durable revocations"
+                .into(),
+        );
+    }
+    let timeout = Duration::from_millis(env_var(
+        "STATEMENT_TIMEOUT_MS",
+        SqlxStore::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
+    )?);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: a validation stays one round trip.
+        .test_before_acquire(false)
+        .connect_lazy(url)?;
+    let mut store = SqlxStore::new(pool).statement_timeout(timeout);
+    match std::env::var("SESSION_SCHEMA") {
+        Ok(schema) if !schema.is_empty() => store = store.tables_schema(&schema)?,
+        _ => {}
+    }
+    store.migrate().await?;
+    let directory = Directory::Pg {
+        pool: directory_pool(url)?,
+        timeout,
+    };
+    directory.seed().await?;
+    store.check_schema().await?;
+    store.install_invalidation_triggers().await?;
+    let manager = SessionManager::try_new(store.clone(), config)?;
+    let mut listen: tokio_postgres::Config = url.parse()?;
+    listen.keepalives_idle(Duration::from_secs(30));
+    store.spawn_session_listener(listen, manager.clone());
+    Ok((manager, directory))
+}
+
+#[cfg(not(feature = "sqlx"))]
+async fn on_sqlx(
+    _url: &str,
+    _config: SessionConfig,
+) -> Result<(SessionManager, Directory), Box<dyn std::error::Error>> {
+    Err("DATABASE_DRIVER=sqlx needs the sqlx feature: \
+         cargo run --features sqlx --example mud_server"
+        .into())
+}
+
+/// The pool of the example's own queries when the session store is on sqlx.
+#[cfg(feature = "sqlx")]
+fn directory_pool(url: &str) -> Result<Pool, Box<dyn std::error::Error>> {
+    let mut config = deadpool_postgres::Config::new();
+    config.url = Some(url.to_owned());
+    config.pool = Some(deadpool_postgres::PoolConfig {
+        max_size: 4,
+        timeouts: deadpool_postgres::Timeouts {
+            wait: Some(Duration::from_secs(5)),
+            create: Some(Duration::from_secs(5)),
+            recycle: Some(Duration::from_secs(5)),
+        },
+        ..Default::default()
+    });
+    Ok(config.create_pool(
+        Some(deadpool_postgres::Runtime::Tokio1),
+        tokio_postgres::NoTls,
+    )?)
 }
 
 fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {

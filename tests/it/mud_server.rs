@@ -626,6 +626,68 @@ async fn session_schema_puts_the_crates_tables_beside_the_applications_sessions_
     server.stop().await;
 }
 
+/// `DATABASE_DRIVER=sqlx`: the server on `SqlxStore` serves the whole contract, its sessions
+/// are read by the server on the default driver, and what the sqlx store does not offer is
+/// refused at start-up.
+#[cfg(feature = "sqlx")]
+#[tokio::test]
+async fn sqlx_driver_serves_the_contract() {
+    let url = schema_url().await;
+    // sqlx names its connections after PGAPPNAME (tokio-postgres ignores it): the sqlx pool's
+    // connections are the ones that carry this name.
+    let sqlx_name = format!("mud_server_sqlx_{}", uuid::Uuid::new_v4().simple());
+    let sqlx_env = [
+        ("DATABASE_DRIVER", "sqlx"),
+        ("PGAPPNAME", sqlx_name.as_str()),
+    ];
+    let server = Server::start_with(Some(&url), &sqlx_env).await;
+    http_contract(&server).await;
+    remember_me_contract(&server).await;
+    let login = Browser::new(&server).login("builder").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    let sqlx_connections: i64 = url
+        .db()
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&sqlx_name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        sqlx_connections > 0,
+        "the sessions went through the sqlx pool"
+    );
+    server.stop().await;
+
+    // The same database on the default driver honours the session.
+    let server = Server::start(Some(&url)).await;
+    let (status, me) = get_bearer(&server, "/me", &token).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["username"], "builder");
+    server.stop().await;
+
+    let refused = common::example::refused_start(
+        &url,
+        &[
+            ("DATABASE_DRIVER", "sqlx"),
+            ("SESSION_DURABLE_REVOCATIONS", "true"),
+        ],
+    )
+    .await;
+    assert!(
+        refused.contains("SESSION_DURABLE_REVOCATIONS needs DATABASE_DRIVER=deadpool"),
+        "{refused}"
+    );
+    let refused = common::example::refused_start(&url, &[("DATABASE_DRIVER", "diesel")]).await;
+    assert!(
+        refused.contains(r#"DATABASE_DRIVER: \"diesel\" is neither deadpool nor sqlx"#),
+        "{refused}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Abuse resistance: login CSRF, headers, throttling, bounded password hashing, logout.
 

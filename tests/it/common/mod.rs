@@ -758,6 +758,29 @@ pub mod example {
         }
     }
 
+    /// Runs the server with `database_url` and `env`, which it must refuse: it exits before it
+    /// listens. Returns what it wrote to stderr.
+    pub async fn refused_start(database_url: &dyn ServerDatabase, env: &[(&str, &str)]) -> String {
+        let output = Command::new(example_binary())
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", database_url.url())
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(60), output)
+            .await
+            .expect("mud_server neither started nor exited within 60 s")
+            .unwrap();
+        assert!(
+            output.stdout.is_empty(),
+            "mud_server started: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// A database URL whose connections use a fresh schema of this test's own.
     pub async fn schema_url() -> SchemaUrl {
         url_of(super::TestDb::new().await).await
