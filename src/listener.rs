@@ -166,7 +166,8 @@ impl PgStore {
 impl crate::store::SqlxStore {
     /// [`PgStore::spawn_invalidation_listener`] for a store on sqlx (features `cache` and
     /// `sqlx`): the same dedicated `LISTEN` connection, made by `tokio-postgres` from `config`
-    /// (`database_url.parse::<tokio_postgres::Config>()`), outside the application's pool.
+    /// ([`PgTls::from_url(&url)?.0`](PgTls::from_url)) with the store's
+    /// [`tls`](crate::store::SqlxStore::tls) connector, outside the application's pool.
     #[cfg(feature = "cache")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     pub fn spawn_invalidation_listener(
@@ -178,6 +179,7 @@ impl crate::store::SqlxStore {
         spawn_listener(
             config,
             self.channel(),
+            self.connector(),
             move |connected| {
                 if connected {
                     flushed.invalidate_all();
@@ -192,8 +194,9 @@ impl crate::store::SqlxStore {
     /// other instances' session events (the notifications of
     /// [`install_invalidation_triggers`](Self::install_invalidation_triggers)) to `manager`'s
     /// session watches and cache, on a dedicated `LISTEN` connection made by `tokio-postgres`
-    /// from `config` (`database_url.parse::<tokio_postgres::Config>()`), outside the
-    /// application's pool: a pooled connection cannot stay listening.
+    /// from `config` ([`PgTls::from_url(&url)?.0`](PgTls::from_url)) with the store's
+    /// [`tls`](crate::store::SqlxStore::tls) connector, outside the application's pool: a
+    /// pooled connection cannot stay listening.
     pub fn spawn_session_listener(
         &self,
         config: tokio_postgres::Config,
@@ -203,6 +206,7 @@ impl crate::store::SqlxStore {
         spawn_listener(
             config,
             self.channel(),
+            self.connector(),
             move |connected| manager.listener_connected(connected),
             move |payload| events.apply_notification(payload),
         )

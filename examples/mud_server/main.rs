@@ -21,7 +21,8 @@
 //! `sqlx`: `SqlxStore` on a `sqlx::PgPool` made from `DATABASE_URL`, which needs the example
 //! built with `--features sqlx`, a single-host URL, and no `SESSION_DURABLE_REVOCATIONS`; the
 //! example's own queries of users and characters then keep a small deadpool pool of their
-//! own, since they are the example's, not the session store's).
+//! own, since they are the example's, not the session store's, and TLS on the sqlx pool would
+//! need one of sqlx's TLS features, which the example does not enable).
 //!
 //! `DATABASE_URL` takes libpq's `sslmode` (`disable`, `prefer` by default, `require`,
 //! `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or `system`) for TLS, for the
@@ -268,14 +269,12 @@ async fn on_sqlx(
     url: &str,
     config: SessionConfig,
 ) -> Result<(SessionManager, Directory), Box<dyn std::error::Error>> {
-    use tower_session_auth::store::SqlxStore;
+    use tower_session_auth::store::{PgTls, SqlxStore};
 
     if env_var("SESSION_DURABLE_REVOCATIONS", false)? {
-        return Err(
-            "SESSION_DURABLE_REVOCATIONS needs DATABASE_DRIVER=deadpool: \
-                    SqlxStore does not offer durable revocations"
-                .into(),
-        );
+        let refusal = "SESSION_DURABLE_REVOCATIONS needs DATABASE_DRIVER=deadpool: \
+                       SqlxStore does not offer durable revocations";
+        return Err(refusal.into());
     }
     let timeout = Duration::from_millis(env_var(
         "STATEMENT_TIMEOUT_MS",
@@ -287,21 +286,24 @@ async fn on_sqlx(
         // No ping before each use: a validation stays one round trip.
         .test_before_acquire(false)
         .connect_lazy(url)?;
-    let mut store = SqlxStore::new(pool).statement_timeout(timeout);
+    // The settings of the example's own pool and of the LISTEN connection, TLS included.
+    let (mut listen, tls) = PgTls::from_url(url)?;
+    let mut store = SqlxStore::new(pool)
+        .statement_timeout(timeout)
+        .tls(tls.clone());
     match std::env::var("SESSION_SCHEMA") {
         Ok(schema) if !schema.is_empty() => store = store.tables_schema(&schema)?,
         _ => {}
     }
     store.migrate().await?;
     let directory = Directory::Pg {
-        pool: directory_pool(url)?,
+        pool: directory_pool(listen.clone(), tls)?,
         timeout,
     };
     directory.seed().await?;
     store.check_schema().await?;
     store.install_invalidation_triggers().await?;
     let manager = SessionManager::try_new(store.clone(), config)?;
-    let mut listen: tokio_postgres::Config = url.parse()?;
     listen.keepalives_idle(Duration::from_secs(30));
     store.spawn_session_listener(listen, manager.clone());
     Ok((manager, directory))
@@ -319,22 +321,17 @@ async fn on_sqlx(
 
 /// The pool of the example's own queries when the session store is on sqlx.
 #[cfg(feature = "sqlx")]
-fn directory_pool(url: &str) -> Result<Pool, Box<dyn std::error::Error>> {
-    let mut config = deadpool_postgres::Config::new();
-    config.url = Some(url.to_owned());
-    config.pool = Some(deadpool_postgres::PoolConfig {
-        max_size: 4,
-        timeouts: deadpool_postgres::Timeouts {
-            wait: Some(Duration::from_secs(5)),
-            create: Some(Duration::from_secs(5)),
-            recycle: Some(Duration::from_secs(5)),
-        },
-        ..Default::default()
-    });
-    Ok(config.create_pool(
-        Some(deadpool_postgres::Runtime::Tokio1),
-        tokio_postgres::NoTls,
-    )?)
+fn directory_pool(
+    config: tokio_postgres::Config,
+    tls: tower_session_auth::store::PgTls,
+) -> Result<Pool, Box<dyn std::error::Error>> {
+    let manager = deadpool_postgres::Manager::new(config, tls);
+    Ok(Pool::builder(manager)
+        .max_size(4)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()?)
 }
 
 fn env_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {

@@ -23,7 +23,7 @@ use super::postgres::{
 };
 use super::{
     AdminStore, AppSchema, CharacterRecord, CharacterSelection, CharacterStore, NewSession,
-    PgStore, Purged, RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord,
+    PgStore, PgTls, Purged, RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord,
     SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
 };
 use crate::config::ConfigError;
@@ -96,6 +96,7 @@ pub struct SqlxStore {
     app: Arc<AppSchema>,
     names: Arc<Names>,
     statement_timeout: Duration,
+    tls: PgTls,
 }
 
 impl std::fmt::Debug for SqlxStore {
@@ -162,6 +163,7 @@ impl SqlxStore {
             app: Arc::new(app),
             names: Arc::new(names),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            tls: PgTls::default(),
         }
     }
 
@@ -191,6 +193,21 @@ impl SqlxStore {
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// The TLS connector of the `LISTEN` connection of
+    /// [`spawn_session_listener`](Self::spawn_session_listener), which `tokio-postgres` makes
+    /// (the pool's connections are sqlx's, with sqlx's TLS): [`PgTls::from_url`] gives it from
+    /// the connection string. The default encrypts without checking the server's certificate
+    /// when the listener's config asks for TLS, as [`PgStore::tls`]'s does.
+    pub fn tls(mut self, tls: PgTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS connector of the `LISTEN` connection (see [`tls`](Self::tls)).
+    pub(crate) fn connector(&self) -> PgTls {
+        self.tls.clone()
     }
 
     /// The underlying pool.
