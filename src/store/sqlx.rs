@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::postgres::{
     COLUMN_TYPE, CRATE_TABLES, ExpectedColumn, MIGRATIONS, MigrationSql, Names, SCHEMA_EXISTS,
-    SESSION_COLUMNS, Statements, TABLE_EXISTS, check_tables_schema, schema_verdict, session_column,
-    validation,
+    SESSION_COLUMNS, Sql, Statements, TABLE_EXISTS, check_tables_schema, schema_verdict,
+    session_column, validation,
 };
 use super::{
     AdminStore, AppSchema, CharacterRecord, CharacterSelection, CharacterStore, NewSession,
@@ -32,10 +32,11 @@ use crate::token::{SessionId, TokenHash};
 /// A statement with its parameters bound, ready to run.
 type Bound<'q> = Query<'q, Postgres, PgArguments>;
 
-/// One of the shared [`Statements`], to bind its parameters to. Prepared once per connection
-/// (sqlx's statement cache).
-fn statement(sql: &str) -> Bound<'_> {
-    sqlx::query(sql)
+/// One of the shared statements, to bind its parameters to (sqlx declares their types from
+/// the Rust values bound, the same types as the statement's). Prepared once per connection, in
+/// sqlx's statement cache.
+fn statement(sql: &Sql) -> Bound<'_> {
+    sqlx::query(&sql.text)
 }
 
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
@@ -81,8 +82,11 @@ impl From<sqlx::Error> for StoreError {
 ///   PostgreSQL a cancel request, so the server finishes (or is stopped by its own
 ///   `statement_timeout` or `lock_timeout`) the statement it was running. Give the
 ///   application's role a `lock_timeout` if statements may wait on locks.
-/// - **Not offered:** durable revocations ([`PgStore::durable_revocations`]) and multi-host
-///   failover URLs (sqlx connects to one host). A connection on which a write fails because the
+/// - **Not offered:** durable revocations ([`PgStore::durable_revocations`]), multi-host
+///   failover URLs (sqlx connects to one host), and the mode without named prepared statements
+///   ([`PgStore::prepared_statements`]): sqlx prepares named statements, so a transaction
+///   pooler in front of the database must support them (PgBouncer 1.21 and later with
+///   `max_prepared_statements`; untested). A connection on which a write fails because the
 ///   server is read-only (SQLSTATE 25006) is closed, so that the pool connects anew.
 /// - **Cross-instance events.** The triggers are the same
 ///   ([`install_invalidation_triggers`](Self::install_invalidation_triggers)); the `LISTEN`
@@ -231,7 +235,7 @@ impl SqlxStore {
         if let Some(schema) = &statements.schema {
             // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the privilege to
             // create schemas even when the schema exists.
-            let row = sqlx::query(SCHEMA_EXISTS)
+            let row = statement(&SCHEMA_EXISTS)
                 .persistent(false)
                 .bind(&schema.quoted)
                 .fetch_one(&mut *tx)
@@ -245,7 +249,7 @@ impl SqlxStore {
         sqlx::raw_sql(&statements.create_table)
             .execute(&mut *tx)
             .await?;
-        let applied: Vec<i32> = sqlx::query(&statements.applied)
+        let applied: Vec<i32> = statement(&statements.applied)
             .persistent(false)
             .fetch_all(&mut *tx)
             .await?
@@ -265,7 +269,7 @@ impl SqlxStore {
                     name,
                     source: source.into(),
                 })?;
-            sqlx::query(&statements.record)
+            statement(&statements.record)
                 .persistent(false)
                 .bind(version)
                 .bind(name)
@@ -286,7 +290,7 @@ impl SqlxStore {
         let problems = bounded!(self, |connection| {
             let mut problems = self.missing_crate_tables(connection).await?;
             for expected in &expected {
-                let row = sqlx::query(COLUMN_TYPE)
+                let row = statement(&COLUMN_TYPE)
                     .persistent(false)
                     .bind(expected.table)
                     .bind(expected.column)
@@ -313,7 +317,7 @@ impl SqlxStore {
         let migrate = "SqlxStore::migrate";
         let exists = |row: PgRow| column::<bool>(&row, 0, "boolean");
         if let Some(quoted) = names.quoted_schema() {
-            let row = sqlx::query(SCHEMA_EXISTS)
+            let row = statement(&SCHEMA_EXISTS)
                 .persistent(false)
                 .bind(quoted)
                 .fetch_one(&mut *connection)
@@ -324,7 +328,7 @@ impl SqlxStore {
         }
         let mut problems = Vec::new();
         for table in CRATE_TABLES {
-            let row = sqlx::query(TABLE_EXISTS)
+            let row = statement(&TABLE_EXISTS)
                 .persistent(false)
                 .bind(names.object(table))
                 .fetch_one(&mut *connection)
@@ -536,7 +540,7 @@ impl SessionStore for SqlxStore {
             Scope::User => &self.sql.validate_user,
             Scope::Game => &self.sql.validate_game,
         };
-        let query = sqlx::query(sql)
+        let query = statement(sql)
             .bind(token_hash.0.as_slice())
             .bind(now)
             .bind(touch.due_before)
