@@ -16,6 +16,7 @@
 //! | `floor-session` | our session cookie's token hashed, then one prepared `SELECT` of the session by hash joined with its user on the same pool, expiry and user checked in the handler: the least any validation costs that reads the role on each request |
 //! | `ours` | `AuthUser` behind `SessionLayer` + `PgStore` |
 //! | `ours-unnamed` | `ours` with `PgStore::prepared_statements(false)`: the validating statement sent unnamed, parsed and planned on each request (what a transaction pooler such as PgBouncer needs), on the same direct pool |
+//! | `ours-sqlx` | `ours` on `SqlxStore` (feature `sqlx`, on in `scripts/bench`): the same statements on a sqlx pool of the same size, with `test_before_acquire(false)` as the README advises; same sessions, same table |
 //! | `ours-game` | `GameUser` + `RequirePermission<ViewLogs>`: an admin's session with a selected character |
 //! | `peer` | axum-login over tower-sessions with `tower-sessions-sqlx-store`'s `PostgresStore`; its backend loads the user with sqlx |
 //! | `ours-memory` | `AuthUser` behind `SessionLayer` + `MemoryStore` |
@@ -247,6 +248,10 @@ struct Db {
     pool: Pool,
     /// The peer's sqlx pool.
     sqlx: PgPool,
+    /// The sqlx pool of `SqlxStore`: the peer's connection options, without the ping before
+    /// each use.
+    #[cfg(feature = "sqlx")]
+    ours_sqlx: PgPool,
 }
 
 /// Cumulative counters at one instant.
@@ -341,6 +346,13 @@ impl Db {
             .expect("BENCH_DATABASE_URL is not a valid PostgreSQL URL")
             .options([("search_path", schema.as_str())])
             .application_name(&schema);
+        #[cfg(feature = "sqlx")]
+        let ours_sqlx = PgPoolOptions::new()
+            .max_connections(POOL_SIZE as u32)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .unwrap_or_else(|e| panic!("the sqlx store's pool cannot connect: {e}"));
         let sqlx = PgPoolOptions::new()
             .max_connections(POOL_SIZE as u32)
             .connect_with(options)
@@ -352,6 +364,8 @@ impl Db {
             server_version,
             pool,
             sqlx,
+            #[cfg(feature = "sqlx")]
+            ours_sqlx,
         }
     }
 
@@ -394,16 +408,22 @@ impl Db {
             client.query_one(FLUSH_PROBE, &[]).await.expect("probe");
         }
         drop(held);
-        let size = self.sqlx.size();
-        let mut held = Vec::with_capacity(size as usize);
-        for _ in 0..size {
-            held.push(self.sqlx.acquire().await.expect("sqlx connection"));
-        }
-        for connection in &mut held {
-            sqlx::query(FLUSH_PROBE)
-                .execute(&mut **connection)
-                .await
-                .expect("probe");
+        #[cfg(feature = "sqlx")]
+        let sqlx_pools = [&self.sqlx, &self.ours_sqlx];
+        #[cfg(not(feature = "sqlx"))]
+        let sqlx_pools = [&self.sqlx];
+        for pool in sqlx_pools {
+            let size = pool.size();
+            let mut held = Vec::with_capacity(size as usize);
+            for _ in 0..size {
+                held.push(pool.acquire().await.expect("sqlx connection"));
+            }
+            for connection in &mut held {
+                sqlx::query(FLUSH_PROBE)
+                    .execute(&mut **connection)
+                    .await
+                    .expect("probe");
+            }
         }
     }
 
@@ -468,6 +488,8 @@ impl Db {
 
     async fn drop_schema(&self) {
         self.sqlx.close().await;
+        #[cfg(feature = "sqlx")]
+        self.ours_sqlx.close().await;
         self.admin
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
             .await
@@ -1123,6 +1145,16 @@ impl Bench {
             Some(self.db.pool.clone()),
         ))
         .await;
+        // The same statements on a sqlx pool (migrated above; same tables).
+        #[cfg(feature = "sqlx")]
+        let ours_sqlx = serve(ours_router(
+            SessionManager::new(
+                tower_session_auth::store::SqlxStore::new(self.db.ours_sqlx.clone()),
+                config.clone(),
+            ),
+            None,
+        ))
+        .await;
         // The same store without the activity debounce: every validation writes.
         let undebounced = serve(ours_router(
             SessionManager::new(store.clone(), config.clone().touch_interval(Duration::ZERO)),
@@ -1203,6 +1235,9 @@ impl Bench {
         let cached_cookies = ours_cookies.clone();
         // Same sessions as `ours`, same table: only the statement mode differs.
         let unnamed_cookies = ours_cookies.clone();
+        // Same sessions as `ours`, same table: only the driver differs.
+        #[cfg(feature = "sqlx")]
+        let sqlx_cookies = ours_cookies.clone();
         // Without the `cache` feature nothing is pushed.
         #[cfg_attr(not(feature = "cache"), allow(unused_mut, clippy::useless_vec))]
         let mut cases = vec![
@@ -1217,6 +1252,8 @@ impl Bench {
             ),
             get_case("ours", ours, "/me", ours_cookies, true),
             get_case("ours-unnamed", unnamed, "/me", unnamed_cookies, true),
+            #[cfg(feature = "sqlx")]
+            get_case("ours-sqlx", ours_sqlx, "/me", sqlx_cookies, true),
             get_case("ours-game", ours, "/play", game_cookies, true),
             get_case("peer", peer, "/me", peer_cookies, true),
             get_case("ours-memory", ours_memory, "/me", memory_cookies, false),
@@ -1602,6 +1639,7 @@ impl Bench {
                 "floor_session": rate("floor-session", 8),
                 "ours": rate("ours", 8),
                 "ours_unnamed": rate("ours-unnamed", 8),
+                "ours_sqlx": rate("ours-sqlx", 8),
                 "ours_game": rate("ours-game", 8),
                 "peer": rate("peer", 8),
                 "ours_memory": rate("ours-memory", 8),
@@ -1652,6 +1690,7 @@ impl Bench {
             ("floor-session", "floor-session"),
             ("ours", "ours (AuthUser)"),
             ("ours-unnamed", "ours, unnamed statements"),
+            ("ours-sqlx", "ours on SqlxStore"),
             ("ours-game", "ours-game (GameUser + permission)"),
             ("ours-no-debounce", "ours, touch_interval 0"),
             ("ours-cached", "ours with the cache"),
@@ -1680,16 +1719,22 @@ impl Bench {
 
 /// The ratios of requests per second printed and summarised: each of our cases over the
 /// peer, the floors and the ceiling, the session floor over the floor (what reading the
-/// session and its user costs any design), and unnamed statements over prepared ones.
+/// session and its user costs any design), unnamed statements over prepared ones, and the
+/// sqlx store over the deadpool one.
 fn ratio_pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
     let ours = ["ours", "ours-game", "ours-memory", "ours-cached"];
     let bases = ["peer", "floor", "floor-session", "ceiling"];
-    [("floor-session", "floor"), ("ours-unnamed", "ours")]
-        .into_iter()
-        .chain(
-            ours.into_iter()
-                .flat_map(move |o| bases.into_iter().map(move |b| (o, b))),
-        )
+    [
+        ("floor-session", "floor"),
+        ("ours-unnamed", "ours"),
+        ("ours-sqlx", "ours"),
+        ("ours-sqlx", "peer"),
+    ]
+    .into_iter()
+    .chain(
+        ours.into_iter()
+            .flat_map(move |o| bases.into_iter().map(move |b| (o, b))),
+    )
 }
 
 fn print_header() {
