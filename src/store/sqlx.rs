@@ -224,10 +224,11 @@ impl SqlxStore {
         self.names.channel()
     }
 
-    /// Applies the crate's migrations that this database has not seen yet, as
-    /// [`PgStore::migrate`] does (the same migrations, lock and table of applied versions: a
-    /// database migrated by either store is migrated for both). Safe to call from several
-    /// instances at once. Returns how many migrations were applied.
+    /// Applies the crate's migrations that this database (or, with a
+    /// [`tables_schema`](Self::tables_schema), that schema, created if missing) has not seen
+    /// yet, as [`PgStore::migrate`] does: the same migrations, lock and table of applied
+    /// versions, so a database migrated by either store is migrated for both. Safe to call from
+    /// several instances at once. Returns how many migrations were applied.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let statements = MigrationSql::new(&self.names);
         let mut tx = self.pool.begin().await?;
