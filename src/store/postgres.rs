@@ -1743,63 +1743,7 @@ fn column<'r, T: FromSql<'r>>(
     })
 }
 
-/// Reads the [`SESSION_COLUMNS`] of a row.
-fn record_from_row(row: &Row) -> Result<SessionRecord, StoreError> {
-    // Each column at its place in the list; a name not there fails to compile.
-    macro_rules! get {
-        ($name:literal, $expected:literal) => {
-            column(row, const { session_column($name) }, $expected)?
-        };
-    }
-    Ok(SessionRecord {
-        id: SessionId(get!("id", "uuid")),
-        user_id: get!("user_id", "bigint"),
-        character_id: get!("character_id", "bigint"),
-        world_id: get!("world_id", "text"),
-        client_type: get!("client_type", "text"),
-        ip: get!("ip", "inet"),
-        user_agent: get!("user_agent", "text"),
-        created_at: get!("created_at", "timestamptz"),
-        last_activity: get!("last_activity", "timestamptz"),
-        expires_at: get!("expires_at", "timestamptz"),
-        absolute_expires_at: get!("absolute_expires_at", "timestamptz"),
-        authenticated_at: get!("authenticated_at", "timestamptz"),
-        refreshed: get!("refreshed", "boolean"),
-        remembered: {
-            let series_id: Option<Uuid> = get!("series_id", "uuid");
-            series_id.is_some()
-        },
-    })
-}
-
-/// Reads a row of the validate / lookup statements (see [`view_select`]).
-fn view_from_row(row: &Row, scope: Scope) -> Result<SessionView, StoreError> {
-    let at = SESSION_COLUMNS.len();
-    // The key columns tell a missing row of the left join from null columns of a present one.
-    let user = match column::<Option<i64>>(row, at + 3, "bigint")? {
-        None => None,
-        Some(_) => Some(UserRecord {
-            username: column(row, at, "text")?,
-            role: column(row, at + 1, "text")?,
-            is_active: column::<Option<bool>>(row, at + 2, "boolean")?.unwrap_or(false),
-        }),
-    };
-    let character = match scope {
-        Scope::User => None,
-        Scope::Game => match column::<Option<i64>>(row, at + 6, "bigint")? {
-            None => None,
-            Some(_) => Some(CharacterRecord {
-                name: column(row, at + 4, "text")?,
-                world_id: column(row, at + 5, "text")?,
-            }),
-        },
-    };
-    Ok(SessionView {
-        session: record_from_row(row)?,
-        user,
-        character,
-    })
-}
+session_row_readers!(Row);
 
 /// The outcome of the validating statement, from the row as it was before the statement's own
 /// writes: expired (the statement deleted it), or live with the touch and the world resync
