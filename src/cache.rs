@@ -226,6 +226,16 @@ impl SessionCache {
         self.inner.serving.load(Ordering::Acquire)
     }
 
+    /// The notification listener is connected (`true`) or lost its connection (`false`):
+    /// notifications may have been missed meanwhile, so the cache is flushed on connection
+    /// and serves only while connected.
+    pub(crate) fn listener_connected(&self, connected: bool) {
+        if connected {
+            self.invalidate_all();
+        }
+        self.set_serving(connected);
+    }
+
     /// Starts or stops serving; stopping also drops every entry.
     pub fn set_serving(&self, serving: bool) {
         self.inner.serving.store(serving, Ordering::Release);

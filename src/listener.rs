@@ -76,6 +76,41 @@ fn spawn_listener(
     })
 }
 
+/// The listener of [`PgStore::spawn_invalidation_listener`] (and the sqlx store's).
+#[cfg(feature = "cache")]
+fn cache_listener(
+    config: tokio_postgres::Config,
+    channel: String,
+    tls: PgTls,
+    cache: SessionCache,
+) -> tokio::task::JoinHandle<()> {
+    let connections = cache.clone();
+    spawn_listener(
+        config,
+        channel,
+        tls,
+        move |connected| connections.listener_connected(connected),
+        move |payload| cache.apply_notification(payload),
+    )
+}
+
+/// The listener of [`PgStore::spawn_session_listener`] (and the sqlx store's).
+fn session_listener(
+    config: tokio_postgres::Config,
+    channel: String,
+    tls: PgTls,
+    manager: SessionManager,
+) -> tokio::task::JoinHandle<()> {
+    let events = manager.clone();
+    spawn_listener(
+        config,
+        channel,
+        tls,
+        move |connected| manager.listener_connected(connected),
+        move |payload| events.apply_notification(payload),
+    )
+}
+
 impl PgStore {
     /// Spawns the task that keeps `cache` in step with other instances (feature `cache`): on a
     /// dedicated connection made from `config` (not a pooled one) it `LISTEN`s for the
@@ -98,19 +133,7 @@ impl PgStore {
         config: tokio_postgres::Config,
         cache: SessionCache,
     ) -> tokio::task::JoinHandle<()> {
-        let flushed = cache.clone();
-        spawn_listener(
-            config,
-            self.channel(),
-            self.connector(),
-            move |connected| {
-                if connected {
-                    flushed.invalidate_all();
-                }
-                flushed.set_serving(connected);
-            },
-            move |payload| cache.apply_notification(payload),
-        )
+        cache_listener(config, self.channel(), self.connector(), cache)
     }
 
     /// Spawns the one task that carries other instances' session events to `manager`: on a
@@ -151,14 +174,7 @@ impl PgStore {
         config: tokio_postgres::Config,
         manager: SessionManager,
     ) -> tokio::task::JoinHandle<()> {
-        let events = manager.clone();
-        spawn_listener(
-            config,
-            self.channel(),
-            self.connector(),
-            move |connected| manager.listener_connected(connected),
-            move |payload| events.apply_notification(payload),
-        )
+        session_listener(config, self.channel(), self.connector(), manager)
     }
 }
 
@@ -175,19 +191,7 @@ impl crate::store::SqlxStore {
         config: tokio_postgres::Config,
         cache: SessionCache,
     ) -> tokio::task::JoinHandle<()> {
-        let flushed = cache.clone();
-        spawn_listener(
-            config,
-            self.channel(),
-            self.connector(),
-            move |connected| {
-                if connected {
-                    flushed.invalidate_all();
-                }
-                flushed.set_serving(connected);
-            },
-            move |payload| cache.apply_notification(payload),
-        )
+        cache_listener(config, self.channel(), self.connector(), cache)
     }
 
     /// [`PgStore::spawn_session_listener`] for a store on sqlx: the one task that carries
@@ -202,13 +206,6 @@ impl crate::store::SqlxStore {
         config: tokio_postgres::Config,
         manager: SessionManager,
     ) -> tokio::task::JoinHandle<()> {
-        let events = manager.clone();
-        spawn_listener(
-            config,
-            self.channel(),
-            self.connector(),
-            move |connected| manager.listener_connected(connected),
-            move |payload| events.apply_notification(payload),
-        )
+        session_listener(config, self.channel(), self.connector(), manager)
     }
 }

@@ -296,10 +296,7 @@ impl SessionManager {
     pub(crate) fn listener_connected(&self, connected: bool) {
         #[cfg(feature = "cache")]
         if let Some(cache) = &self.inner.cache {
-            if connected {
-                cache.invalidate_all();
-            }
-            cache.set_serving(connected);
+            cache.listener_connected(connected);
         }
         self.inner.watchers.set_listening(connected);
         if connected {
