@@ -113,23 +113,8 @@ struct DatabaseGuard {
 impl Drop for DatabaseGuard {
     /// As the schema guard: a thread of its own, since a drop cannot await.
     fn drop(&mut self) {
-        let (url, name) = (database_url(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
+        let sql = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        if let Err(error) = super::execute_from_drop(sql) {
             eprintln!("test database {} left behind: {error}", self.name);
         }
     }

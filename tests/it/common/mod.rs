@@ -199,38 +199,33 @@ impl Drop for SchemaGuard {
     /// of its own does the work. A lock still held (by a connection a failed test leaked)
     /// makes it give up after a few seconds and leave the schema behind, rather than hang.
     fn drop(&mut self) {
-        let (url, schema) = (database_url(), self.schema.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                let row = client
-                    .query_one(
-                        "SELECT string_agg(quote_ident(nspname), ', ') FROM pg_namespace \
-                         WHERE nspname = $1 OR starts_with(nspname, $1 || '_')",
-                        &[&schema],
-                    )
-                    .await?;
-                let Some(schemas) = row.get::<_, Option<String>>(0) else {
-                    return Ok(());
-                };
-                client
-                    .batch_execute(&format!(
-                        "SET lock_timeout = '5s'; DROP SCHEMA {schemas} CASCADE"
-                    ))
-                    .await
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
+        let sql = format!(
+            "SET lock_timeout = '5s'; DROP SCHEMA {} CASCADE",
+            self.schema
+        );
+        if let Err(error) = execute_from_drop(sql) {
             eprintln!("test schema {} left behind: {error}", self.schema);
         }
     }
+}
+
+/// Runs `sql` on the test database from a `Drop`: a drop cannot await, and the test's runtime
+/// may be a current-thread one, so a thread with a runtime of its own does the work.
+pub fn execute_from_drop(sql: String) -> Result<(), tokio_postgres::Error> {
+    let url = database_url();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.batch_execute(&sql).await
+        })
+    })
+    .join()
+    .expect("the drop thread")
 }
 
 /// The application's tables, as the original server's schema has them.
