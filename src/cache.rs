@@ -52,6 +52,7 @@ use time::OffsetDateTime;
 use crate::invalidation::Notice;
 use crate::store::SessionView;
 use crate::token::{SessionId, TokenHash};
+use crate::user_id::UserId;
 
 /// Size and lifetime of the [`SessionCache`].
 #[derive(Clone, Debug)]
@@ -107,7 +108,7 @@ const SHARDS: usize = 16;
 struct Shard {
     entries: HashMap<TokenHash, Entry>,
     by_session: HashMap<SessionId, TokenHash>,
-    by_user: HashMap<i64, HashSet<TokenHash>>,
+    by_user: HashMap<UserId, HashSet<TokenHash>>,
 }
 
 impl Shard {
@@ -120,7 +121,7 @@ impl Shard {
         if let Cached::Live(view) = &entry.cached {
             self.by_session.insert(view.session.id, hash);
             self.by_user
-                .entry(view.session.user_id)
+                .entry(view.session.user_id.clone())
                 .or_default()
                 .insert(hash);
         }
@@ -157,17 +158,17 @@ impl Shard {
 
 fn unindex(
     by_session: &mut HashMap<SessionId, TokenHash>,
-    by_user: &mut HashMap<i64, HashSet<TokenHash>>,
+    by_user: &mut HashMap<UserId, HashSet<TokenHash>>,
     hash: &TokenHash,
     entry: &Entry,
 ) {
     if let Cached::Live(view) = &entry.cached {
         by_session.remove(&view.session.id);
-        let user_id = view.session.user_id;
-        if let Some(hashes) = by_user.get_mut(&user_id) {
+        let user_id = &view.session.user_id;
+        if let Some(hashes) = by_user.get_mut(user_id) {
             hashes.remove(hash);
             if hashes.is_empty() {
-                by_user.remove(&user_id);
+                by_user.remove(user_id);
             }
         }
     }
@@ -358,14 +359,14 @@ impl SessionCache {
 
     /// Drops the entries of a user's sessions (after a role change or a deactivation made
     /// outside the notifying triggers): one index lookup per shard.
-    pub fn invalidate_user(&self, user_id: i64) {
+    pub fn invalidate_user(&self, user_id: &UserId) {
         self.bump_generation();
         for i in 0..SHARDS {
-            if !self.read(i).by_user.contains_key(&user_id) {
+            if !self.read(i).by_user.contains_key(user_id) {
                 continue;
             }
             let mut shard = self.write(i);
-            let hashes = shard.by_user.get(&user_id).cloned().unwrap_or_default();
+            let hashes = shard.by_user.get(user_id).cloned().unwrap_or_default();
             for hash in &hashes {
                 shard.remove(hash);
             }
@@ -398,7 +399,7 @@ impl SessionCache {
     pub(crate) fn apply(&self, notice: &Notice) {
         match notice {
             Notice::Sessions(ids) => self.invalidate_sessions(ids),
-            Notice::User(user_id) => self.invalidate_user(*user_id),
+            Notice::User(user_ids) => user_ids.iter().for_each(|id| self.invalidate_user(id)),
             Notice::All => self.invalidate_all(),
         }
     }
@@ -418,13 +419,14 @@ fn shard_of(hash: &TokenHash) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FromUserId;
     use crate::store::{SessionRecord, UserRecord};
 
     fn live(user_id: i64, now: OffsetDateTime) -> Cached {
         Cached::Live(Arc::new(SessionView {
             session: SessionRecord {
                 id: SessionId::new(),
-                user_id,
+                user_id: UserId::Int(user_id),
                 character_id: None,
                 world_id: None,
                 client_type: "browser".into(),
@@ -460,7 +462,7 @@ mod tests {
 
     fn served(cache: &SessionCache, hash: &TokenHash, now: OffsetDateTime) -> Option<i64> {
         match cache.get(hash, now, now - time::Duration::minutes(1))? {
-            Cached::Live(view) => Some(view.session.user_id),
+            Cached::Live(view) => i64::from_user_id(&view.session.user_id),
             Cached::Unknown => Some(-1),
         }
     }
@@ -597,7 +599,10 @@ mod tests {
         assert_eq!(cache.entry_count(), 1);
         let shard = cache.read(0);
         assert_eq!(shard.by_session.len(), 1);
-        assert_eq!(shard.by_user.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            shard.by_user.keys().cloned().collect::<Vec<_>>(),
+            [UserId::Int(2)]
+        );
         drop(shard);
         // Replacing a token's entry re-indexes it.
         put(&cache, hash(3), Cached::Unknown);

@@ -3,7 +3,7 @@
 //!
 //! | extractor | passes when | otherwise |
 //! |---|---|---|
-//! | [`AuthUser`] | live session, user present, active, with a role | 401 |
+//! | [`AuthUser<Id>`](AuthUser) | live session, user present, active, with a role | 401 |
 //! | `Option<AuthUser>` | always, `None` when unauthenticated | 500 if the store failed |
 //! | [`GameUser`] | as `AuthUser`, and a selected character with a world | 409 |
 //! | [`RequirePermission<P>`] | as `AuthUser`, and the role grants `P` | 403 |
@@ -11,6 +11,12 @@
 //! | [`RecentAuth<E>`] | as `E` (default `AuthUser`), and a recent password entry | 403 |
 //!
 //! A store failure is always `500 Session store unavailable`: never anonymous, never 403.
+//!
+//! Every extractor that carries the user takes the user id's type as a last parameter,
+//! `i64` unless named: `AuthUser<Uuid>`, `GameUser<String>`, `RequirePermission<P, i32>`
+//! (any [`FromUserId`] type; see [`UserIdType`](crate::store::UserIdType) for the store's
+//! side). A type the store's ids are not is a configuration error:
+//! `500 Session user id type mismatch`, logged.
 //!
 //! ```
 //! use tower_session_auth::{GameUser, RequirePermission, permissions::ViewLogs};
@@ -36,6 +42,7 @@ use crate::rejection::AuthRejection;
 use crate::session::Session;
 use crate::store::{Scope, SessionView};
 use crate::token::SessionId;
+use crate::user_id::{FromUserId, UserId};
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = AuthRejection;
@@ -57,9 +64,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 /// request).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct AuthUser {
-    /// The user's id.
-    pub user_id: i64,
+pub struct AuthUser<Id = i64> {
+    /// The user's id, as type `Id` (`i64` unless the handler names another [`FromUserId`]
+    /// type, e.g. `AuthUser<uuid::Uuid>`).
+    pub user_id: Id,
     /// The user's name, read from the users table on this request.
     pub username: String,
     /// The user's role, read from the users table on this request.
@@ -77,7 +85,7 @@ pub struct AuthUser {
     pub client_type: String,
 }
 
-impl AuthUser {
+impl<Id: FromUserId> AuthUser<Id> {
     pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = view.user.as_ref().ok_or(AuthRejection::InvalidUser)?;
         let role = match &user.role {
@@ -86,7 +94,7 @@ impl AuthUser {
         };
         let session = &view.session;
         Ok(Self {
-            user_id: session.user_id,
+            user_id: typed_user_id(&session.user_id)?,
             username: user.username.clone(),
             role: role.clone(),
             session_id: session.id,
@@ -104,6 +112,18 @@ impl AuthUser {
     }
 }
 
+/// The session's user id as the handler's type, or the logged configuration error.
+fn typed_user_id<Id: FromUserId>(id: &UserId) -> Result<Id, AuthRejection> {
+    Id::from_user_id(id).ok_or_else(|| {
+        tracing::error!(
+            user_id = %id,
+            expected = std::any::type_name::<Id>(),
+            "the handler's user id type does not match the store's user ids"
+        );
+        AuthRejection::UserIdMismatch
+    })
+}
+
 fn session_of(parts: &Parts) -> Result<&Session, AuthRejection> {
     parts
         .extensions
@@ -118,7 +138,7 @@ async fn live_view(session: &Session, scope: Scope) -> Result<&SessionView, Auth
         .ok_or(AuthRejection::InvalidSession)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+impl<Id: FromUserId + Send, S: Send + Sync> FromRequestParts<S> for AuthUser<Id> {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -126,7 +146,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     }
 }
 
-impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
+impl<Id: FromUserId + Send, S: Send + Sync> OptionalFromRequestParts<S> for AuthUser<Id> {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(
@@ -152,9 +172,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser {
 /// validation; listed after them, it validates a second time when a character is selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct GameUser {
+pub struct GameUser<Id = i64> {
     /// The authenticated user (its fields are reachable through `Deref`: `game.username`).
-    pub user: AuthUser,
+    pub user: AuthUser<Id>,
     /// The selected character.
     pub character_id: i64,
     /// The character's name.
@@ -163,15 +183,15 @@ pub struct GameUser {
     pub world_id: String,
 }
 
-impl Deref for GameUser {
-    type Target = AuthUser;
+impl<Id> Deref for GameUser<Id> {
+    type Target = AuthUser<Id>;
 
-    fn deref(&self) -> &AuthUser {
+    fn deref(&self) -> &AuthUser<Id> {
         &self.user
     }
 }
 
-impl GameUser {
+impl<Id: FromUserId> GameUser<Id> {
     /// The game user of a view validated at [`Scope::Game`], or the rejection.
     pub(crate) fn from_view(view: &SessionView) -> Result<Self, AuthRejection> {
         let user = AuthUser::from_view(view)?;
@@ -196,7 +216,7 @@ impl GameUser {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for GameUser {
+impl<Id: FromUserId + Send, S: Send + Sync> FromRequestParts<S> for GameUser<Id> {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -214,30 +234,30 @@ impl<S: Send + Sync> FromRequestParts<S> for GameUser {
 ///     format!("{} may kick", admin.username)
 /// }
 /// ```
-pub struct RequirePermission<P: Permission>(pub AuthUser, pub PhantomData<P>);
+pub struct RequirePermission<P: Permission, Id = i64>(pub AuthUser<Id>, pub PhantomData<P>);
 
 /// An authenticated user whose role is at least `R` in the policy's hierarchy; otherwise 403
 /// `Insufficient privileges. Minimum role required: <R::NAME>`.
-pub struct RequireRole<R: Role>(pub AuthUser, pub PhantomData<R>);
+pub struct RequireRole<R: Role, Id = i64>(pub AuthUser<Id>, pub PhantomData<R>);
 
 macro_rules! guard_extractor {
     ($guard:ident, $bound:ident, |$policy:ident, $role:ident, $name:ident| $allowed:expr, $reject:expr) => {
-        impl<T: $bound> $guard<T> {
+        impl<T: $bound, Id> $guard<T, Id> {
             /// The authenticated user.
-            pub fn into_inner(self) -> AuthUser {
+            pub fn into_inner(self) -> AuthUser<Id> {
                 self.0
             }
         }
 
-        impl<T: $bound> Deref for $guard<T> {
-            type Target = AuthUser;
+        impl<T: $bound, Id> Deref for $guard<T, Id> {
+            type Target = AuthUser<Id>;
 
-            fn deref(&self) -> &AuthUser {
+            fn deref(&self) -> &AuthUser<Id> {
                 &self.0
             }
         }
 
-        impl<T: $bound> std::fmt::Debug for $guard<T> {
+        impl<T: $bound, Id: std::fmt::Debug> std::fmt::Debug for $guard<T, Id> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_tuple(stringify!($guard))
                     .field(&T::NAME)
@@ -246,14 +266,16 @@ macro_rules! guard_extractor {
             }
         }
 
-        impl<T: $bound, S: Send + Sync> FromRequestParts<S> for $guard<T> {
+        impl<T: $bound, Id: FromUserId + Send, S: Send + Sync> FromRequestParts<S>
+            for $guard<T, Id>
+        {
             type Rejection = AuthRejection;
 
             async fn from_request_parts(
                 parts: &mut Parts,
                 _state: &S,
             ) -> Result<Self, Self::Rejection> {
-                let (user, session) = AuthUser::resolve(parts).await?;
+                let (user, session) = AuthUser::<Id>::resolve(parts).await?;
                 let $policy = session.manager().policy();
                 let $role = user.role.as_str();
                 let $name = T::NAME;
@@ -288,25 +310,25 @@ pub trait Authenticated {
     fn session_id(&self) -> SessionId;
 }
 
-impl Authenticated for AuthUser {
+impl<Id> Authenticated for AuthUser<Id> {
     fn session_id(&self) -> SessionId {
         self.session_id
     }
 }
 
-impl Authenticated for GameUser {
+impl<Id> Authenticated for GameUser<Id> {
     fn session_id(&self) -> SessionId {
         self.user.session_id
     }
 }
 
-impl<P: Permission> Authenticated for RequirePermission<P> {
+impl<P: Permission, Id> Authenticated for RequirePermission<P, Id> {
     fn session_id(&self) -> SessionId {
         self.0.session_id
     }
 }
 
-impl<R: Role> Authenticated for RequireRole<R> {
+impl<R: Role, Id> Authenticated for RequireRole<R, Id> {
     fn session_id(&self) -> SessionId {
         self.0.session_id
     }

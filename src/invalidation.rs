@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::token::SessionId;
+use crate::user_id::UserId;
 
 /// The registry of live watches of one manager: who to wake for which session and user.
 ///
@@ -27,14 +28,15 @@ pub(crate) struct Watchers {
 struct Registry {
     watches: HashMap<u64, Arc<Notify>>,
     by_session: HashMap<SessionId, Vec<u64>>,
-    by_user: HashMap<i64, Vec<u64>>,
+    by_user: HashMap<UserId, Vec<u64>>,
 }
 
 /// A parsed invalidation notification: `sessions:<uuid>,<uuid>,…`, `user:<id>`, or anything
-/// else (an id that does not parse included), which means everything.
+/// else (a session id that does not parse included), which means everything.
 pub(crate) enum Notice {
     Sessions(Vec<SessionId>),
-    User(i64),
+    /// The ids the user's id as text may be (the notice does not say its type).
+    User(Vec<UserId>),
     All,
 }
 
@@ -45,11 +47,8 @@ impl Notice {
                 Ok(ids) => Self::Sessions(ids),
                 Err(_) => Self::All,
             }
-        } else if let Some(user) = payload
-            .strip_prefix("user:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            Self::User(user)
+        } else if let Some(user) = payload.strip_prefix("user:") {
+            Self::User(UserId::candidates(user))
         } else {
             Self::All
         }
@@ -62,7 +61,7 @@ impl Watchers {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn register(&self, session_id: SessionId, user_id: i64) -> (u64, Arc<Notify>) {
+    pub(crate) fn register(&self, session_id: SessionId, user_id: UserId) -> (u64, Arc<Notify>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
         let mut registry = self.lock();
@@ -72,10 +71,10 @@ impl Watchers {
         (id, notify)
     }
 
-    pub(crate) fn unregister(&self, id: u64, session_id: SessionId, user_id: i64) {
+    pub(crate) fn unregister(&self, id: u64, session_id: SessionId, user_id: &UserId) {
         let mut registry = self.lock();
         registry.watches.remove(&id);
-        forget(&mut registry.by_session, session_id, id);
+        forget(&mut registry.by_session, &session_id, id);
         forget(&mut registry.by_user, user_id, id);
     }
 
@@ -117,10 +116,16 @@ impl Watchers {
         self.invalidate_sessions(&[id]);
     }
 
-    pub(crate) fn invalidate_user(&self, user_id: i64) {
+    pub(crate) fn invalidate_user(&self, user_id: &UserId) {
+        self.invalidate_users(std::slice::from_ref(user_id));
+    }
+
+    fn invalidate_users(&self, user_ids: &[UserId]) {
         self.bump();
         let registry = self.lock();
-        wake(&registry, registry.by_user.get(&user_id));
+        for user_id in user_ids {
+            wake(&registry, registry.by_user.get(user_id));
+        }
     }
 
     pub(crate) fn invalidate_all(&self) {
@@ -133,7 +138,7 @@ impl Watchers {
     pub(crate) fn apply(&self, notice: &Notice) {
         match notice {
             Notice::Sessions(ids) => self.invalidate_sessions(ids),
-            Notice::User(user_id) => self.invalidate_user(*user_id),
+            Notice::User(user_ids) => self.invalidate_users(user_ids),
             Notice::All => self.invalidate_all(),
         }
     }
@@ -148,11 +153,11 @@ fn wake(registry: &Registry, ids: Option<&Vec<u64>>) {
     }
 }
 
-fn forget<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<u64>>, key: K, id: u64) {
-    if let Some(ids) = index.get_mut(&key) {
+fn forget<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<u64>>, key: &K, id: u64) {
+    if let Some(ids) = index.get_mut(key) {
         ids.retain(|other| *other != id);
         if ids.is_empty() {
-            index.remove(&key);
+            index.remove(key);
         }
     }
 }

@@ -160,6 +160,7 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 pub mod token;
+mod user_id;
 pub mod watch;
 
 pub use config::{ConfigError, CookieConfig, CsrfConfig, RefreshConfig, SessionConfig};
@@ -172,6 +173,7 @@ pub use response::NoStore;
 pub use session::Session;
 pub use store::{ClientInfo, MemoryStore, PgStore};
 pub use token::SessionId;
+pub use user_id::{FromUserId, UserId};
 
 /// Re-exported for [`CookieConfig::same_site`].
 pub use cookie::SameSite;

@@ -24,6 +24,7 @@ use crate::store::{
     RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
+use crate::user_id::UserId;
 
 /// Where an invalidation goes: the validation cache, when there is one, and the session
 /// watches ([`SessionWatch`]), which hear every event the cache does.
@@ -42,7 +43,7 @@ impl Invalidations<'_> {
         self.watchers.invalidate_session(id);
     }
 
-    fn invalidate_user(&self, user_id: i64) {
+    fn invalidate_user(&self, user_id: &UserId) {
         #[cfg(feature = "cache")]
         if let Some(cache) = self.cache {
             cache.invalidate_user(user_id);
@@ -266,8 +267,9 @@ impl SessionManager {
     /// made on another database, or without the triggers): drops the user's cached
     /// validations (feature `cache`) and wakes the watches of their sessions, which check
     /// once ([`SessionWatch`](crate::watch::SessionWatch)).
-    pub fn invalidate_user(&self, user_id: i64) {
-        self.with_cached(|targets| targets.invalidate_user(user_id));
+    pub fn invalidate_user(&self, user_id: impl Into<UserId>) {
+        let user_id = user_id.into();
+        self.with_cached(|targets| targets.invalidate_user(&user_id));
     }
 
     /// Runs `invalidate` on the cache, if there is one, and the session watches.
@@ -358,14 +360,19 @@ impl SessionManager {
     /// is active. "Remember me" on a store without remember-me support
     /// ([`RememberStore`](crate::store::RememberStore)) fails with
     /// [`StoreError::Unsupported`] and creates nothing.
-    pub async fn login(&self, user_id: i64, options: LoginOptions) -> Result<Login, StoreError> {
+    pub async fn login(
+        &self,
+        user_id: impl Into<UserId>,
+        options: LoginOptions,
+    ) -> Result<Login, StoreError> {
+        let user_id = user_id.into();
         let LoginOptions { remember, client } = options;
         if remember && self.inner.store.remember().is_none() {
             return Err(StoreError::Unsupported("remember-me"));
         }
         let client = client.unwrap_or_default();
         let now = self.now();
-        let (token, mut new) = self.new_session(user_id, client, now);
+        let (token, mut new) = self.new_session(user_id.clone(), client, now);
         let refresh = remember.then(RefreshToken::generate);
         let refresh_config = &self.inner.config.refresh;
         new.remember = refresh.as_ref().map(|refresh| NewSeries {
@@ -383,13 +390,13 @@ impl SessionManager {
         let session = self.inner.store.create(new, max_per_user).await?;
         if max_per_user.is_some() {
             // Pruned sessions (and their series' sessions) may be cached.
-            self.with_cached(|cache| cache.invalidate_user(user_id));
+            self.with_cached(|cache| cache.invalidate_user(&user_id));
         }
         tracing::info!(
             target: AUDIT_TARGET,
             event = "login",
             session_id = %session.id,
-            user_id,
+            %user_id,
             ip = session.ip.map(tracing::field::display),
             client_type = session.client_type.as_str(),
             remember,
@@ -417,7 +424,7 @@ impl SessionManager {
         let config = &self.inner.config.refresh;
         let now = self.now();
         // The series' user is filled in by the store.
-        let (token, session) = self.new_session(0, client, now);
+        let (token, session) = self.new_session(UserId::Int(0), client, now);
         let rotated = RefreshToken::rotate(presented.series());
         let request = RefreshRequest {
             series: presented.series(),
@@ -438,12 +445,12 @@ impl SessionManager {
         Ok(match store.refresh(request).await? {
             RefreshOutcome::Refreshed(session) => {
                 // The series' earlier session, and sessions pruned by the limit, ended.
-                self.with_cached(|cache| cache.invalidate_user(session.user_id));
+                self.with_cached(|cache| cache.invalidate_user(&session.user_id));
                 tracing::info!(
                     target: AUDIT_TARGET,
                     event = "refresh",
                     session_id = %session.id,
-                    user_id = session.user_id,
+                    user_id = %session.user_id,
                     %series,
                 );
                 Refresh::Refreshed(Box::new(Login {
@@ -457,21 +464,21 @@ impl SessionManager {
                 Refresh::Invalid
             }
             RefreshOutcome::Ended { user_id } => {
-                self.with_cached(|cache| cache.invalidate_user(user_id));
+                self.with_cached(|cache| cache.invalidate_user(&user_id));
                 tracing::info!(
                     target: AUDIT_TARGET,
                     event = "refresh_series_ended",
-                    user_id,
+                    %user_id,
                     %series,
                 );
                 Refresh::Invalid
             }
             RefreshOutcome::ReuseDetected { user_id } => {
-                self.with_cached(|cache| cache.invalidate_user(user_id));
+                self.with_cached(|cache| cache.invalidate_user(&user_id));
                 tracing::warn!(
                     target: AUDIT_TARGET,
                     event = "refresh_reuse_detected",
-                    user_id,
+                    %user_id,
                     %series,
                 );
                 Refresh::ReuseDetected
@@ -481,7 +488,7 @@ impl SessionManager {
 
     fn new_session(
         &self,
-        user_id: i64,
+        user_id: UserId,
         client: ClientInfo,
         now: OffsetDateTime,
     ) -> (SessionToken, NewSession) {
@@ -641,15 +648,16 @@ impl SessionManager {
     pub async fn select_character(
         &self,
         session_id: SessionId,
-        user_id: i64,
+        user_id: impl Into<UserId>,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
+        let user_id = user_id.into();
         let selection = self
             .inner
             .store
             .characters()
             .ok_or(StoreError::Unsupported("character binding"))?
-            .select_character(session_id, user_id, character_id)
+            .select_character(session_id, &user_id, character_id)
             .await?;
         self.with_cached(|cache| cache.invalidate_session(session_id));
         Ok(selection)
@@ -706,7 +714,7 @@ impl SessionManager {
     /// that series' other sessions. Returns whether it existed.
     pub async fn remove(&self, id: SessionId) -> Result<bool, StoreError> {
         let removed = self.inner.store.remove(id, None).await?;
-        self.invalidate_removed(id, removed);
+        self.invalidate_removed(id, removed.as_ref());
         if removed.is_some() {
             tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id);
         }
@@ -715,18 +723,23 @@ impl SessionManager {
 
     /// Removes a session by id only if it belongs to `user_id` (self-service revocation),
     /// with its remember-me series as [`remove`](Self::remove) does.
-    pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, StoreError> {
-        let removed = self.inner.store.remove(id, Some(user_id)).await?;
-        self.invalidate_removed(id, removed);
+    pub async fn revoke(
+        &self,
+        user_id: impl Into<UserId>,
+        id: SessionId,
+    ) -> Result<bool, StoreError> {
+        let user_id = user_id.into();
+        let removed = self.inner.store.remove(id, Some(&user_id)).await?;
+        self.invalidate_removed(id, removed.as_ref());
         if removed.is_some() {
-            tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, user_id);
+            tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, %user_id);
         }
         Ok(removed.is_some())
     }
 
     /// Drops the cached entries of a removed session and, since its series' other sessions
     /// ended with it, of its user.
-    fn invalidate_removed(&self, id: SessionId, user_id: Option<i64>) {
+    fn invalidate_removed(&self, id: SessionId, user_id: Option<&UserId>) {
         self.with_cached(|cache| match user_id {
             Some(user_id) => cache.invalidate_user(user_id),
             None => cache.invalidate_session(id),
@@ -742,7 +755,7 @@ impl SessionManager {
         if let Some(cache) = &self.inner.cache {
             cache.invalidate_token(&hash);
         }
-        if let Some(user_id) = removed {
+        if let Some(user_id) = &removed {
             self.with_cached(|cache| cache.invalidate_user(user_id));
             tracing::info!(
                 target: AUDIT_TARGET,
@@ -764,10 +777,10 @@ impl SessionManager {
             return Ok(false); // no series to end
         };
         let ended = store.end_series(series, &presented.secret_hash()).await?;
-        if let Some(user_id) = ended {
+        if let Some(user_id) = &ended {
             self.invalidate_user(user_id);
             let series = series.simple();
-            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series, user_id);
+            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series, %user_id);
         }
         Ok(ended.is_some())
     }
@@ -775,29 +788,41 @@ impl SessionManager {
     /// Removes all of a user's sessions but `keep` ("sign out everywhere else"), and ends all
     /// the user's remember-me series but `keep`'s (whose other session, if a refresh inside
     /// the grace window left one, is kept too).
-    pub async fn revoke_others(&self, user_id: i64, keep: SessionId) -> Result<u64, StoreError> {
+    pub async fn revoke_others(
+        &self,
+        user_id: impl Into<UserId>,
+        keep: SessionId,
+    ) -> Result<u64, StoreError> {
+        let user_id = user_id.into();
         let count = self
             .inner
             .store
-            .remove_for_user(user_id, Some(keep))
+            .remove_for_user(&user_id, Some(keep))
             .await?;
-        self.invalidate_user(user_id);
-        tracing::info!(target: AUDIT_TARGET, event = "revoke_others", user_id, count);
+        self.invalidate_user(&user_id);
+        tracing::info!(target: AUDIT_TARGET, event = "revoke_others", %user_id, count);
         Ok(count)
     }
 
     /// Removes all of a user's sessions and remember-me series (password change,
     /// deactivation, compromise).
-    pub async fn revoke_all(&self, user_id: i64) -> Result<u64, StoreError> {
-        let count = self.inner.store.remove_for_user(user_id, None).await?;
-        self.invalidate_user(user_id);
-        tracing::info!(target: AUDIT_TARGET, event = "revoke_all", user_id, count);
+    pub async fn revoke_all(&self, user_id: impl Into<UserId>) -> Result<u64, StoreError> {
+        let user_id = user_id.into();
+        let count = self.inner.store.remove_for_user(&user_id, None).await?;
+        self.invalidate_user(&user_id);
+        tracing::info!(target: AUDIT_TARGET, event = "revoke_all", %user_id, count);
         Ok(count)
     }
 
     /// A user's live sessions, newest first, with IP, User-Agent and client type.
-    pub async fn list_for_user(&self, user_id: i64) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.store.list_for_user(user_id, self.now()).await
+    pub async fn list_for_user(
+        &self,
+        user_id: impl Into<UserId>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner
+            .store
+            .list_for_user(&user_id.into(), self.now())
+            .await
     }
 
     /// Live sessions, counting only those active within `window` when one is given (a health page

@@ -61,6 +61,11 @@ pub enum AuthRejection {
     /// 500: no [`SessionLayer`](crate::SessionLayer) runs in front of this route.
     #[error("Session layer not installed")]
     LayerMissing,
+    /// 500: the handler asks for a user id type ([`AuthUser<Id>`](crate::AuthUser)) that the
+    /// store's ids are not (an `AuthUser<Uuid>` in front of `bigint` ids): a configuration
+    /// error, logged with both types.
+    #[error("Session user id type mismatch")]
+    UserIdMismatch,
 }
 
 impl AuthRejection {
@@ -80,7 +85,9 @@ impl AuthRejection {
             | Self::MissingRole(_)
             | Self::CrossSiteRequest
             | Self::RecentAuthRequired { .. } => StatusCode::FORBIDDEN,
-            Self::StoreUnavailable | Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StoreUnavailable | Self::LayerMissing | Self::UserIdMismatch => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ const CLIENT_TYPE_HEADER: &str = "x-client-type";
 use crate::rejection::AuthRejection;
 use crate::store::{ClientInfo, Scope, SessionView, Validation};
 use crate::token::{RefreshToken, SessionId, SessionToken};
+use crate::user_id::UserId;
 use crate::watch::SessionWatch;
 
 /// The request's session handle, inserted by the [`SessionLayer`](crate::SessionLayer).
@@ -242,7 +243,11 @@ impl Session {
     /// With [`CsrfConfig`](crate::CsrfConfig) on, a login that would set a cookie is checked
     /// like the extractors: a cross-site request gets [`AuthRejection::CrossSiteRequest`] and
     /// nothing changes. A store failure is [`AuthRejection::StoreUnavailable`] (and logged).
-    pub async fn login(&self, user_id: i64, options: LoginOptions) -> Result<Login, AuthRejection> {
+    pub async fn login(
+        &self,
+        user_id: impl Into<UserId>,
+        options: LoginOptions,
+    ) -> Result<Login, AuthRejection> {
         self.check_cross_site(!self.by_header())?;
         let manager = &self.state.manager;
         if let (Some(TokenSource::Cookie), Some(old)) = (self.state.source, &self.state.token) {
@@ -380,7 +385,11 @@ impl Session {
     /// [`SessionManager::revoke`]; when `id` is this request's own session and it came by
     /// cookie, the response clears the session and refresh cookies. A cookie-authenticated
     /// request is subject to the [`CsrfConfig`](crate::CsrfConfig) check, like the extractors.
-    pub async fn revoke(&self, user_id: i64, id: SessionId) -> Result<bool, AuthRejection> {
+    pub async fn revoke(
+        &self,
+        user_id: impl Into<UserId>,
+        id: SessionId,
+    ) -> Result<bool, AuthRejection> {
         self.check_cross_site(self.by_cookie())?;
         let current = self.is_current(id).await;
         let removed = self.state.manager.revoke(user_id, id).await?;

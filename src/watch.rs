@@ -64,6 +64,7 @@ use tokio::sync::Notify;
 use crate::manager::SessionManager;
 use crate::store::{SessionView, StoreError, Validation};
 use crate::token::{SessionId, SessionToken, TokenHash};
+use crate::user_id::UserId;
 
 /// Why a watched session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +127,7 @@ pub struct SessionWatch {
     notify: Arc<Notify>,
     token_hash: TokenHash,
     session_id: SessionId,
-    user_id: i64,
+    user_id: UserId,
     role: String,
     last_activity: OffsetDateTime,
     expires_at: Option<OffsetDateTime>,
@@ -152,7 +153,7 @@ impl Drop for SessionWatch {
     fn drop(&mut self) {
         self.manager
             .watchers()
-            .unregister(self.id, self.session_id, self.user_id);
+            .unregister(self.id, self.session_id, &self.user_id);
     }
 }
 
@@ -169,14 +170,16 @@ impl SessionWatch {
         read_at: Option<u64>,
     ) -> Self {
         let session = &view.session;
-        let (id, notify) = manager.watchers().register(session.id, session.user_id);
+        let (id, notify) = manager
+            .watchers()
+            .register(session.id, session.user_id.clone());
         Self {
             manager: manager.clone(),
             id,
             notify,
             token_hash,
             session_id: session.id,
-            user_id: session.user_id,
+            user_id: session.user_id.clone(),
             role: view
                 .user
                 .as_ref()

@@ -107,8 +107,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_session_auth::permissions::{BanUsers, ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
-    AuthRejection, AuthUser, CookieConfig, CsrfConfig, GameUser, LoginOptions, MemoryStore,
-    NoStore, PgStore, RecentAuth, Refresh, RefreshConfig, RequirePermission, Session,
+    AuthRejection, AuthUser, CookieConfig, CsrfConfig, FromUserId, GameUser, LoginOptions,
+    MemoryStore, NoStore, PgStore, RecentAuth, Refresh, RefreshConfig, RequirePermission, Session,
     SessionConfig, SessionId, SessionLayer, SessionManager, credentials::TokenSource,
     store::CharacterSelection, store::StoreError, token::RefreshToken,
 };
@@ -1204,6 +1204,7 @@ impl Directory {
         match self {
             Self::Memory { store, passwords } => {
                 Ok(store.user_id_by_name(username).and_then(|id| {
+                    let id = i64::from_user_id(&id)?;
                     let user = store.user(id)?;
                     Some(UserRow {
                         id,
@@ -1300,6 +1301,7 @@ impl Directory {
         match self {
             Self::Memory { store, .. } => Ok(store
                 .user_id_by_name(username)
+                .and_then(|id| i64::from_user_id(&id))
                 .filter(|id| in_memory(store, *id))),
             Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
                 let row = client

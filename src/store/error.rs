@@ -47,7 +47,8 @@ pub enum StoreError {
     /// A migration failed to apply.
     #[error("migration {version} ({name}) failed: {}", Causes(&**source))]
     Migration {
-        /// Version number of the migration.
+        /// Version number of the migration; 0 for the step after them that gives the crate's
+        /// user id columns the [`AppSchema::user_id_type`](super::AppSchema::user_id_type).
         version: i32,
         /// File name of the migration.
         name: &'static str,

@@ -17,6 +17,7 @@ use super::{
     StoreError, Touch, UserRecord, Validation,
 };
 use crate::token::{SessionId, TokenHash};
+use crate::user_id::UserId;
 
 /// Sessions, users and characters in process memory, behind one mutex.
 ///
@@ -42,8 +43,8 @@ struct State {
     sessions: HashMap<SessionId, Entry>,
     by_token: HashMap<TokenHash, SessionId>,
     series: HashMap<Uuid, Series>,
-    users: HashMap<i64, UserRecord>,
-    characters: HashMap<i64, (i64, CharacterRecord)>,
+    users: HashMap<UserId, UserRecord>,
+    characters: HashMap<i64, (UserId, CharacterRecord)>,
 }
 
 #[derive(Debug)]
@@ -55,7 +56,7 @@ struct Entry {
 
 #[derive(Debug)]
 struct Series {
-    user_id: i64,
+    user_id: UserId,
     /// The secrets the series remembers, oldest issued first.
     secrets: Vec<(TokenHash, SecretState)>,
     created_at: OffsetDateTime,
@@ -79,7 +80,7 @@ impl State {
 
     /// Deletes one session and, if it belongs to a series, the series and its sessions.
     /// Returns the session's user if it existed.
-    fn revoke(&mut self, id: SessionId) -> Option<i64> {
+    fn revoke(&mut self, id: SessionId) -> Option<UserId> {
         let entry = self.delete(id)?;
         if let Some(series) = entry.series_id {
             self.end_series(series);
@@ -193,9 +194,15 @@ impl MemoryStore {
     }
 
     /// Adds or replaces a user.
-    pub fn upsert_user(&self, user_id: i64, username: &str, role: Option<&str>, is_active: bool) {
+    pub fn upsert_user(
+        &self,
+        user_id: impl Into<UserId>,
+        username: &str,
+        role: Option<&str>,
+        is_active: bool,
+    ) {
         self.lock().users.insert(
-            user_id,
+            user_id.into(),
             UserRecord {
                 username: username.to_owned(),
                 role: role.map(str::to_owned),
@@ -205,13 +212,13 @@ impl MemoryStore {
     }
 
     /// Removes a user (their sessions stay, and fail validation with "Invalid session user").
-    pub fn remove_user(&self, user_id: i64) -> bool {
-        self.lock().users.remove(&user_id).is_some()
+    pub fn remove_user(&self, user_id: impl Into<UserId>) -> bool {
+        self.lock().users.remove(&user_id.into()).is_some()
     }
 
     /// Changes a user's role; effective on the user's next request. Returns false if unknown.
-    pub fn set_role(&self, user_id: i64, role: Option<&str>) -> bool {
-        match self.lock().users.get_mut(&user_id) {
+    pub fn set_role(&self, user_id: impl Into<UserId>, role: Option<&str>) -> bool {
+        match self.lock().users.get_mut(&user_id.into()) {
             Some(user) => {
                 user.role = role.map(str::to_owned);
                 true
@@ -221,8 +228,8 @@ impl MemoryStore {
     }
 
     /// Activates or deactivates a user. Returns false if unknown.
-    pub fn set_active(&self, user_id: i64, is_active: bool) -> bool {
-        match self.lock().users.get_mut(&user_id) {
+    pub fn set_active(&self, user_id: impl Into<UserId>, is_active: bool) -> bool {
+        match self.lock().users.get_mut(&user_id.into()) {
             Some(user) => {
                 user.is_active = is_active;
                 true
@@ -232,31 +239,31 @@ impl MemoryStore {
     }
 
     /// A user by id.
-    pub fn user(&self, user_id: i64) -> Option<UserRecord> {
-        self.lock().users.get(&user_id).cloned()
+    pub fn user(&self, user_id: impl Into<UserId>) -> Option<UserRecord> {
+        self.lock().users.get(&user_id.into()).cloned()
     }
 
     /// A user's id by username.
-    pub fn user_id_by_name(&self, username: &str) -> Option<i64> {
+    pub fn user_id_by_name(&self, username: &str) -> Option<UserId> {
         self.lock()
             .users
             .iter()
             .find(|(_, user)| user.username == username)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id.clone())
     }
 
     /// Adds or replaces a character owned by `user_id`.
     pub fn upsert_character(
         &self,
         character_id: i64,
-        user_id: i64,
+        user_id: impl Into<UserId>,
         name: &str,
         world_id: Option<&str>,
     ) {
         self.lock().characters.insert(
             character_id,
             (
-                user_id,
+                user_id.into(),
                 CharacterRecord {
                     name: name.to_owned(),
                     world_id: world_id.map(str::to_owned),
@@ -271,7 +278,8 @@ impl MemoryStore {
     }
 
     /// The characters of a user, as `(id, record)` sorted by id.
-    pub fn characters_of(&self, user_id: i64) -> Vec<(i64, CharacterRecord)> {
+    pub fn characters_of(&self, user_id: impl Into<UserId>) -> Vec<(i64, CharacterRecord)> {
+        let user_id = user_id.into();
         let state = self.lock();
         let mut list: Vec<_> = state
             .characters
@@ -294,7 +302,7 @@ impl SessionStore for MemoryStore {
         let mut state = self.lock();
         let remember = new.remember.take();
         let series_id = remember.as_ref().map(|series| series.id);
-        let (user_id, created_at) = (new.user_id, new.created_at);
+        let (user_id, created_at) = (new.user_id.clone(), new.created_at);
         let record = state.insert(new, created_at, false, series_id, max_per_user)?;
         if let Some(series) = remember {
             state.series.insert(
@@ -362,16 +370,20 @@ impl SessionStore for MemoryStore {
         Ok(Some(state.view(&entry.record, Scope::Game)))
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
+    async fn remove(
+        &self,
+        id: SessionId,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, StoreError> {
         let mut state = self.lock();
         let owned = state
             .sessions
             .get(&id)
-            .is_some_and(|entry| owner.is_none_or(|user| entry.record.user_id == user));
+            .is_some_and(|entry| owner.is_none_or(|user| entry.record.user_id == *user));
         Ok(if owned { state.revoke(id) } else { None })
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<UserId>, StoreError> {
         let mut state = self.lock();
         match state.by_token.get(token_hash).copied() {
             Some(id) => Ok(state.revoke(id)),
@@ -381,7 +393,7 @@ impl SessionStore for MemoryStore {
 
     async fn remove_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
         let mut state = self.lock();
@@ -390,9 +402,9 @@ impl SessionStore for MemoryStore {
             .and_then(|entry| entry.series_id);
         state
             .series
-            .retain(|id, series| series.user_id != user_id || Some(*id) == kept_series);
+            .retain(|id, series| series.user_id != *user_id || Some(*id) == kept_series);
         Ok(state.delete_where(|entry| {
-            entry.record.user_id == user_id
+            entry.record.user_id == *user_id
                 && keep.is_none_or(|keep| {
                     entry.record.id != keep
                         && (kept_series.is_none() || entry.series_id != kept_series)
@@ -402,7 +414,7 @@ impl SessionStore for MemoryStore {
 
     async fn list_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         let state = self.lock();
@@ -410,7 +422,7 @@ impl SessionStore for MemoryStore {
             .sessions
             .values()
             .map(|entry| &entry.record)
-            .filter(|record| record.user_id == user_id && !record.is_expired(now))
+            .filter(|record| record.user_id == *user_id && !record.is_expired(now))
             .cloned()
             .collect();
         list.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
@@ -478,13 +490,13 @@ impl RememberStore for MemoryStore {
         &self,
         series: Uuid,
         secret_hash: &TokenHash,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         let mut state = self.lock();
         let holder = state
             .series
             .get(&series)
             .filter(|stored| stored.secrets.iter().any(|(hash, _)| hash == secret_hash))
-            .map(|stored| stored.user_id);
+            .map(|stored| stored.user_id.clone());
         if holder.is_some() {
             state.end_series(series);
         }
@@ -504,7 +516,7 @@ impl RememberStore for MemoryStore {
             presented.map(|at| series.secrets[at].1),
             request.grace_since,
         );
-        let user_id = series.user_id;
+        let user_id = series.user_id.clone();
         let presented = match (&decision, presented) {
             (SecretMatch::Unknown | SecretMatch::Refused, _) | (_, None) => {
                 return Ok(RefreshOutcome::Invalid);
@@ -576,16 +588,16 @@ impl CharacterStore for MemoryStore {
     async fn select_character(
         &self,
         session_id: SessionId,
-        user_id: i64,
+        user_id: &UserId,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
         let mut state = self.lock();
         let character = match state.characters.get(&character_id) {
-            Some((owner, character)) if *owner == user_id => character.clone(),
+            Some((owner, character)) if owner == user_id => character.clone(),
             _ => return Ok(CharacterSelection::CharacterNotFound),
         };
         match state.sessions.get_mut(&session_id) {
-            Some(entry) if entry.record.user_id == user_id => {
+            Some(entry) if entry.record.user_id == *user_id => {
                 entry.record.character_id = Some(character_id);
                 entry.record.world_id = character.world_id.clone();
                 Ok(CharacterSelection::Selected(character))

@@ -30,7 +30,7 @@
 //! ```
 //! use async_trait::async_trait;
 //! use time::OffsetDateTime;
-//! use tower_session_auth::SessionId;
+//! use tower_session_auth::{SessionId, UserId};
 //! use tower_session_auth::store::{
 //!     NewSession, Purged, Scope, SessionRecord, SessionStore, SessionView, StoreError,
 //!     TokenHash, Touch, Validation,
@@ -72,17 +72,21 @@
 //!         Ok(None)
 //!     }
 //!
-//!     async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
+//!     async fn remove(
+//!         &self,
+//!         id: SessionId,
+//!         owner: Option<&UserId>,
+//!     ) -> Result<Option<UserId>, StoreError> {
 //!         Ok(None)
 //!     }
 //!
-//!     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+//!     async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<UserId>, StoreError> {
 //!         Ok(None)
 //!     }
 //!
 //!     async fn remove_for_user(
 //!         &self,
-//!         user_id: i64,
+//!         user_id: &UserId,
 //!         keep: Option<SessionId>,
 //!     ) -> Result<u64, StoreError> {
 //!         Ok(0)
@@ -90,7 +94,7 @@
 //!
 //!     async fn list_for_user(
 //!         &self,
-//!         user_id: i64,
+//!         user_id: &UserId,
 //!         now: OffsetDateTime,
 //!     ) -> Result<Vec<SessionRecord>, StoreError> {
 //!         Ok(Vec::new())
@@ -125,7 +129,7 @@ macro_rules! session_row_readers {
             }
             Ok(SessionRecord {
                 id: SessionId(get!("id", "uuid")),
-                user_id: get!("user_id", "bigint"),
+                user_id: get!("user_id", "user id"),
                 character_id: get!("character_id", "bigint"),
                 world_id: get!("world_id", "text"),
                 client_type: get!("client_type", "text"),
@@ -148,7 +152,7 @@ macro_rules! session_row_readers {
         fn view_from_row(row: &$row, scope: Scope) -> Result<SessionView, StoreError> {
             let at = SESSION_COLUMNS.len();
             // The key columns tell a missing row of the left join from null columns of a present one.
-            let user = match column::<Option<i64>>(row, at + 3, "bigint")? {
+            let user = match column::<Option<crate::UserId>>(row, at + 3, "user id")? {
                 None => None,
                 Some(_) => Some(UserRecord {
                     username: column(row, at, "text")?,
@@ -198,6 +202,8 @@ pub use record::{
 pub use tls::PgTls;
 
 use crate::token::SessionId;
+use crate::user_id::UserId;
+pub use crate::user_id::UserIdType;
 
 /// Storage of sessions: the core every store implements. Implemented by [`PgStore`] and
 /// [`MemoryStore`]; a custom store must give the same guarantees, which the conformance suite
@@ -240,10 +246,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// session belongs to a remember-me series, the series and its other sessions end too,
     /// including a session that a refresh of the series commits meanwhile. Returns the
     /// session's user if it existed (so that a cache can drop that user's entries).
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError>;
+    async fn remove(
+        &self,
+        id: SessionId,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, StoreError>;
 
     /// Removes the session with this token hash, and its remember-me series as `remove` does.
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError>;
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<UserId>, StoreError>;
 
     /// Removes all sessions of a user except `keep` and the other sessions of `keep`'s
     /// remember-me series, and ends all the user's series except `keep`'s; returns how many
@@ -251,14 +261,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// concurrent refresh commits.
     async fn remove_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError>;
 
     /// Lists a user's live sessions, newest first.
     async fn list_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
@@ -306,7 +316,7 @@ pub trait RememberStore: SessionStore {
         &self,
         series: Uuid,
         secret_hash: &TokenHash,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Option<UserId>, StoreError>;
 
     /// Exchanges a remember-me secret for a new session, atomically, by the family rules of
     /// [`RefreshConfig`](crate::RefreshConfig): issues a new secret, ends the series' earlier
@@ -325,7 +335,7 @@ pub trait CharacterStore: SessionStore {
     async fn select_character(
         &self,
         session_id: SessionId,
-        user_id: i64,
+        user_id: &UserId,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError>;
 }

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
+use crate::user_id::{UserId, UserIdType};
 
 /// The crate's migrations, applied in order by [`PgStore::migrate`].
 pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -64,6 +65,10 @@ pub(crate) struct MigrationSql {
     pub(crate) applied: Sql,
     /// Records that the migration of version `$1` and file name `$2` was applied.
     pub(crate) record: Sql,
+    /// Gives the crate's user id columns the [`AppSchema::user_id_type`], run after the
+    /// migrations: a change of an empty table (a new database), or a refusal naming the
+    /// table that holds rows.
+    pub(crate) user_id_columns: String,
 }
 
 /// The statements of [`PgStore::migrate`] for a chosen schema.
@@ -81,7 +86,10 @@ impl MigrationSql {
     pub(crate) const LOCK: &str =
         "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0))";
 
-    pub(crate) fn new(names: &Names) -> Self {
+    /// The name [`StoreError::Migration`] gives the step [`user_id_columns`](Self::user_id_columns).
+    pub(crate) const USER_ID_COLUMNS: &str = "user id columns (AppSchema::user_id_type)";
+
+    pub(crate) fn new(names: &Names, user_id_type: UserIdType) -> Self {
         let migrations = names.object("tower_session_auth_migrations");
         Self {
             schema: names.quoted_schema().map(|quoted| MigrationSchemaSql {
@@ -98,6 +106,32 @@ impl MigrationSql {
             record: Sql::built(
                 format!("INSERT INTO {migrations} (version, name) VALUES ($1, $2)"),
                 &[Type::INT4, Type::TEXT],
+            ),
+            // The migrations create the columns `bigint`. A type is changed only while the
+            // table is empty (a rewrite under an exclusive lock, and no cast from `bigint`
+            // to `uuid`): a populated table is the operator's to convert.
+            user_id_columns: format!(
+                "DO $tsa$ DECLARE \
+                    t regclass; found regtype; has_rows boolean; \
+                    wanted regtype := '{wanted}'; \
+                 BEGIN \
+                    FOREACH t IN ARRAY ARRAY['{sessions}', '{series}']::regclass[] LOOP \
+                        SELECT atttypid::regtype INTO found FROM pg_attribute \
+                        WHERE attrelid = t AND attname = 'user_id' AND NOT attisdropped; \
+                        CONTINUE WHEN found = wanted; \
+                        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t) INTO has_rows; \
+                        IF has_rows THEN \
+                            RAISE EXCEPTION '%.user_id is %, not % as the store is configured, \
+                                and the table holds rows: convert the column, or empty the \
+                                table, before migrating', t, found, wanted; \
+                        END IF; \
+                        EXECUTE format('ALTER TABLE %s ALTER COLUMN user_id TYPE %s \
+                            USING user_id::text::%s', t, wanted, wanted); \
+                    END LOOP; \
+                 END $tsa$",
+                wanted = user_id_type.sql(),
+                sessions = names.object("sessions"),
+                series = names.object("refresh_series"),
             ),
         }
     }
@@ -126,8 +160,12 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 pub struct AppSchema {
     /// Users table.
     pub users_table: String,
-    /// Its primary key (bigint).
+    /// Its primary key, of type [`user_id_type`](Self::user_id_type).
     pub user_id: String,
+    /// The type of the users' key (default `bigint`), which the crate's own `user_id`
+    /// columns take when [`PgStore::migrate`] creates them, and which
+    /// [`PgStore::check_schema`] checks.
+    pub user_id_type: UserIdType,
     /// Login name (text).
     pub username: String,
     /// Role name (text, may be null).
@@ -138,7 +176,7 @@ pub struct AppSchema {
     pub characters_table: String,
     /// Its primary key (bigint).
     pub character_id: String,
-    /// Owner (bigint, references the users table).
+    /// Owner (of type [`user_id_type`](Self::user_id_type), references the users table).
     pub character_user_id: String,
     /// Character name (text).
     pub character_name: String,
@@ -152,6 +190,7 @@ impl Default for AppSchema {
         Self {
             users_table: s("users"),
             user_id: s("id"),
+            user_id_type: UserIdType::default(),
             username: s("username"),
             role: s("role"),
             is_active: s("is_active"),
@@ -427,6 +466,7 @@ fn view_select(app: &AppSchema, scope: Scope) -> (String, String) {
         character_user_id,
         character_name,
         character_world_id,
+        user_id_type: _,
     } = app;
     let mut columns = format!(
         "{}, u.{username}, u.{role}, u.{is_active}, u.{user_id}",
@@ -498,21 +538,21 @@ fn end_session_sql(names: &Names, condition: &str) -> String {
 /// same statement.
 pub(crate) struct Sql {
     pub(crate) text: Cow<'static, str>,
-    params: &'static [Type],
+    params: Cow<'static, [Type]>,
 }
 
 impl Sql {
     const fn fixed(text: &'static str, params: &'static [Type]) -> Self {
         Self {
             text: Cow::Borrowed(text),
-            params,
+            params: Cow::Borrowed(params),
         }
     }
 
-    fn built(text: String, params: &'static [Type]) -> Self {
+    fn built(text: String, params: &[Type]) -> Self {
         Self {
             text: Cow::Owned(text),
-            params,
+            params: Cow::Owned(params.to_vec()),
         }
     }
 }
@@ -590,6 +630,7 @@ impl Statements {
         let AppSchema {
             users_table,
             user_id,
+            user_id_type,
             is_active,
             characters_table,
             character_id,
@@ -598,6 +639,8 @@ impl Statements {
             character_world_id,
             ..
         } = app;
+        // The type of the user id parameters, as declared and as cast to.
+        let (id_type, id_sql) = (user_id_type.pg_type(), user_id_type.sql());
         let sessions = names.object("sessions");
         let refresh_series = names.object("refresh_series");
         let refresh_secrets = names.object("refresh_secrets");
@@ -686,7 +729,7 @@ impl Statements {
                 &[
                     Type::UUID,
                     Type::BYTEA,
-                    Type::INT8,
+                    id_type.clone(),
                     Type::TEXT,
                     Type::INET,
                     Type::TEXT,
@@ -709,7 +752,7 @@ impl Statements {
                     ORDER BY id FOR UPDATE) \
                  SELECT ARRAY(SELECT id FROM doomed), ARRAY(SELECT id FROM series)"
                 ),
-                &[Type::INT8, Type::UUID, Type::INT8, Type::UUID],
+                &[id_type.clone(), Type::UUID, Type::INT8, Type::UUID],
             ),
             prune_sessions: Sql::built(
                 format!(
@@ -728,7 +771,7 @@ impl Statements {
                 ),
                 &[
                     Type::UUID,
-                    Type::INT8,
+                    id_type.clone(),
                     Type::BYTEA,
                     Type::TIMESTAMPTZ,
                     Type::TIMESTAMPTZ,
@@ -754,16 +797,19 @@ impl Statements {
                 ],
             ),
             lookup: Sql::built(lookup, &[Type::BYTEA, Type::TIMESTAMPTZ]),
-            list_for_user: Sql::built(list_for_user, &[Type::INT8, Type::TIMESTAMPTZ]),
+            list_for_user: Sql::built(list_for_user, &[id_type.clone(), Type::TIMESTAMPTZ]),
             reauthenticate: Sql::built(reauthenticate, &[Type::UUID, Type::TIMESTAMPTZ]),
             purge_expired: Sql::built(purge_expired, &[Type::TIMESTAMPTZ, Type::INT8]),
             lock_user: Sql::built(
-                format!("SELECT {}", user_lock(names, "$1::int8")),
-                &[Type::INT8],
+                format!("SELECT {}", user_lock(names, &format!("$1::{id_sql}"))),
+                std::slice::from_ref(&id_type),
             ),
             end_by_id: Sql::built(
-                end_session_sql(names, "id = $1 AND ($2::int8 IS NULL OR user_id = $2)"),
-                &[Type::UUID, Type::INT8],
+                end_session_sql(
+                    names,
+                    &format!("id = $1 AND ($2::{id_sql} IS NULL OR user_id = $2)"),
+                ),
+                &[Type::UUID, id_type.clone()],
             ),
             end_by_token: Sql::built(end_session_sql(names, "token_hash = $1"), &[Type::BYTEA]),
             delete_ended: Sql::built(
@@ -779,7 +825,7 @@ impl Statements {
                  ended AS (DELETE FROM {refresh_series} WHERE id IN (SELECT id FROM doomed)) \
                  SELECT (SELECT series_id FROM kept)"
                 ),
-                &[Type::INT8, Type::UUID],
+                &[id_type.clone(), Type::UUID],
             ),
             delete_user_sessions: Sql::built(
                 format!(
@@ -787,7 +833,7 @@ impl Statements {
                  AND ($2::uuid IS NULL OR (id <> $2 \
                       AND ($3::uuid IS NULL OR series_id IS DISTINCT FROM $3)))"
                 ),
-                &[Type::INT8, Type::UUID, Type::UUID],
+                &[id_type.clone(), Type::UUID, Type::UUID],
             ),
             delete_series: Sql::built(
                 format!(
@@ -849,7 +895,7 @@ impl Statements {
                     Type::INT8,
                 ],
             ),
-            select_character: Sql::built(select_character, &[Type::UUID, Type::INT8, Type::INT8]),
+            select_character: Sql::built(select_character, &[Type::UUID, id_type, Type::INT8]),
             count_active: Sql::built(count_active, &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ]),
             clear_all: Sql::built(
                 format!("WITH series AS (DELETE FROM {refresh_series}) DELETE FROM {sessions}"),
@@ -1279,7 +1325,7 @@ impl PgStore {
     /// their `search_path` fixed to the schema they live in, so they find the crate's tables
     /// whoever calls them.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        let statements = MigrationSql::new(&self.names);
+        let statements = MigrationSql::new(&self.names, self.app.user_id_type);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(MigrationSql::LOCK).await?;
@@ -1326,6 +1372,13 @@ impl PgStore {
                 .await?;
             count += 1;
         }
+        tx.batch_execute(&statements.user_id_columns)
+            .await
+            .map_err(|source| StoreError::Migration {
+                version: 0,
+                name: MigrationSql::USER_ID_COLUMNS,
+                source: source.into(),
+            })?;
         tx.commit().await?;
         Ok(count)
     }
@@ -1343,12 +1396,12 @@ impl PgStore {
     /// [`StoreError::Decode`], never a panic. Bounded by the
     /// [`statement_timeout`](Self::statement_timeout) like every request's statements.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
-        let expected = ExpectedColumn::of(&self.app);
         let problems = bounded!(self, |client| {
             let mut problems = self.missing_crate_tables(&client).await?;
-            for expected in &expected {
+            for expected in ExpectedColumn::of(&self.app, &self.names, problems.is_empty()) {
+                let table = expected.table.as_ref();
                 let row = self
-                    .run_on(&client, &COLUMN_TYPE, &[&expected.table, &expected.column])
+                    .run_on(&client, &COLUMN_TYPE, &[&table, &expected.column])
                     .await?
                     .one()?;
                 problems.extend(expected.problem(
@@ -1513,15 +1566,15 @@ impl PgStore {
         &self,
         find: &Sql,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         bounded!(self, |client| {
             let tx = client.transaction().await?;
             let Some(target) = self.run_on(&tx, find, params).await?.opt()? else {
                 return Ok(None);
             };
-            let (id, user_id, series): (Uuid, i64, Option<Uuid>) = (
+            let (id, user_id, series): (Uuid, UserId, Option<Uuid>) = (
                 column(&target, 0, "uuid")?,
-                column(&target, 1, "bigint")?,
+                column(&target, 1, "user id")?,
                 column(&target, 2, "uuid")?,
             );
             self.run_on(&tx, &self.sql.delete_ended, &[&id, &series])
@@ -1535,9 +1588,12 @@ impl PgStore {
     /// crate's lock order (user, then series rows in id order, then sessions), which login
     /// pruning, refreshes that prune, and user-wide revocations all follow, so they cannot
     /// deadlock.
-    async fn lock_user(&self, client: &impl Connection, user_id: i64) -> Result<(), StoreError> {
-        self.run_on(client, &self.sql.lock_user, &[&user_id])
-            .await?;
+    async fn lock_user(
+        &self,
+        client: &impl Connection,
+        user_id: &UserId,
+    ) -> Result<(), StoreError> {
+        self.run_on(client, &self.sql.lock_user, &[user_id]).await?;
         Ok(())
     }
 
@@ -1567,7 +1623,7 @@ impl PgStore {
         if max_per_user.is_some() {
             // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
             // holds even when they race.
-            self.lock_user(client, new.user_id).await?;
+            self.lock_user(client, &new.user_id).await?;
         }
         let row = self
             .run_on(
@@ -1627,7 +1683,7 @@ impl PgStore {
     ) -> Result<Answer, StoreError> {
         debug_assert_eq!(params.len(), sql.params.len(), "parameters of {}", sql.text);
         let rows = if self.prepared_statements {
-            let statement = client.prepare_typed_cached(&sql.text, sql.params).await?;
+            let statement = client.prepare_typed_cached(&sql.text, &sql.params).await?;
             client.query_raw(&statement, params.iter().copied()).await?
         } else {
             client.query_unnamed(sql, params).await?
@@ -1845,19 +1901,23 @@ impl SessionStore for PgStore {
             .transpose()
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
+    async fn remove(
+        &self,
+        id: SessionId,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, StoreError> {
         self.end_session(&self.sql.end_by_id, &[&id.0, &owner])
             .await
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<UserId>, StoreError> {
         self.end_session(&self.sql.end_by_token, &[&token_hash.0.as_slice()])
             .await
     }
 
     async fn remove_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
         let keep = keep.map(|id| id.0);
@@ -1866,7 +1926,7 @@ impl SessionStore for PgStore {
             self.lock_user(&tx, user_id).await?;
             // First end the series, in id order (each waits for a refresh in flight) ...
             let kept = self
-                .run_on(&tx, &self.sql.end_user_series, &[&user_id, &keep])
+                .run_on(&tx, &self.sql.end_user_series, &[user_id, &keep])
                 .await?
                 .one()?;
             let kept_series: Option<Uuid> = column(&kept, 0, "uuid")?;
@@ -1876,7 +1936,7 @@ impl SessionStore for PgStore {
                 .run_on(
                     &tx,
                     &self.sql.delete_user_sessions,
-                    &[&user_id, &keep, &kept_series],
+                    &[user_id, &keep, &kept_series],
                 )
                 .await?
                 .affected;
@@ -1887,10 +1947,10 @@ impl SessionStore for PgStore {
 
     async fn list_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let answer = self.run(&self.sql.list_for_user, &[&user_id, &now]).await?;
+        let answer = self.run(&self.sql.list_for_user, &[user_id, &now]).await?;
         answer.rows.iter().map(record_from_row).collect()
     }
 
@@ -1932,7 +1992,7 @@ impl RememberStore for PgStore {
         &self,
         series: Uuid,
         secret_hash: &TokenHash,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         bounded!(self, |client| {
             let tx = client.transaction().await?;
             // The series row first: this waits for a refresh that holds it, so the sessions
@@ -1948,7 +2008,7 @@ impl RememberStore for PgStore {
             else {
                 return Ok(None);
             };
-            let user_id: i64 = column(&row, 0, "bigint")?;
+            let user_id: UserId = column(&row, 0, "user id")?;
             self.run_on(&tx, &self.sql.delete_series_sessions, &[&series])
                 .await?;
             commit(tx, self.durable_revocations).await?;
@@ -2001,7 +2061,7 @@ impl RememberStore for PgStore {
                     })
                 })
                 .transpose()?;
-            let user_id: i64 = column(&series, 0, "bigint")?;
+            let user_id: UserId = column(&series, 0, "user id")?;
             let decision = match_secret(stored, request.grace_since);
             if let SecretMatch::Unknown | SecretMatch::Refused = decision {
                 return Ok(RefreshOutcome::Invalid);
@@ -2071,13 +2131,13 @@ impl CharacterStore for PgStore {
     async fn select_character(
         &self,
         session_id: SessionId,
-        user_id: i64,
+        user_id: &UserId,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
         let row = self
             .run(
                 &self.sql.select_character,
-                &[&session_id.0, &user_id, &character_id],
+                &[&session_id.0, user_id, &character_id],
             )
             .await?
             .opt()?;
@@ -2182,11 +2242,10 @@ pub(crate) const COLUMN_TYPE: Sql = Sql::fixed(
     &[Type::TEXT, Type::TEXT],
 );
 
-/// A column of the application's tables that [`PgStore::check_schema`] checks, and the types
-/// the store can read there.
+/// A column that [`PgStore::check_schema`] checks, and the types the store can read there.
 pub(crate) struct ExpectedColumn<'a> {
-    /// The table, as the [`AppSchema`] names it.
-    pub(crate) table: &'a str,
+    /// The table, as the [`AppSchema`] (or, for the crate's own, the [`Names`]) names it.
+    pub(crate) table: Cow<'a, str>,
     /// The column, as the [`AppSchema`] names it.
     pub(crate) column: &'a str,
     /// The type names (`pg_type.typname`) the store reads.
@@ -2196,20 +2255,24 @@ pub(crate) struct ExpectedColumn<'a> {
 }
 
 impl<'a> ExpectedColumn<'a> {
-    /// The columns of `app` the store reads: ids `bigint`, names, roles and worlds text, the
-    /// active flag `boolean`.
-    pub(crate) fn of(app: &'a AppSchema) -> [Self; 8] {
+    /// The columns of `app` the store reads: user ids of the [`AppSchema::user_id_type`],
+    /// character ids `bigint`, names, roles and worlds text, the active flag `boolean`; and,
+    /// when the crate's tables are there (`crate_tables`), their user id columns, which
+    /// [`PgStore::migrate`] gives the same type.
+    pub(crate) fn of(app: &'a AppSchema, names: &Names, crate_tables: bool) -> Vec<Self> {
         const BIGINT: &[&str] = &["int8"];
         const TEXT: &[&str] = &["text", "varchar", "bpchar", "name", "citext"];
         const BOOLEAN: &[&str] = &["bool"];
+        let user_ids = app.user_id_type.type_names();
+        let user_id_sql = app.user_id_type.sql();
         let expect = |table: &'a str, column: &'a str, accepted, wanted| Self {
-            table,
+            table: Cow::Borrowed(table),
             column,
             accepted,
             wanted,
         };
-        [
-            expect(&app.users_table, &app.user_id, BIGINT, "bigint"),
+        let mut expected = vec![
+            expect(&app.users_table, &app.user_id, user_ids, user_id_sql),
             expect(&app.users_table, &app.username, TEXT, "text"),
             expect(&app.users_table, &app.role, TEXT, "text"),
             expect(&app.users_table, &app.is_active, BOOLEAN, "boolean"),
@@ -2217,12 +2280,23 @@ impl<'a> ExpectedColumn<'a> {
             expect(
                 &app.characters_table,
                 &app.character_user_id,
-                BIGINT,
-                "bigint",
+                user_ids,
+                user_id_sql,
             ),
             expect(&app.characters_table, &app.character_name, TEXT, "text"),
             expect(&app.characters_table, &app.character_world_id, TEXT, "text"),
-        ]
+        ];
+        if crate_tables {
+            for table in ["sessions", "refresh_series"] {
+                expected.push(Self {
+                    table: Cow::Owned(names.object(table)),
+                    column: "user_id",
+                    accepted: &user_ids[..1],
+                    wanted: user_id_sql,
+                });
+            }
+        }
+        expected
     }
 
     /// The mismatch to report from [`COLUMN_TYPE`]'s answer for this column, if any.

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::family::{expired, span};
 use crate::token::{SessionId, TokenHash};
+use crate::user_id::UserId;
 
 /// What one batch of [`SessionStore::purge_expired`](super::SessionStore::purge_expired) deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,7 +141,7 @@ pub struct NewSession {
     /// Hash of the freshly drawn token.
     pub token_hash: TokenHash,
     /// The authenticated user.
-    pub user_id: i64,
+    pub user_id: UserId,
     /// Client details.
     pub client: ClientInfo,
     /// Login time.
@@ -204,13 +205,13 @@ pub enum RefreshOutcome {
     /// ended.
     Ended {
         /// The series' user.
-        user_id: i64,
+        user_id: UserId,
     },
     /// A secret the series issued and that was already used was presented after the grace
     /// window: the series and all its sessions were revoked.
     ReuseDetected {
         /// The series' user.
-        user_id: i64,
+        user_id: UserId,
     },
 }
 
@@ -221,7 +222,7 @@ pub struct SessionRecord {
     /// Public id.
     pub id: SessionId,
     /// Owner.
-    pub user_id: i64,
+    pub user_id: UserId,
     /// Selected character, if any.
     pub character_id: Option<i64>,
     /// World of the selected character, as last synced.
@@ -259,7 +260,7 @@ impl SessionRecord {
     pub fn new(new: &NewSession) -> Self {
         Self {
             id: new.id,
-            user_id: new.user_id,
+            user_id: new.user_id.clone(),
             character_id: None,
             world_id: None,
             client_type: new.client.client_type.clone(),

@@ -9,9 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgArguments, PgConnection, PgPool, PgRow, PgTypeInfo, PgValueRef,
+};
 use sqlx::query::Query;
-use sqlx::{Column, Connection, Postgres, Row};
+use sqlx::{Column, Connection, Postgres, Row, ValueRef};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -28,6 +32,7 @@ use super::{
 };
 use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
+use crate::user_id::{UserId, UserIdType};
 
 /// A statement with its parameters bound, ready to run.
 type Bound<'q> = Query<'q, Postgres, PgArguments>;
@@ -143,6 +148,11 @@ macro_rules! bounded {
 }
 
 impl SqlxStore {
+    /// A user id (or none) to bind as the store's user id type.
+    fn user_id(&self, id: Option<&UserId>) -> BoundUserId {
+        BoundUserId(id.cloned(), self.app.user_id_type)
+    }
+
     /// The default [`statement_timeout`](Self::statement_timeout): 5 s, as
     /// [`PgStore::DEFAULT_STATEMENT_TIMEOUT`].
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = PgStore::DEFAULT_STATEMENT_TIMEOUT;
@@ -230,7 +240,7 @@ impl SqlxStore {
     /// versions, so a database migrated by either store is migrated for both. Safe to call from
     /// several instances at once. Returns how many migrations were applied.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        let statements = MigrationSql::new(&self.names);
+        let statements = MigrationSql::new(&self.names, self.app.user_id_type);
         let mut tx = self.pool.begin().await?;
         sqlx::raw_sql(MigrationSql::LOCK).execute(&mut *tx).await?;
         if let Some(schema) = &statements.schema {
@@ -278,6 +288,14 @@ impl SqlxStore {
                 .await?;
             count += 1;
         }
+        sqlx::raw_sql(&statements.user_id_columns)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration {
+                version: 0,
+                name: MigrationSql::USER_ID_COLUMNS,
+                source: source.into(),
+            })?;
         tx.commit().await?;
         Ok(count)
     }
@@ -287,13 +305,12 @@ impl SqlxStore {
     /// read, as [`PgStore::check_schema`] does (the same checks and messages). Bounded by the
     /// [`statement_timeout`](Self::statement_timeout).
     pub async fn check_schema(&self) -> Result<(), StoreError> {
-        let expected = ExpectedColumn::of(&self.app);
         let problems = bounded!(self, |connection| {
             let mut problems = self.missing_crate_tables(connection).await?;
-            for expected in &expected {
+            for expected in ExpectedColumn::of(&self.app, &self.names, problems.is_empty()) {
                 let row = statement(&COLUMN_TYPE)
                     .persistent(false)
-                    .bind(expected.table)
+                    .bind(expected.table.as_ref())
                     .bind(expected.column)
                     .fetch_one(&mut *connection)
                     .await?;
@@ -383,15 +400,15 @@ impl SqlxStore {
     /// names and, if it belongs to a series, the series and all its sessions: the series row
     /// first, which waits for a refresh of the series in flight, then the sessions, in a later
     /// statement whose snapshot includes the session that refresh committed. Returns the user.
-    async fn end_session(&self, find: Bound<'_>) -> Result<Option<i64>, StoreError> {
+    async fn end_session(&self, find: Bound<'_>) -> Result<Option<UserId>, StoreError> {
         bounded!(self, |connection| {
             let mut tx = connection.begin().await?;
             let Some(target) = find.fetch_optional(&mut *tx).await? else {
                 return Ok(None);
             };
-            let (id, user_id, series): (Uuid, i64, Option<Uuid>) = (
+            let (id, user_id, series): (Uuid, UserId, Option<Uuid>) = (
                 column(&target, 0, "uuid")?,
-                column(&target, 1, "bigint")?,
+                column(&target, 1, "user id")?,
                 column(&target, 2, "uuid")?,
             );
             statement(&self.sql.delete_ended)
@@ -409,10 +426,10 @@ impl SqlxStore {
     async fn lock_user(
         &self,
         connection: &mut PgConnection,
-        user_id: i64,
+        user_id: &UserId,
     ) -> Result<(), StoreError> {
         statement(&self.sql.lock_user)
-            .bind(user_id)
+            .bind(self.user_id(Some(user_id)))
             .execute(connection)
             .await?;
         Ok(())
@@ -445,12 +462,12 @@ impl SqlxStore {
         if max_per_user.is_some() {
             // Concurrent logins of one user serialise on a per-user advisory lock, so the limit
             // holds even when they race.
-            self.lock_user(connection, new.user_id).await?;
+            self.lock_user(connection, &new.user_id).await?;
         }
         let row = statement(&self.sql.insert_session)
             .bind(new.id.0)
             .bind(new.token_hash.0.as_slice())
-            .bind(new.user_id)
+            .bind(self.user_id(Some(&new.user_id)))
             .bind(new.client.client_type.as_str())
             .bind(new.client.ip)
             .bind(new.client.user_agent.as_deref())
@@ -467,7 +484,7 @@ impl SqlxStore {
             // session's own), locked in id order before any session is deleted.
             let keep = i64::from(max.max(1));
             let doomed = statement(&self.sql.doomed_sessions)
-                .bind(new.user_id)
+                .bind(self.user_id(Some(&new.user_id)))
                 .bind(new.id.0)
                 .bind(keep)
                 .bind(series_id)
@@ -517,7 +534,7 @@ impl SessionStore for SqlxStore {
             if let Some(series) = &new.remember {
                 statement(&self.sql.insert_series)
                     .bind(series.id)
-                    .bind(new.user_id)
+                    .bind(self.user_id(Some(&new.user_id)))
                     .bind(series.secret_hash.0.as_slice())
                     .bind(new.created_at)
                     .bind(series.expires_at)
@@ -566,19 +583,27 @@ impl SessionStore for SqlxStore {
             .transpose()
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
-        self.end_session(statement(&self.sql.end_by_id).bind(id.0).bind(owner))
-            .await
+    async fn remove(
+        &self,
+        id: SessionId,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.end_session(
+            statement(&self.sql.end_by_id)
+                .bind(id.0)
+                .bind(self.user_id(owner)),
+        )
+        .await
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<UserId>, StoreError> {
         self.end_session(statement(&self.sql.end_by_token).bind(token_hash.0.as_slice()))
             .await
     }
 
     async fn remove_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
         let keep = keep.map(|id| id.0);
@@ -587,7 +612,7 @@ impl SessionStore for SqlxStore {
             self.lock_user(&mut tx, user_id).await?;
             // First end the series, in id order (each waits for a refresh in flight) ...
             let ended = statement(&self.sql.end_user_series)
-                .bind(user_id)
+                .bind(self.user_id(Some(user_id)))
                 .bind(keep)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -595,7 +620,7 @@ impl SessionStore for SqlxStore {
             // ... then delete the sessions in a later statement, whose snapshot includes what
             // those refreshes committed.
             let count = statement(&self.sql.delete_user_sessions)
-                .bind(user_id)
+                .bind(self.user_id(Some(user_id)))
                 .bind(keep)
                 .bind(kept_series)
                 .execute(&mut *tx)
@@ -608,10 +633,12 @@ impl SessionStore for SqlxStore {
 
     async fn list_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let query = statement(&self.sql.list_for_user).bind(user_id).bind(now);
+        let query = statement(&self.sql.list_for_user)
+            .bind(self.user_id(Some(user_id)))
+            .bind(now);
         self.fetch_all(query)
             .await?
             .iter()
@@ -654,7 +681,7 @@ impl RememberStore for SqlxStore {
         &self,
         series: Uuid,
         secret_hash: &TokenHash,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         bounded!(self, |connection| {
             let mut tx = connection.begin().await?;
             // The series row first: this waits for a refresh that holds it, so the sessions
@@ -667,7 +694,7 @@ impl RememberStore for SqlxStore {
             else {
                 return Ok(None);
             };
-            let user_id: i64 = column(&row, 0, "bigint")?;
+            let user_id: UserId = column(&row, 0, "user id")?;
             statement(&self.sql.delete_series_sessions)
                 .bind(series)
                 .execute(&mut *tx)
@@ -712,7 +739,7 @@ impl RememberStore for SqlxStore {
                     })
                 })
                 .transpose()?;
-            let user_id: i64 = column(&series, 0, "bigint")?;
+            let user_id: UserId = column(&series, 0, "user id")?;
             let decision = match_secret(stored, request.grace_since);
             if let SecretMatch::Unknown | SecretMatch::Refused = decision {
                 return Ok(RefreshOutcome::Invalid);
@@ -777,12 +804,12 @@ impl CharacterStore for SqlxStore {
     async fn select_character(
         &self,
         session_id: SessionId,
-        user_id: i64,
+        user_id: &UserId,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
         let query = statement(&self.sql.select_character)
             .bind(session_id.0)
-            .bind(user_id)
+            .bind(self.user_id(Some(user_id)))
             .bind(character_id);
         let Some(row) = self.fetch_optional(query).await? else {
             return Ok(CharacterSelection::CharacterNotFound);
@@ -850,3 +877,76 @@ where
 }
 
 session_row_readers!(PgRow);
+
+/// A user id (or NULL) bound as a value of the user id columns' type, declared as that type
+/// whatever the value, so that a statement is prepared once with the same parameter types.
+struct BoundUserId(Option<UserId>, UserIdType);
+
+impl sqlx::Type<Postgres> for BoundUserId {
+    fn type_info() -> PgTypeInfo {
+        <i64 as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for BoundUserId {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        fn encode<T: for<'q> sqlx::Encode<'q, Postgres>>(
+            value: T,
+            buf: &mut PgArgumentBuffer,
+        ) -> Result<IsNull, BoxDynError> {
+            value.encode_by_ref(buf)
+        }
+        match (&self.0, self.1) {
+            (None, _) => Ok(IsNull::Yes),
+            (Some(UserId::Int(id)), UserIdType::BigInt) => encode(*id, buf),
+            (Some(UserId::Int(id)), UserIdType::Integer) => encode(
+                i32::try_from(*id)
+                    .map_err(|_| format!("user id {id} does not fit a column of type integer"))?,
+                buf,
+            ),
+            (Some(UserId::Uuid(id)), UserIdType::Uuid) => encode(*id, buf),
+            (Some(UserId::Text(id)), UserIdType::Text) => encode(id.as_str(), buf),
+            (Some(id), ty) => {
+                Err(format!("user id {id} does not fit a column of type {}", ty.sql()).into())
+            }
+        }
+    }
+
+    fn produces(&self) -> Option<PgTypeInfo> {
+        Some(match self.1 {
+            UserIdType::BigInt => <i64 as sqlx::Type<Postgres>>::type_info(),
+            UserIdType::Integer => <i32 as sqlx::Type<Postgres>>::type_info(),
+            UserIdType::Uuid => <Uuid as sqlx::Type<Postgres>>::type_info(),
+            UserIdType::Text => <String as sqlx::Type<Postgres>>::type_info(),
+        })
+    }
+}
+
+/// Read from any of the user id columns' types.
+impl sqlx::Type<Postgres> for UserId {
+    fn type_info() -> PgTypeInfo {
+        <i64 as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <i64 as sqlx::Type<Postgres>>::compatible(ty)
+            || <i32 as sqlx::Type<Postgres>>::compatible(ty)
+            || <Uuid as sqlx::Type<Postgres>>::compatible(ty)
+            || <String as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for UserId {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let ty = value.type_info().into_owned();
+        Ok(if ty == <i64 as sqlx::Type<Postgres>>::type_info() {
+            Self::Int(<i64 as sqlx::Decode<Postgres>>::decode(value)?)
+        } else if ty == <i32 as sqlx::Type<Postgres>>::type_info() {
+            Self::Int(<i32 as sqlx::Decode<Postgres>>::decode(value)?.into())
+        } else if ty == <Uuid as sqlx::Type<Postgres>>::type_info() {
+            Self::Uuid(<Uuid as sqlx::Decode<Postgres>>::decode(value)?)
+        } else {
+            Self::Text(<String as sqlx::Decode<Postgres>>::decode(value)?)
+        })
+    }
+}

@@ -67,6 +67,7 @@ use crate::store::{
     ClientInfo, MemoryStore, Purged, Scope, SessionRecord, SessionStore, SessionView, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
+use crate::user_id::UserId;
 use crate::{RefreshConfig, SessionConfig};
 
 pub mod admin;
@@ -78,7 +79,8 @@ pub mod sessions;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FixtureUser {
-    /// The user's id.
+    /// The user's number: their id, or what the store's id for them is made from
+    /// ([`Fixture::user_id`]). The [`Fixture`] methods name users by it.
     pub id: i64,
     /// The username.
     pub username: &'static str,
@@ -94,7 +96,7 @@ pub struct FixtureUser {
 pub struct FixtureCharacter {
     /// The character's id.
     pub id: i64,
-    /// The owner's id.
+    /// The owner's number ([`FixtureUser::id`]).
     pub user_id: i64,
     /// The character's name.
     pub name: &'static str,
@@ -223,6 +225,13 @@ pub trait Fixture: Send + Sync + 'static {
     /// A handle on the store (stores are cheap handles: a pool, an `Arc`). The check builds
     /// its [`SessionManager`] over it.
     fn store(&self) -> Self::Store;
+
+    /// The id the store knows the fixture user numbered `user` ([`FixtureUser::id`]) by:
+    /// `UserId::Int(user)`, unless the store keys users by another type (a store of `uuid`
+    /// ids maps each number to a uuid of its own, and the suite then runs on those).
+    fn user_id(&self, user: i64) -> UserId {
+        UserId::Int(user)
+    }
 
     /// Changes a user's role (`None`: no role).
     async fn set_role(&self, user_id: i64, role: Option<&str>);
@@ -655,21 +664,26 @@ impl<F: Fixture> Harness<F> {
         }
     }
 
+    /// The store's id of the fixture user numbered `user`.
+    fn id(&self, user: i64) -> UserId {
+        self.fixture.user_id(user)
+    }
+
     /// A plain login: its token and session id.
-    async fn login(&self, user_id: i64) -> (SessionToken, SessionId) {
+    async fn login(&self, user: i64) -> (SessionToken, SessionId) {
         let login = self
             .manager
-            .login(user_id, LoginOptions::new())
+            .login(self.id(user), LoginOptions::new())
             .await
             .expect("a plain login");
         (login.token, login.session.id)
     }
 
     /// A login with "remember me".
-    async fn remembered(&self, user_id: i64) -> Login {
+    async fn remembered(&self, user: i64) -> Login {
         let login = self
             .manager
-            .login(user_id, LoginOptions::new().remember(true))
+            .login(self.id(user), LoginOptions::new().remember(true))
             .await
             .expect("a remembered login");
         assert!(login.session.remembered, "a remembered login's session");
@@ -709,7 +723,7 @@ impl<F: Fixture> Harness<F> {
 
     /// What [`AuthUser`] makes of a request with this token: the validation at
     /// [`Scope::User`] and the extractor's own decision on it.
-    async fn auth_user(&self, token: &SessionToken) -> Result<AuthUser, AuthRejection> {
+    async fn auth_user(&self, token: &SessionToken) -> Result<AuthUser<UserId>, AuthRejection> {
         match self.validate(token, Scope::User).await {
             Validation::Valid(view) => AuthUser::from_view(&view),
             Validation::Unknown | Validation::Expired => Err(AuthRejection::InvalidSession),
@@ -721,20 +735,20 @@ impl<F: Fixture> Harness<F> {
         self.auth_user(token).await.is_ok()
     }
 
-    async fn sessions(&self, user_id: i64) -> Vec<SessionRecord> {
+    async fn sessions(&self, user: i64) -> Vec<SessionRecord> {
         self.manager
-            .list_for_user(user_id)
+            .list_for_user(self.id(user))
             .await
             .expect("a listing")
     }
 
     /// A listed session, by id.
-    async fn stored(&self, user_id: i64, id: SessionId) -> SessionRecord {
-        self.sessions(user_id)
+    async fn stored(&self, user: i64, id: SessionId) -> SessionRecord {
+        self.sessions(user)
             .await
             .into_iter()
             .find(|session| session.id == id)
-            .unwrap_or_else(|| panic!("session {id} of user {user_id} is listed"))
+            .unwrap_or_else(|| panic!("session {id} of user {user} is listed"))
     }
 
     async fn stored_sessions(&self) -> u64 {

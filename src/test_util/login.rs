@@ -6,6 +6,7 @@ use http::{HeaderValue, Request};
 use crate::manager::{Login, LoginOptions, SessionManager};
 use crate::store::{SessionRecord, StoreError};
 use crate::token::{RefreshToken, SessionToken};
+use crate::user_id::UserId;
 
 /// Logs `user_id` in through `manager` (a plain login, [`LoginOptions::new`]) and returns the
 /// session with the headers that present it: the shortest way to a logged-in request in an
@@ -39,7 +40,10 @@ use crate::token::{RefreshToken, SessionToken};
 /// assert_eq!(app.oneshot(logs).await?.status(), StatusCode::FORBIDDEN);
 /// # Ok(()) }
 /// ```
-pub async fn login(manager: &SessionManager, user_id: i64) -> Result<TestLogin, StoreError> {
+pub async fn login(
+    manager: &SessionManager,
+    user_id: impl Into<UserId>,
+) -> Result<TestLogin, StoreError> {
     TestLogin::with_options(manager, user_id, LoginOptions::new()).await
 }
 
@@ -59,7 +63,7 @@ impl TestLogin {
     /// `LoginOptions::new().remember(true)` for a refresh token too).
     pub async fn with_options(
         manager: &SessionManager,
-        user_id: i64,
+        user_id: impl Into<UserId>,
         options: LoginOptions,
     ) -> Result<Self, StoreError> {
         Ok(Self {

@@ -49,7 +49,7 @@ mod suite {
         self, Capability, Fixture, memory_fixture, remember, sessions,
     };
     use tower_session_auth::{
-        MemoryStore, SessionId,
+        MemoryStore, SessionId, UserId,
         store::{
             NewSession, Purged, Scope, SessionRecord, SessionStore, SessionView, StoreError,
             TokenHash, Touch, Validation,
@@ -98,18 +98,21 @@ mod suite {
         async fn remove(
             &self,
             id: SessionId,
-            owner: Option<i64>,
-        ) -> Result<Option<i64>, StoreError> {
+            owner: Option<&UserId>,
+        ) -> Result<Option<UserId>, StoreError> {
             self.inner.remove(id, owner).await
         }
 
-        async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+        async fn remove_by_token(
+            &self,
+            token_hash: &TokenHash,
+        ) -> Result<Option<UserId>, StoreError> {
             self.inner.remove_by_token(token_hash).await
         }
 
         async fn remove_for_user(
             &self,
-            user_id: i64,
+            user_id: &UserId,
             keep: Option<SessionId>,
         ) -> Result<u64, StoreError> {
             self.inner.remove_for_user(user_id, keep).await
@@ -117,7 +120,7 @@ mod suite {
 
         async fn list_for_user(
             &self,
-            user_id: i64,
+            user_id: &UserId,
             now: OffsetDateTime,
         ) -> Result<Vec<SessionRecord>, StoreError> {
             self.inner.list_for_user(user_id, now).await

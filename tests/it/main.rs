@@ -25,4 +25,5 @@ mod sqlx_store;
 mod sudo;
 mod test_login;
 mod tls;
+mod user_ids;
 mod watch;

@@ -14,10 +14,13 @@ use axum::http::{Request, StatusCode};
 use common::app::{bearer, login, router, send};
 use common::{Backend, CONNECT_TIMEOUT, PgFixture, TestDb, database_url};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tower_session_auth::store::{CharacterSelection, Scope, SqlxStore, StoreError, Validation};
+use tower_session_auth::store::{
+    AppSchema, CharacterSelection, Scope, SqlxStore, StoreError, UserIdType, Validation,
+};
 use tower_session_auth::test_util::conformance::Fixture;
 use tower_session_auth::{
     ClientInfo, LoginOptions, PgStore, Refresh, RefreshConfig, SessionConfig, SessionManager,
+    UserId,
 };
 
 /// A sqlx pool on the test schema `schema`: its connections' `search_path` is the schema, as
@@ -48,6 +51,17 @@ impl SqlxFixture {
         Self { store, pg }
     }
 
+    /// The fixture with users keyed by `user_ids` ([`common::user_key`]), and a store
+    /// configured so.
+    pub async fn keyed(user_ids: UserIdType) -> Self {
+        let pg = PgFixture::keyed(user_ids).await;
+        let mut app = AppSchema::default();
+        app.user_id_type = user_ids;
+        let store =
+            SqlxStore::with_schema(sqlx_pool(&pg.0.schema, 8), app).expect("a valid AppSchema");
+        Self { store, pg }
+    }
+
     /// The fixture with the crate's tables in a schema of their own, out of the search path
     /// (`SqlxStore::tables_schema`).
     pub async fn in_tables_schema() -> Self {
@@ -65,6 +79,10 @@ impl Fixture for SqlxFixture {
 
     fn store(&self) -> SqlxStore {
         self.store.clone()
+    }
+
+    fn user_id(&self, user: i64) -> UserId {
+        self.pg.user_id(user)
     }
 
     async fn set_role(&self, user_id: i64, role: Option<&str>) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::example::Server;
 use tower_session_auth::store::{PgTls, Scope, StoreError, Validation};
 use tower_session_auth::watch::{SessionEnd, WatchEvent};
-use tower_session_auth::{LoginOptions, PgStore, SessionConfig, SessionManager};
+use tower_session_auth::{LoginOptions, PgStore, SessionConfig, SessionManager, UserId};
 
 /// Upper bound for anything a test waits for: a failing test ends instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -134,7 +134,7 @@ async fn login_and_validate(store: &PgStore) {
     let login = manager.login(1, LoginOptions::new()).await.unwrap();
     match manager.validate(&login.token, Scope::User).await.unwrap() {
         Validation::Valid(view) => {
-            assert_eq!(view.session.user_id, 1);
+            assert_eq!(view.session.user_id, UserId::Int(1));
             assert_eq!(view.user.as_ref().unwrap().username, "player");
         }
         other => panic!("the fresh session did not validate: {other:?}"),

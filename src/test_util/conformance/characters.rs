@@ -18,7 +18,11 @@ pub async fn a_character_is_bound_only_by_an_explicit_selection<F: Fixture>(fixt
     let view = h.live(&token, Scope::Game).await;
     assert_eq!(view.session.character_id, None);
     assert_eq!(view.character, None);
-    let selected = h.manager.select_character(session_id, 3, 30).await.unwrap();
+    let selected = h
+        .manager
+        .select_character(session_id, h.id(3), 30)
+        .await
+        .unwrap();
     let CharacterSelection::Selected(character) = selected else {
         panic!("selection failed: {selected:?}")
     };
@@ -43,7 +47,7 @@ pub async fn characters_of_other_users_cannot_be_selected<F: Fixture>(fixture: F
     let (token, session_id) = h.login(1).await;
     let select = |user_id, character_id| {
         h.manager
-            .select_character(session_id, user_id, character_id)
+            .select_character(session_id, h.id(user_id), character_id)
     };
     assert_eq!(
         select(1, 30).await.unwrap(),
@@ -70,7 +74,10 @@ pub async fn characters_of_other_users_cannot_be_selected<F: Fixture>(fixture: F
 pub async fn a_missing_character_or_world_is_reported<F: Fixture>(fixture: F) {
     let h = harness(fixture, SessionConfig::default());
     let (token, session_id) = h.login(1).await;
-    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    h.manager
+        .select_character(session_id, h.id(1), 11)
+        .await
+        .unwrap();
     h.fixture.set_character_world(11, None).await;
     let view = h.live(&token, Scope::Game).await;
     assert_eq!(
@@ -89,7 +96,10 @@ pub async fn a_missing_character_or_world_is_reported<F: Fixture>(fixture: F) {
 pub async fn session_world_is_resynced_to_the_characters<F: Fixture>(fixture: F) {
     let h = harness(fixture, SessionConfig::default());
     let (token, session_id) = h.login(1).await;
-    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    h.manager
+        .select_character(session_id, h.id(1), 11)
+        .await
+        .unwrap();
     assert_eq!(
         h.sessions(1).await[0].world_id.as_deref(),
         Some("daily_undertaking")
@@ -118,7 +128,10 @@ async fn player_whose_character_moved<F: Fixture>(fixture: F) -> (Harness<F>, Se
         .touch_interval(MINUTE);
     let h = harness(fixture, config);
     let (token, session_id) = h.login(1).await;
-    h.manager.select_character(session_id, 1, 11).await.unwrap();
+    h.manager
+        .select_character(session_id, h.id(1), 11)
+        .await
+        .unwrap();
     h.fixture
         .set_character_world(11, Some("pipeworks_web"))
         .await;

@@ -24,7 +24,7 @@ pub async fn refresh_rotates_and_keeps_the_login_time<F: Fixture>(fixture: F) {
     assert_ne!(r1, r0);
     assert_eq!(r1.series(), r0.series());
     assert_ne!(second.token, first.token);
-    assert_eq!(second.session.user_id, 1);
+    assert_eq!(second.session.user_id, h.id(1));
     assert!(second.session.refreshed);
     assert!(second.session.remembered);
     assert_eq!(second.session.authenticated_at, first.session.created_at);
@@ -107,7 +107,7 @@ pub async fn logout_and_revocation_end_the_series<F: Fixture>(fixture: F) {
     let first = h.refreshed(r0).await;
     let sibling = h.refreshed(r0).await;
     assert!(h.signed_in(&sibling.token).await);
-    assert!(h.manager.revoke(1, first.session.id).await.unwrap());
+    assert!(h.manager.revoke(h.id(1), first.session.id).await.unwrap());
     assert!(!h.signed_in(&sibling.token).await);
     let refresh = sibling.refresh.as_ref().unwrap();
     assert!(matches!(h.refresh(refresh).await, Refresh::Invalid));
@@ -116,7 +116,10 @@ pub async fn logout_and_revocation_end_the_series<F: Fixture>(fixture: F) {
     let here = h.remembered(1).await;
     let elsewhere = h.remembered(1).await;
     assert_eq!(
-        h.manager.revoke_others(1, here.session.id).await.unwrap(),
+        h.manager
+            .revoke_others(h.id(1), here.session.id)
+            .await
+            .unwrap(),
         1
     );
     let refresh = elsewhere.refresh.as_ref().unwrap();
@@ -124,7 +127,7 @@ pub async fn logout_and_revocation_end_the_series<F: Fixture>(fixture: F) {
     let here_again = h.refreshed(here.refresh.as_ref().unwrap()).await;
 
     // Revoke all ends every series.
-    h.manager.revoke_all(1).await.unwrap();
+    h.manager.revoke_all(h.id(1)).await.unwrap();
     assert!(!h.signed_in(&here_again.token).await);
     let refresh = here_again.refresh.as_ref().unwrap();
     assert!(matches!(h.refresh(refresh).await, Refresh::Invalid));
@@ -144,7 +147,7 @@ pub async fn inactive_users_and_unknown_series_cannot_refresh<F: Fixture>(fixtur
         h.refresh(&RefreshToken::generate()).await,
         Refresh::Invalid
     ));
-    let plain = h.manager.login(2, LoginOptions::new()).await.unwrap();
+    let plain = h.manager.login(h.id(2), LoginOptions::new()).await.unwrap();
     assert!(plain.refresh.is_none());
     assert!(!plain.session.remembered);
 }
@@ -283,7 +286,7 @@ pub async fn a_session_never_outlives_its_series<F: Fixture>(fixture: F) {
     assert_eq!(next.session.absolute_expires_at, Some(series_end));
     h.clock.advance(2 * 3600 * SECOND);
     assert!(!h.signed_in(&next.token).await);
-    let plain = h.manager.login(1, LoginOptions::new()).await.unwrap();
+    let plain = h.manager.login(h.id(1), LoginOptions::new()).await.unwrap();
     assert_eq!(
         plain.session.absolute_expires_at,
         Some(plain.session.created_at + time::Duration::days(7))
@@ -298,7 +301,7 @@ pub async fn single_session_mode_ends_the_pruned_series<F: Fixture>(fixture: F) 
         SessionConfig::default().max_sessions_per_user(Some(1)),
     );
     let device_a = h.remembered(1).await;
-    let device_b = h.manager.login(1, LoginOptions::new()).await.unwrap();
+    let device_b = h.manager.login(h.id(1), LoginOptions::new()).await.unwrap();
     assert!(!h.signed_in(&device_a.token).await);
     let refresh = device_a.refresh.as_ref().unwrap();
     assert!(matches!(h.refresh(refresh).await, Refresh::Invalid));

@@ -22,13 +22,13 @@ pub async fn validate_reads_the_session_and_its_user<F: Fixture>(fixture: F) {
     for user in admitted {
         let (token, session_id) = h.login(user.id).await;
         let admitted = h.auth_user(&token).await.expect("a live session");
-        assert_eq!(admitted.user_id, user.id);
+        assert_eq!(admitted.user_id, h.id(user.id));
         assert_eq!(admitted.username, user.username);
         assert_eq!(Some(admitted.role.as_str()), user.role);
         assert_eq!(admitted.session_id, session_id);
         let view = h.live(&token, Scope::User).await;
         assert_eq!(view.session.id, session_id);
-        assert_eq!(view.session.user_id, user.id);
+        assert_eq!(view.session.user_id, h.id(user.id));
     }
 }
 
@@ -274,10 +274,10 @@ pub async fn concurrent_logins_keep_at_most_the_limit<F: Fixture>(fixture: F) {
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(LOGINS));
     let logins: Vec<_> = (0..LOGINS)
         .map(|_| {
-            let (manager, start) = (h.manager.clone(), start.clone());
+            let (manager, start, user) = (h.manager.clone(), start.clone(), h.id(1));
             tokio::spawn(async move {
                 start.wait().await;
-                manager.login(1, LoginOptions::new()).await
+                manager.login(user, LoginOptions::new()).await
             })
         })
         .collect();
@@ -317,13 +317,13 @@ pub async fn client_info_is_recorded_and_listed<F: Fixture>(fixture: F) {
     let client = ClientInfo::from_headers(&headers).with_ip(ip);
     let login = h
         .manager
-        .login(1, LoginOptions::new().client(client))
+        .login(h.id(1), LoginOptions::new().client(client))
         .await
         .unwrap();
     let blank = h
         .manager
         .login(
-            1,
+            h.id(1),
             LoginOptions::new().client(ClientInfo::default().with_client_type("   ")),
         )
         .await
@@ -357,13 +357,13 @@ pub async fn session_management_revokes_only_what_it_should<F: Fixture>(fixture:
     let (b, b_id) = h.login(1).await;
     let (c, _) = h.login(1).await;
     let (other, other_id) = h.login(2).await;
-    assert!(!h.manager.revoke(1, other_id).await.unwrap());
-    assert!(h.manager.revoke(1, b_id).await.unwrap());
+    assert!(!h.manager.revoke(h.id(1), other_id).await.unwrap());
+    assert!(h.manager.revoke(h.id(1), b_id).await.unwrap());
     assert!(!h.signed_in(&b).await);
-    assert_eq!(h.manager.revoke_others(1, a_id).await.unwrap(), 1);
+    assert_eq!(h.manager.revoke_others(h.id(1), a_id).await.unwrap(), 1);
     assert!(!h.signed_in(&c).await);
     assert!(h.signed_in(&a).await);
-    assert_eq!(h.manager.revoke_all(1).await.unwrap(), 1);
+    assert_eq!(h.manager.revoke_all(h.id(1)).await.unwrap(), 1);
     assert!(!h.signed_in(&a).await);
     assert!(h.signed_in(&other).await);
 }
@@ -413,7 +413,7 @@ pub async fn purge_works_in_batches_and_spares_live_sessions<F: Fixture>(fixture
 /// expiry.
 pub async fn reauthenticate_moves_authenticated_at_on_the_same_session<F: Fixture>(fixture: F) {
     let h = harness(fixture, SessionConfig::default());
-    let login = h.manager.login(1, LoginOptions::new()).await.unwrap();
+    let login = h.manager.login(h.id(1), LoginOptions::new()).await.unwrap();
     let (id, t0) = (login.session.id, login.session.created_at);
     assert!(h.manager.is_recently_authenticated(&login.session));
     h.clock.advance(10 * MINUTE);

@@ -98,7 +98,7 @@ impl PgFixture {
     /// mode, without named prepared statements.
     pub async fn through_pgbouncer() -> Self {
         match backend(false, 8).await {
-            Backend::Pg(db) => Self(db),
+            Backend::Pg(db) => Self(db, tower_session_auth::store::UserIdType::BigInt),
             Backend::Memory(_) => unreachable!("the backend is on PostgreSQL"),
         }
     }

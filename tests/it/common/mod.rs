@@ -8,8 +8,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
 use tower_session_auth::{
-    MemoryStore, PgStore, SessionConfig, SessionManager, store::Purged, store::SessionStore,
-    test_util::ManualClock, test_util::conformance,
+    MemoryStore, PgStore, SessionConfig, SessionManager, UserId, store::AppSchema, store::Purged,
+    store::SessionStore, store::UserIdType, test_util::ManualClock, test_util::conformance,
 };
 
 /// The database the tests use. Missing or unreachable is a loud failure, never a skip.
@@ -111,6 +111,14 @@ impl TestDb {
         Self::create(max_size, "", None).await
     }
 
+    /// A test schema whose users are keyed by `user_ids` (the application's tables of
+    /// [`APP_TABLES`] with that key type), and a store configured for it.
+    pub async fn keyed(user_ids: UserIdType) -> Self {
+        let mut app = AppSchema::default();
+        app.user_id_type = user_ids;
+        Self::create_with(8, &app_tables(user_ids), "", None, app).await
+    }
+
     /// A test schema whose search path holds the application's tables and `app_sql`'s (run
     /// before the crate's migrations), and the crate's tables in the schema
     /// [`TestDb::tables_schema`] names.
@@ -125,6 +133,23 @@ impl TestDb {
     }
 
     async fn create(max_size: usize, app_sql: &str, tables_schema: Option<&str>) -> Self {
+        Self::create_with(
+            max_size,
+            APP_TABLES,
+            app_sql,
+            tables_schema,
+            AppSchema::default(),
+        )
+        .await
+    }
+
+    async fn create_with(
+        max_size: usize,
+        app_tables: &str,
+        app_sql: &str,
+        tables_schema: Option<&str>,
+        app: AppSchema,
+    ) -> Self {
         let url = database_url();
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -139,14 +164,15 @@ impl TestDb {
         pool.get()
             .await
             .unwrap()
-            .batch_execute(&format!("{APP_TABLES} {app_sql}"))
+            .batch_execute(&format!("{app_tables} {app_sql}"))
             .await
             .expect("app tables");
+        let store = PgStore::with_schema(pool.clone(), app).expect("a valid AppSchema");
         let (store, sessions_table) = match tables_schema {
-            None => (PgStore::new(pool.clone()), "sessions".to_owned()),
+            None => (store, "sessions".to_owned()),
             Some(suffix) => {
                 let tables_schema = format!("{schema}_{suffix}");
-                let store = PgStore::new(pool.clone())
+                let store = store
                     .tables_schema(&tables_schema)
                     .expect("a plain schema name");
                 (store, format!("{tables_schema}.sessions"))
@@ -234,6 +260,19 @@ pub const APP_TABLES: &str = "
                         is_active boolean NOT NULL DEFAULT true);
     CREATE TABLE characters (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id),
                              name text NOT NULL, world_id text);";
+
+/// [`APP_TABLES`] with users keyed by `user_ids`.
+pub fn app_tables(user_ids: UserIdType) -> String {
+    APP_TABLES
+        .replace(
+            "id bigint PRIMARY KEY, username",
+            &format!("id {} PRIMARY KEY, username", user_ids.sql()),
+        )
+        .replace(
+            "user_id bigint NOT NULL",
+            &format!("user_id {} NOT NULL", user_ids.sql()),
+        )
+}
 
 /// An application's own `sessions` table (shaped like tower-sessions' PostgreSQL store's),
 /// with a live and an expired row: what an application that adopts the crate may already have.
@@ -424,9 +463,21 @@ impl Backend {
     }
 }
 
+/// The id the stores know fixture user `n` ([`conformance::FixtureUser::id`]) by, in a schema
+/// whose users are keyed by `user_ids`: `n` itself for integer keys, a uuid made of `n`, or
+/// the text `user-<n>`.
+pub fn user_key(user_ids: UserIdType, n: i64) -> UserId {
+    match user_ids {
+        UserIdType::Uuid => UserId::from(uuid::Uuid::from_u128(n.unsigned_abs().into())),
+        UserIdType::Text => UserId::from(format!("user-{n}")),
+        _ => UserId::Int(n),
+    }
+}
+
 /// The conformance suite's fixture on PostgreSQL: a schema of this test's own, with the
-/// crate's migrations, the application's tables and the suite's users and characters.
-pub struct PgFixture(pub Arc<TestDb>);
+/// crate's migrations, the application's tables and the suite's users and characters, the
+/// users keyed by the fixture's [`UserIdType`].
+pub struct PgFixture(pub Arc<TestDb>, pub UserIdType);
 
 impl PgFixture {
     pub async fn new() -> Self {
@@ -438,9 +489,43 @@ impl PgFixture {
         Self::on(Backend::pg_in_tables_schema("").await)
     }
 
+    /// The fixture with users keyed by `user_ids` ([`user_key`]), and a store configured so.
+    pub async fn keyed(user_ids: UserIdType) -> Self {
+        let fixture = Self(Arc::new(TestDb::keyed(user_ids).await), user_ids);
+        for user in conformance::USERS {
+            fixture
+                .0
+                .execute(
+                    "INSERT INTO users (id, username, role, is_active) VALUES ($1, $2, $3, $4)",
+                    &[
+                        &user_key(user_ids, user.id),
+                        &user.username,
+                        &user.role,
+                        &user.is_active,
+                    ],
+                )
+                .await;
+        }
+        for character in conformance::CHARACTERS {
+            fixture
+                .0
+                .execute(
+                    "INSERT INTO characters (id, user_id, name, world_id) VALUES ($1, $2, $3, $4)",
+                    &[
+                        &character.id,
+                        &user_key(user_ids, character.user_id),
+                        &character.name,
+                        &character.world_id,
+                    ],
+                )
+                .await;
+        }
+        fixture
+    }
+
     fn on(backend: Backend) -> Self {
         match backend {
-            Backend::Pg(db) => Self(db),
+            Backend::Pg(db) => Self(db, UserIdType::BigInt),
             Backend::Memory(_) => unreachable!("Backend::pg is on PostgreSQL"),
         }
     }
@@ -454,18 +539,34 @@ impl conformance::Fixture for PgFixture {
         self.0.store.clone()
     }
 
-    async fn set_role(&self, user_id: i64, role: Option<&str>) {
+    fn user_id(&self, user: i64) -> UserId {
+        user_key(self.1, user)
+    }
+
+    async fn set_role(&self, user: i64, role: Option<&str>) {
         let sql = "UPDATE users SET role = $2 WHERE id = $1";
-        assert_eq!(self.0.execute(sql, &[&user_id, &role]).await, 1);
+        assert_eq!(self.0.execute(sql, &[&self.user_id(user), &role]).await, 1);
     }
 
-    async fn set_active(&self, user_id: i64, active: bool) {
+    async fn set_active(&self, user: i64, active: bool) {
         let sql = "UPDATE users SET is_active = $2 WHERE id = $1";
-        assert_eq!(self.0.execute(sql, &[&user_id, &active]).await, 1);
+        assert_eq!(
+            self.0.execute(sql, &[&self.user_id(user), &active]).await,
+            1
+        );
     }
 
-    async fn delete_user(&self, user_id: i64) {
-        Backend::Pg(self.0.clone()).delete_user(user_id).await;
+    async fn delete_user(&self, user: i64) {
+        let id = self.user_id(user);
+        self.0
+            .execute("DELETE FROM characters WHERE user_id = $1", &[&id])
+            .await;
+        assert_eq!(
+            self.0
+                .execute("DELETE FROM users WHERE id = $1", &[&id])
+                .await,
+            1
+        );
     }
 
     async fn set_character_world(&self, character_id: i64, world_id: Option<&str>) {

@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tower_session_auth::{
-    PgStore, SessionId, store::AdminStore, store::CharacterSelection, store::CharacterStore,
-    store::NewSession, store::Purged, store::RefreshOutcome, store::RefreshRequest,
-    store::RememberStore, store::Scope, store::SessionRecord, store::SessionStore,
-    store::SessionView, store::StoreError, store::TokenHash, store::Touch, store::Validation,
+    PgStore, SessionId, UserId, store::AdminStore, store::CharacterSelection,
+    store::CharacterStore, store::NewSession, store::Purged, store::RefreshOutcome,
+    store::RefreshRequest, store::RememberStore, store::Scope, store::SessionRecord,
+    store::SessionStore, store::SessionView, store::StoreError, store::TokenHash, store::Touch,
+    store::Validation,
 };
 
 #[derive(Clone)]
@@ -104,19 +105,23 @@ impl SessionStore for InstrumentedStore {
         self.inner.lookup(token_hash, now).await
     }
 
-    async fn remove(&self, id: SessionId, owner: Option<i64>) -> Result<Option<i64>, StoreError> {
+    async fn remove(
+        &self,
+        id: SessionId,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, StoreError> {
         self.record("remove");
         self.inner.remove(id, owner).await
     }
 
-    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<i64>, StoreError> {
+    async fn remove_by_token(&self, token_hash: &TokenHash) -> Result<Option<UserId>, StoreError> {
         self.record("remove_by_token");
         self.inner.remove_by_token(token_hash).await
     }
 
     async fn remove_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         keep: Option<SessionId>,
     ) -> Result<u64, StoreError> {
         self.record("remove_for_user");
@@ -125,7 +130,7 @@ impl SessionStore for InstrumentedStore {
 
     async fn list_for_user(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.record("list_for_user");
@@ -161,7 +166,7 @@ impl RememberStore for InstrumentedStore {
         &self,
         series: uuid::Uuid,
         secret_hash: &TokenHash,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
         self.record("end_series");
         self.inner.end_series(series, secret_hash).await
     }
@@ -177,7 +182,7 @@ impl CharacterStore for InstrumentedStore {
     async fn select_character(
         &self,
         session_id: SessionId,
-        user_id: i64,
+        user_id: &UserId,
         character_id: i64,
     ) -> Result<CharacterSelection, StoreError> {
         self.record("select_character");
