@@ -37,8 +37,10 @@
 //!
 //! The root holds what a handler author uses: the [`SessionLayer`], the [`SessionManager`],
 //! the request's [`Session`] handle, the extractors and their [`AuthRejection`], the
-//! configuration types, and the permission macros ([`permission!`], [`role!`]). The modules
-//! hold the rest:
+//! configuration types, the user id ([`UserId`], read typed through [`FromUserId`]:
+//! `AuthUser<Uuid>` for users keyed by `uuid`, see
+//! [`AppSchema::user_id_type`](store::AppSchema::user_id_type)), and the permission macros
+//! ([`permission!`], [`role!`]). The modules hold the rest:
 //!
 //! - [`store`]: for store implementers and operators: the [`SessionStore`](store::SessionStore)
 //!   trait and its extension traits, the records, [`StoreError`](store::StoreError), and the two

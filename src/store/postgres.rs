@@ -174,7 +174,7 @@ pub struct AppSchema {
     pub is_active: String,
     /// Characters table.
     pub characters_table: String,
-    /// Its primary key (bigint).
+    /// Its primary key (`bigint`).
     pub character_id: String,
     /// Owner (of type [`user_id_type`](Self::user_id_type), references the users table).
     pub character_user_id: String,
@@ -1317,6 +1317,12 @@ impl PgStore {
     /// serialises them, and applied versions are recorded in `tower_session_auth_migrations`.
     /// Returns how many migrations were applied.
     ///
+    /// The migrations create the crate's `user_id` columns as `bigint`; in the same
+    /// transaction, a column of another type than the [`AppSchema::user_id_type`] is given
+    /// that type while its table is empty. With rows in it, `migrate` fails with
+    /// [`StoreError::Migration`] (version 0) naming the table, and changes nothing: converting
+    /// stored sessions is the operator's decision.
+    ///
     /// With a [`tables_schema`](Self::tables_schema), the schema is created if it is missing
     /// (which needs the `CREATE` privilege on the database; a schema created beforehand needs
     /// only `CREATE` and `USAGE` on it), and the migrations run with the transaction's
@@ -1386,10 +1392,12 @@ impl PgStore {
     /// Verifies once, at start-up, that the crate's tables are there (in the
     /// [`tables_schema`](Self::tables_schema), if one is chosen: `schema auth not found (run
     /// PgStore::migrate)`, `table auth.sessions not found (…)`), and that the application's
-    /// tables have the columns the [`AppSchema`] names, with types the store can read: ids
-    /// `bigint`, names, roles and worlds text (`text`, `varchar`, `char`, `citext`), the
-    /// active flag `boolean`. Fails with [`StoreError::Schema`] naming every mismatch (for
-    /// example `users.id is integer, expected bigint`), so a wrong schema stops the server at
+    /// tables have the columns the [`AppSchema`] names, with types the store can read: user
+    /// ids (the users key, `characters.user_id`, and the crate's own `user_id` columns) of the
+    /// [`AppSchema::user_id_type`], character ids `bigint`, names, roles and worlds text
+    /// (`text`, `varchar`, `char`, `citext`), the active flag `boolean`. Fails with
+    /// [`StoreError::Schema`] naming every mismatch (for example `users.id is uuid, expected
+    /// bigint`), so a wrong schema stops the server at
     /// start-up instead of failing requests. Call it after [`migrate`](Self::migrate) and
     /// after the application's own migrations. Should the schema change later anyway,
     /// requests fail closed with `500 Session store unavailable` and a logged
