@@ -14,6 +14,7 @@ use tokio_postgres::{Row, RowStream};
 
 use uuid::Uuid;
 
+use super::BoxError;
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::tls::PgTls;
 use super::{
@@ -86,8 +87,15 @@ impl MigrationSql {
     pub(crate) const LOCK: &str =
         "SELECT pg_advisory_xact_lock(hashtextextended('tower_session_auth.migrate', 0))";
 
-    /// The name [`StoreError::Migration`] gives the step [`user_id_columns`](Self::user_id_columns).
-    pub(crate) const USER_ID_COLUMNS: &str = "user id columns (AppSchema::user_id_type)";
+    /// The error of the step [`user_id_columns`](Self::user_id_columns): a
+    /// [`StoreError::Migration`] of version 0.
+    pub(crate) fn user_id_columns_failed(source: impl Into<BoxError>) -> StoreError {
+        StoreError::Migration {
+            version: 0,
+            name: "user id columns (AppSchema::user_id_type)",
+            source: source.into(),
+        }
+    }
 
     pub(crate) fn new(names: &Names, user_id_type: UserIdType) -> Self {
         let migrations = names.object("tower_session_auth_migrations");
@@ -1380,11 +1388,7 @@ impl PgStore {
         }
         tx.batch_execute(&statements.user_id_columns)
             .await
-            .map_err(|source| StoreError::Migration {
-                version: 0,
-                name: MigrationSql::USER_ID_COLUMNS,
-                source: source.into(),
-            })?;
+            .map_err(MigrationSql::user_id_columns_failed)?;
         tx.commit().await?;
         Ok(count)
     }

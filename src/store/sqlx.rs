@@ -291,11 +291,7 @@ impl SqlxStore {
         sqlx::raw_sql(&statements.user_id_columns)
             .execute(&mut *tx)
             .await
-            .map_err(|source| StoreError::Migration {
-                version: 0,
-                name: MigrationSql::USER_ID_COLUMNS,
-                source: source.into(),
-            })?;
+            .map_err(MigrationSql::user_id_columns_failed)?;
         tx.commit().await?;
         Ok(count)
     }
