@@ -22,11 +22,32 @@
 //! built with `--features sqlx`, a single-host URL, and no `SESSION_DURABLE_REVOCATIONS`; the
 //! example's own queries of users and characters then keep a small deadpool pool of their
 //! own, since they are the example's, not the session store's, and TLS on the sqlx pool would
-//! need one of sqlx's TLS features, which the example does not enable).
+//! need one of sqlx's TLS features, which the example does not enable),
+//! `DATABASE_PREPARED` (`true`, the default: the session store and the example's own queries
+//! prepare each statement once per connection; `false`: both send every statement unnamed,
+//! with its parameters' types, parsed, bound and run in one round trip, which PgBouncer in
+//! transaction pooling mode passes through, see `PgStore::prepared_statements`; anything else
+//! is refused at start-up, and so is `false` with `DATABASE_DRIVER=sqlx`: sqlx prepares every
+//! statement in a round trip of its own before running it, even with its statement cache off
+//! (`statement_cache_capacity(0)`), and a transaction pooler may run the two on different
+//! server connections),
+//! `DATABASE_LISTEN_URL` (unset: `DATABASE_URL`; the `LISTEN` connection, with its own
+//! `sslmode`, on which the server hears other instances' session events for its live
+//! connections; it needs a session of its own, so behind a transaction pooler give it a direct
+//! URL to PostgreSQL: PgBouncer drops the notifications that arrive between transactions).
+//!
+//! Through PgBouncer in transaction pooling mode (before 1.21, which can track named prepared
+//! statements itself):
+//!
+//! ```text
+//! DATABASE_URL=postgres://app:secret@pgbouncer:6432/app DATABASE_PREPARED=false \
+//!   DATABASE_LISTEN_URL=postgres://app:secret@db:5432/app cargo run --example mud_server
+//! ```
 //!
 //! `DATABASE_URL` takes libpq's `sslmode` (`disable`, `prefer` by default, `require`,
 //! `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or `system`) for TLS, for the
-//! store's connections and its `LISTEN` connection alike (see `PgStore::connect`):
+//! store's connections and its `LISTEN` connection alike (unless `DATABASE_LISTEN_URL` names
+//! another, with its own; see `PgStore::connect`):
 //! `DATABASE_URL='postgres://app:secret@db.example.com/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem'`.
 //!
 //! `DATABASE_URL` may name several servers for failover, in either form:
@@ -105,6 +126,7 @@ use deadpool_postgres::Pool;
 use login_guard::{LoginRefusal, LoginThrottle, PasswordChecker};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio_postgres::types::{ToSql, Type};
 use tower_session_auth::permissions::{BanUsers, ChangeRoles, KickUsers, ViewLogs};
 use tower_session_auth::{
     AuthRejection, AuthUser, CookieConfig, CsrfConfig, FromUserId, GameUser, LoginOptions,
@@ -180,8 +202,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = session_config_from_env()?;
     let guard = LoginGuard::from_env()?;
+    let prepared = prepared_statements()?;
     let (manager, directory) = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() && sqlx_driver()? => on_sqlx(&url, config).await?,
+        Ok(url) if !url.is_empty() && sqlx_driver()? => on_sqlx(&url, config, prepared).await?,
         Ok(url) if !url.is_empty() => {
             let timeout = Duration::from_millis(env_var(
                 "STATEMENT_TIMEOUT_MS",
@@ -189,7 +212,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?);
             let mut store = PgStore::connect(&url)?
                 .statement_timeout(timeout)
-                .durable_revocations(env_var("SESSION_DURABLE_REVOCATIONS", false)?);
+                .durable_revocations(env_var("SESSION_DURABLE_REVOCATIONS", false)?)
+                .prepared_statements(prepared);
             match std::env::var("SESSION_SCHEMA") {
                 Ok(schema) if !schema.is_empty() => store = store.tables_schema(&schema)?,
                 _ => {}
@@ -198,6 +222,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let directory = Directory::Pg {
                 pool: store.pool().clone(),
                 timeout,
+                prepared,
             };
             directory.seed().await?;
             store.check_schema().await?;
@@ -205,10 +230,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             // deactivations through one LISTEN connection.
             store.install_invalidation_triggers().await?;
             let manager = SessionManager::try_new(store.clone(), config)?;
-            // The same settings as the store's, TLS included (`sslmode`, `sslrootcert`).
-            let (mut listen, _) = tower_session_auth::store::PgTls::from_url(&url)?;
+            // `DATABASE_LISTEN_URL`'s settings, or else the store's, TLS included (`sslmode`,
+            // `sslrootcert`).
+            let (mut listen, tls) =
+                tower_session_auth::store::PgTls::from_url(&listen_url(&url, prepared))?;
             listen.keepalives_idle(Duration::from_secs(30));
-            store.spawn_session_listener(listen, manager.clone());
+            store
+                .clone()
+                .tls(tls)
+                .spawn_session_listener(listen, manager.clone());
             (manager, directory)
         }
         _ => {
@@ -261,6 +291,37 @@ fn sqlx_driver() -> Result<bool, String> {
     }
 }
 
+/// Whether the session store and the example's own queries use named prepared statements
+/// (`DATABASE_PREPARED`, default `true`); `false` is for a transaction pooler.
+fn prepared_statements() -> Result<bool, String> {
+    match std::env::var("DATABASE_PREPARED").as_deref().map(str::trim) {
+        Err(_) | Ok("" | "true") => Ok(true),
+        Ok("false") => Ok(false),
+        Ok(other) => Err(format!(
+            "DATABASE_PREPARED: {other:?} is neither true nor false"
+        )),
+    }
+}
+
+/// Where the `LISTEN` connection goes: `DATABASE_LISTEN_URL`, or else `url` (the store's).
+/// Without named prepared statements the store is likely behind a transaction pooler, where
+/// `LISTEN` does not work: the server then says so once at start-up.
+fn listen_url(url: &str, prepared: bool) -> String {
+    match std::env::var("DATABASE_LISTEN_URL") {
+        Ok(listen) if !listen.is_empty() => listen,
+        _ => {
+            if !prepared {
+                tracing::warn!(
+                    "DATABASE_PREPARED=false without DATABASE_LISTEN_URL: the LISTEN connection \
+                     goes to DATABASE_URL; behind a transaction pooler it misses other \
+                     instances' session events, so set DATABASE_LISTEN_URL to a direct URL"
+                );
+            }
+            url.to_owned()
+        }
+    }
+}
+
 /// The session store on a `sqlx::PgPool` (`DATABASE_DRIVER=sqlx`): what an application that
 /// already holds one does. The example's own tables keep their tokio-postgres queries, on a
 /// small deadpool pool of their own.
@@ -268,12 +329,24 @@ fn sqlx_driver() -> Result<bool, String> {
 async fn on_sqlx(
     url: &str,
     config: SessionConfig,
+    prepared: bool,
 ) -> Result<(SessionManager, Directory), Box<dyn std::error::Error>> {
     use tower_session_auth::store::{PgTls, SqlxStore};
 
     if env_var("SESSION_DURABLE_REVOCATIONS", false)? {
         let refusal = "SESSION_DURABLE_REVOCATIONS needs DATABASE_DRIVER=deadpool: \
                        SqlxStore does not offer durable revocations";
+        return Err(refusal.into());
+    }
+    if !prepared {
+        // sqlx parses and describes each statement (under a name, unless the query is not
+        // persistent) in a round trip of its own before it binds and runs it, with its
+        // statement cache off (`statement_cache_capacity(0)`) too: between the two, a
+        // transaction pooler may hand the client another server connection.
+        let refusal = "DATABASE_PREPARED=false needs DATABASE_DRIVER=deadpool: sqlx prepares \
+                       every statement in a round trip of its own before running it, even \
+                       with its statement cache off, and a transaction pooler may run the two \
+                       on different server connections";
         return Err(refusal.into());
     }
     let timeout = Duration::from_millis(env_var(
@@ -286,19 +359,21 @@ async fn on_sqlx(
         // No ping before each use: a validation stays one round trip.
         .test_before_acquire(false)
         .connect_lazy(url)?;
-    // The settings of the example's own pool and of the LISTEN connection, TLS included.
-    let (mut listen, tls) = PgTls::from_url(url)?;
+    // The settings of the example's own pool, and of the LISTEN connection, TLS included.
+    let (own, tls) = PgTls::from_url(url)?;
+    let (mut listen, listen_tls) = PgTls::from_url(&listen_url(url, prepared))?;
     let mut store = SqlxStore::new(pool)
         .statement_timeout(timeout)
-        .tls(tls.clone());
+        .tls(listen_tls);
     match std::env::var("SESSION_SCHEMA") {
         Ok(schema) if !schema.is_empty() => store = store.tables_schema(&schema)?,
         _ => {}
     }
     store.migrate().await?;
     let directory = Directory::Pg {
-        pool: directory_pool(listen.clone(), tls)?,
+        pool: directory_pool(own, tls)?,
         timeout,
+        prepared,
     };
     directory.seed().await?;
     store.check_schema().await?;
@@ -313,6 +388,7 @@ async fn on_sqlx(
 async fn on_sqlx(
     _url: &str,
     _config: SessionConfig,
+    _prepared: bool,
 ) -> Result<(SessionManager, Directory), Box<dyn std::error::Error>> {
     Err("DATABASE_DRIVER=sqlx needs the sqlx feature: \
          cargo run --features sqlx --example mud_server"
@@ -1098,8 +1174,34 @@ enum Directory {
         store: MemoryStore,
         passwords: Arc<HashMap<String, Arc<str>>>,
     },
-    /// Every query is bounded by `timeout`, like the session store's statements.
-    Pg { pool: Pool, timeout: Duration },
+    /// Every query is bounded by `timeout`, like the session store's statements, and is a
+    /// named prepared statement or not as `prepared` says (`DATABASE_PREPARED`, see [`query`]).
+    Pg {
+        pool: Pool,
+        timeout: Duration,
+        prepared: bool,
+    },
+}
+
+/// Runs one statement of the example's own tables, its parameters' types declared: prepared
+/// once per connection (`prepare_typed_cached`) and from then on only bound and run, or, with
+/// `prepared` off (`DATABASE_PREPARED=false`), sent unnamed and parsed, bound and run in one
+/// round trip (`query_typed`), as the session store does with
+/// `PgStore::prepared_statements(false)`: a transaction pooler may hand each statement to
+/// another server connection, where a statement prepared on the last one does not exist.
+async fn query(
+    client: &deadpool_postgres::Client,
+    prepared: bool,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    if !prepared {
+        return client.query_typed(sql, params).await;
+    }
+    let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+    let statement = client.prepare_typed_cached(sql, &types).await?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|&(value, _)| value).collect();
+    client.query(&statement, &values).await
 }
 
 const PG_DEMO_TABLES: &str = "
@@ -1149,7 +1251,8 @@ impl Directory {
     }
 
     /// Creates the demo tables if absent and adds the demo data that is missing. Safe to run
-    /// from several processes at once.
+    /// from several processes at once. Its statements run once, so they are never prepared
+    /// (`query_typed`), whatever `DATABASE_PREPARED` says.
     async fn seed(&self) -> Result<(), Box<dyn std::error::Error>> {
         let Self::Pg { pool, .. } = self else {
             return Ok(());
@@ -1160,9 +1263,9 @@ impl Directory {
             .await?;
         tx.batch_execute(PG_DEMO_TABLES).await?;
         for &(id, name) in DEMO_WORLDS {
-            tx.execute(
+            tx.query_typed(
                 "INSERT INTO worlds (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&id, &name],
+                &[(&id, Type::TEXT), (&name, Type::TEXT)],
             )
             .await?;
         }
@@ -1173,25 +1276,37 @@ impl Directory {
                 active,
                 characters,
             } = *demo;
-            let exists = tx
-                .query_opt("SELECT 1 FROM users WHERE username = $1", &[&username])
+            let missing = tx
+                .query_typed(
+                    "SELECT 1 FROM users WHERE username = $1",
+                    &[(&username, Type::TEXT)],
+                )
                 .await?
-                .is_some();
-            if !exists {
+                .is_empty();
+            if missing {
                 let hash = hash_password(&format!("{username}-pass"));
-                tx.execute(
+                tx.query_typed(
                     "INSERT INTO users (username, password_hash, role, is_active) \
                      VALUES ($1, $2, $3, $4)",
-                    &[&username, &hash, &role, &active],
+                    &[
+                        (&username, Type::TEXT),
+                        (&hash, Type::TEXT),
+                        (&role, Type::TEXT),
+                        (&active, Type::BOOL),
+                    ],
                 )
                 .await?;
             }
             for &(name, world) in characters {
-                tx.execute(
+                tx.query_typed(
                     "INSERT INTO characters (user_id, name, world_id) \
                      SELECT id, $2, $3 FROM users WHERE username = $1 \
                      ON CONFLICT (name) DO NOTHING",
-                    &[&username, &name, &world],
+                    &[
+                        (&username, Type::TEXT),
+                        (&name, Type::TEXT),
+                        (&world, Type::TEXT),
+                    ],
                 )
                 .await?;
             }
@@ -1215,23 +1330,27 @@ impl Directory {
                     })
                 }))
             }
-            Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
-                let statement = client
-                    .prepare_cached(
-                        "SELECT id, username, role, is_active, password_hash \
-                         FROM users WHERE username = $1",
-                    )
-                    .await?;
-                Ok(client
-                    .query_opt(&statement, &[&username])
-                    .await?
-                    .map(|row| UserRow {
-                        id: row.get(0),
-                        username: row.get(1),
-                        role: row.get(2),
-                        is_active: row.get(3),
-                        password_hash: row.get::<_, String>(4).into(),
-                    }))
+            Self::Pg {
+                pool,
+                timeout,
+                prepared,
+            } => bounded!(pool, *timeout, |client| {
+                let rows = query(
+                    &client,
+                    *prepared,
+                    "SELECT id, username, role, is_active, password_hash \
+                     FROM users WHERE username = $1",
+                    &[(&username, Type::TEXT)],
+                )
+                .await?;
+                // At most one row: `username` is unique.
+                Ok(rows.first().map(|row| UserRow {
+                    id: row.get(0),
+                    username: row.get(1),
+                    role: row.get(2),
+                    is_active: row.get(3),
+                    password_hash: row.get::<_, String>(4).into(),
+                }))
             }),
         }
     }
@@ -1247,22 +1366,25 @@ impl Directory {
                     world_id: character.world_id,
                 })
                 .collect()),
-            Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
-                let statement = client
-                    .prepare_cached(
-                        "SELECT id, name, world_id FROM characters WHERE user_id = $1 ORDER BY id",
-                    )
-                    .await?;
-                Ok(client
-                    .query(&statement, &[&user_id])
-                    .await?
-                    .iter()
-                    .map(|row| Character {
-                        id: row.get(0),
-                        name: row.get(1),
-                        world_id: row.get(2),
-                    })
-                    .collect())
+            Self::Pg {
+                pool,
+                timeout,
+                prepared,
+            } => bounded!(pool, *timeout, |client| {
+                Ok(query(
+                    &client,
+                    *prepared,
+                    "SELECT id, name, world_id FROM characters WHERE user_id = $1 ORDER BY id",
+                    &[(&user_id, Type::INT8)],
+                )
+                .await?
+                .iter()
+                .map(|row| Character {
+                    id: row.get(0),
+                    name: row.get(1),
+                    world_id: row.get(2),
+                })
+                .collect())
             }),
         }
     }
@@ -1274,7 +1396,7 @@ impl Directory {
             username,
             "role",
             |store, id| store.set_role(id, Some(role)),
-            &role,
+            (&role, Type::TEXT),
         )
         .await
     }
@@ -1286,7 +1408,7 @@ impl Directory {
             username,
             "is_active",
             |store, id| store.set_active(id, active),
-            &active,
+            (&active, Type::BOOL),
         )
         .await
     }
@@ -1296,21 +1418,26 @@ impl Directory {
         username: &str,
         column: &str,
         in_memory: impl FnOnce(&MemoryStore, i64) -> bool,
-        value: &(dyn tokio_postgres::types::ToSql + Sync),
+        value: (&(dyn ToSql + Sync), Type),
     ) -> ApiResult<Option<i64>> {
         match self {
             Self::Memory { store, .. } => Ok(store
                 .user_id_by_name(username)
                 .and_then(|id| i64::from_user_id(&id))
                 .filter(|id| in_memory(store, *id))),
-            Self::Pg { pool, timeout } => bounded!(pool, *timeout, |client| {
-                let row = client
-                    .query_opt(
-                        &format!("UPDATE users SET {column} = $2 WHERE username = $1 RETURNING id"),
-                        &[&username, value],
-                    )
-                    .await?;
-                Ok(row.map(|row| row.try_get(0)).transpose()?)
+            Self::Pg {
+                pool,
+                timeout,
+                prepared,
+            } => bounded!(pool, *timeout, |client| {
+                let rows = query(
+                    &client,
+                    *prepared,
+                    &format!("UPDATE users SET {column} = $2 WHERE username = $1 RETURNING id"),
+                    &[(&username, Type::TEXT), value],
+                )
+                .await?;
+                Ok(rows.first().map(|row| row.try_get(0)).transpose()?)
             }),
         }
     }

@@ -41,7 +41,7 @@ async fn sql(url: &str, statement: &str) {
     client.batch_execute(statement).await.unwrap();
 }
 
-async fn call(
+pub(crate) async fn call(
     server: &Server,
     method: Method,
     path: &str,
@@ -60,7 +60,7 @@ async fn call(
 }
 
 /// Logs `username` in on `server` and selects their first character: (token, session id).
-async fn player(server: &Server, username: &str) -> (String, String) {
+pub(crate) async fn player(server: &Server, username: &str) -> (String, String) {
     let response = Client::new()
         .post(format!("{}/login", server.base))
         .header("x-requested-with", "test")
@@ -91,7 +91,7 @@ fn ws_request(server: &Server) -> tungstenite::handshake::client::Request {
 }
 
 /// Opens the game socket with a Bearer token and reads the welcome line.
-async fn connect(server: &Server, token: &str) -> Socket {
+pub(crate) async fn connect(server: &Server, token: &str) -> Socket {
     let mut request = ws_request(server);
     request
         .headers_mut()
@@ -115,7 +115,7 @@ async fn next_text(socket: &mut Socket) -> String {
 }
 
 /// Reads until the server's close frame (within the bound): its code and reason.
-async fn closed(socket: &mut Socket) -> (u16, String) {
+pub(crate) async fn closed(socket: &mut Socket) -> (u16, String) {
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
         match tokio::time::timeout_at(deadline, socket.next()).await {

@@ -681,9 +681,50 @@ async fn sqlx_driver_serves_the_contract() {
         refused.contains("SESSION_DURABLE_REVOCATIONS needs DATABASE_DRIVER=deadpool"),
         "{refused}"
     );
+    let refused = common::example::refused_start(
+        &url,
+        &[("DATABASE_DRIVER", "sqlx"), ("DATABASE_PREPARED", "false")],
+    )
+    .await;
+    assert!(
+        refused.contains(
+            "DATABASE_PREPARED=false needs DATABASE_DRIVER=deadpool: sqlx prepares every \
+             statement in a round trip of its own before running it"
+        ),
+        "{refused}"
+    );
     let refused = common::example::refused_start(&url, &[("DATABASE_DRIVER", "diesel")]).await;
     assert!(
         refused.contains(r#"DATABASE_DRIVER: \"diesel\" is neither deadpool nor sqlx"#),
+        "{refused}"
+    );
+}
+
+/// `DATABASE_PREPARED=false`: the session store and the example's own queries (the user at
+/// login, the characters, role and active changes) on unnamed statements serve the whole
+/// contract (here on a direct connection; through PgBouncer in `pgbouncer.rs`). A value other
+/// than true or false is refused at start-up.
+#[tokio::test]
+async fn database_prepared_false_serves_the_contract() {
+    let url = schema_url().await;
+    let server = Server::start_with(Some(&url), &[("DATABASE_PREPARED", "false")]).await;
+    http_contract(&server).await;
+    remember_me_contract(&server).await;
+    server.stop().await;
+    let server = Server::start_with(
+        Some(&url),
+        &[
+            ("DATABASE_PREPARED", "false"),
+            ("SESSION_RECENT_AUTH_SECS", "1"),
+        ],
+    )
+    .await;
+    stale_login_contract(&server).await;
+    server.stop().await;
+
+    let refused = common::example::refused_start(&url, &[("DATABASE_PREPARED", "no")]).await;
+    assert!(
+        refused.contains(r#"DATABASE_PREPARED: \"no\" is neither true nor false"#),
         "{refused}"
     );
 }

@@ -35,16 +35,7 @@ pub fn on_database(url: &str, name: &str) -> tokio_postgres::Config {
 /// application does around the store. The database is dropped when both pools (and every
 /// store on them) are gone.
 pub async fn test_db(prepared: bool, max_size: usize) -> TestDb {
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is unreachable: {e}"));
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create the test's database (the test role needs CREATEDB)");
-    let guard = Arc::new(DatabaseGuard { name: name.clone() });
+    let (name, guard) = create_database().await;
     let direct = pool(on_database(&database_url(), &name), 4, guard.clone());
     let through = pool(on_database(&pgbouncer_url(), &name), max_size, guard);
     let store = PgStore::new(through).prepared_statements(prepared);
@@ -62,6 +53,61 @@ pub async fn test_db(prepared: bool, max_size: usize) -> TestDb {
         store,
         sessions_table: "sessions".to_owned(),
     }
+}
+
+/// A new, empty database of the test's own, dropped when the guard is gone.
+async fn create_database() -> (String, Arc<DatabaseGuard>) {
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test's database (the test role needs CREATEDB)");
+    let guard = Arc::new(DatabaseGuard { name: name.clone() });
+    (name, guard)
+}
+
+/// A direct connection to `DATABASE_URL`'s database.
+pub async fn admin() -> tokio_postgres::Client {
+    let (admin, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is unreachable: {e}"));
+    tokio::spawn(connection);
+    admin
+}
+
+/// An empty database of the test's own for an example server, which makes its tables itself:
+/// its URL through PgBouncer and its direct URL. It is dropped when this value is gone.
+pub struct ExampleDatabase {
+    pub name: String,
+    pub through: String,
+    pub direct: String,
+    _guard: Arc<DatabaseGuard>,
+}
+
+pub async fn example_database() -> ExampleDatabase {
+    let (name, guard) = create_database().await;
+    ExampleDatabase {
+        through: url_on_database(&pgbouncer_url(), &name),
+        direct: url_on_database(&database_url(), &name),
+        name,
+        _guard: guard,
+    }
+}
+
+/// `url`, a `postgres://` URL, with the database `name` in its path.
+fn url_on_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = base
+        .split_once("://")
+        .expect("a postgres:// URL is needed here, not the key-value form");
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
+    format!("{scheme}://{authority}/{name}{query}")
 }
 
 /// A pool on `config`, recycled as `PgStore` documents, that keeps the database of `guard`.
