@@ -1459,7 +1459,9 @@ impl PgStore {
     /// batches of 200) or a session is rebound to another character or re-authenticated, when a
     /// user's role, active flag or name changes or the user is deleted, and when a character
     /// changes world or owner or is deleted. Idempotent; run it at start-up. Touches and other
-    /// hot-path writes fire nothing.
+    /// hot-path writes fire nothing. A user named by a text id too long for a notification's
+    /// payload (7995 bytes or more) is announced as a change of every session, so that the
+    /// application's write still goes through.
     ///
     /// The trigger functions live with the crate's tables (in the chosen schema, if any) and
     /// run with a fixed `search_path`. With a chosen schema, the triggers on the application's
@@ -1501,6 +1503,18 @@ impl PgStore {
         let notify = |name: &str, payload: &str| {
             function(name, &format!("PERFORM pg_notify('{channel}', {payload});"))
         };
+        // A notification's payload is shorter than 8000 bytes, and a text id need not be: the
+        // notice for a user whose id does not fit names everyone (any other payload does), so
+        // that the application's write that fired it still goes through.
+        let notify_user = |name: &str, id: &str| {
+            notify(
+                name,
+                &format!(
+                    "CASE WHEN octet_length({id}::text) < 7995 THEN 'user:' || {id} \
+                     ELSE 'all' END"
+                ),
+            )
+        };
         let trigger = |name: &str, function: &str, when: &str, table: &str, each: &str| {
             format!(
                 "CREATE OR REPLACE TRIGGER {name} {when} ON {table} {each} \
@@ -1540,7 +1554,7 @@ impl PgStore {
                 &format!("{sessions} REFERENCING OLD TABLE AS gone"),
                 "FOR EACH STATEMENT",
             ),
-            notify(user_changed, &format!("'user:' || OLD.{user_id}")),
+            notify_user(user_changed, &format!("OLD.{user_id}")),
             trigger(
                 &names.app_trigger(user_changed),
                 user_changed,
@@ -1548,10 +1562,7 @@ impl PgStore {
                 users_table,
                 "FOR EACH ROW",
             ),
-            notify(
-                character_changed,
-                &format!("'user:' || OLD.{character_user_id}"),
-            ),
+            notify_user(character_changed, &format!("OLD.{character_user_id}")),
             trigger(
                 &names.app_trigger(character_changed),
                 character_changed,

@@ -467,3 +467,80 @@ async fn migrate_sets_the_id_columns_only_while_empty() {
         "{error}"
     );
 }
+
+/// A notice is shorter than 8000 bytes, and text ids are not: the application's write that
+/// fires the trigger (deactivating or deleting the user, moving their character) must not fail
+/// for it, or that user could not be deactivated. Such a notice means every session: the
+/// user's watch still ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_id_too_long_for_a_notice_does_not_block_the_applications_writes() {
+    let fixture = PgFixture::keyed(UserIdType::Text).await;
+    let store = fixture.store();
+    store.install_invalidation_triggers().await.unwrap();
+    // Compressible, so the users key's index takes it; 8000 bytes with `user:` in front.
+    let long = "x".repeat(7995);
+    fixture
+        .0
+        .execute(
+            "INSERT INTO users (id, username, role) VALUES ($1, 'long', 'player')",
+            &[&long],
+        )
+        .await;
+    fixture
+        .0
+        .execute(
+            "INSERT INTO characters (id, user_id, name, world_id) VALUES (99, $1, 'c', 'w')",
+            &[&long],
+        )
+        .await;
+    let manager = SessionManager::new(store.clone(), SessionConfig::default());
+    let listener =
+        store.spawn_session_listener(common::database_url().parse().unwrap(), manager.clone());
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !manager.is_listening() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the listener connects");
+    let login = manager
+        .login(long.as_str(), LoginOptions::new())
+        .await
+        .unwrap();
+    let mut watch = manager
+        .watch(&login.token)
+        .await
+        .unwrap()
+        .expect("a live session");
+
+    let client = fixture.0.client().await;
+    for sql in [
+        "UPDATE characters SET world_id = NULL WHERE id = 99",
+        "UPDATE users SET is_active = false WHERE id = $1",
+    ] {
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+            if sql.contains("$1") { &[&long] } else { &[] };
+        let updated = client.execute(sql, params).await.map_err(db_error);
+        assert_eq!(updated, Ok(1), "{sql}");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the deactivation ends the watch within the bound");
+    assert_eq!(ended, WatchEvent::Ended(SessionEnd::UserInvalid));
+    for sql in [
+        "DELETE FROM characters WHERE user_id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ] {
+        let deleted = client.execute(sql, &[&long]).await.map_err(db_error);
+        assert_eq!(deleted, Ok(1), "{sql}");
+    }
+    listener.abort();
+}
+
+/// The server's message of a failed statement.
+fn db_error(error: tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
+    }
+}
