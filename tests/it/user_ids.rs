@@ -544,3 +544,97 @@ fn db_error(error: tokio_postgres::Error) -> String {
         None => error.to_string(),
     }
 }
+
+/// `migrate` decides that a table is empty under the lock of its type change: a session that a
+/// running instance commits meanwhile makes it refuse, rather than convert the row (here the
+/// text id ` 42`, which would become the integer 42: another user's session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_decides_emptiness_under_the_lock_of_the_change() {
+    let db = TestDb::keyed(UserIdType::Text).await;
+    // A running instance's login, not committed yet.
+    let mut client = db.client().await;
+    let login = client.transaction().await.unwrap();
+    login
+        .execute(
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_activity, \
+             authenticated_at) VALUES (gen_random_uuid(), sha256('t'), ' 42', now(), now(), now())",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut app = AppSchema::default();
+    app.user_id_type = UserIdType::Integer;
+    let integer_store = PgStore::with_schema(db.pool.clone(), app).unwrap();
+    let migrate = tokio::spawn(async move { integer_store.migrate().await });
+    let observer = db.client().await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let waiting: bool = observer
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                     WHERE relation = 'sessions'::regclass AND NOT granted)",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the migration waits for the login's transaction");
+    login.commit().await.unwrap();
+
+    let outcome = migrate.await.unwrap();
+    let error = outcome.expect_err("a table that holds a row is not converted");
+    assert!(
+        error.to_string().contains(
+            "sessions.user_id is text, not integer as the store is configured, and the table \
+             holds rows"
+        ),
+        "{error}"
+    );
+    let stored: String = observer
+        .query_one("SELECT user_id FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, " 42");
+}
+
+/// The invalidation triggers are installed at every start, and one of them names
+/// `sessions.user_id`: a deployment that configures another id type while its tables are
+/// still empty gets the change, with the trigger kept as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_changes_the_id_type_under_the_installed_triggers() {
+    let db = TestDb::keyed(UserIdType::Text).await;
+    // The first start forgot the configuration: `bigint` columns, and the triggers.
+    let unconfigured = PgStore::new(db.pool.clone());
+    unconfigured.migrate().await.unwrap();
+    unconfigured.install_invalidation_triggers().await.unwrap();
+    let client = db.client().await;
+    let state = || async {
+        let row = client
+            .query_one(
+                "SELECT format_type(atttypid, NULL), \
+                 (SELECT array_agg(pg_get_triggerdef(oid) ORDER BY tgname) FROM pg_trigger \
+                  WHERE tgrelid = 'sessions'::regclass AND NOT tgisinternal) \
+                 FROM pg_attribute WHERE attrelid = 'sessions'::regclass AND attname = 'user_id'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, Vec<String>>(1))
+    };
+    let (column, triggers) = state().await;
+    assert_eq!(column, "bigint");
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+
+    // The next start, configured.
+    assert_eq!(db.store.migrate().await.map_err(|e| e.to_string()), Ok(0));
+    assert_eq!(state().await, ("text".to_owned(), triggers));
+    db.store.check_schema().await.unwrap();
+}
