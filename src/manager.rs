@@ -396,7 +396,7 @@ impl SessionManager {
             target: AUDIT_TARGET,
             event = "login",
             session_id = %session.id,
-            %user_id,
+            user_id = user_id.as_field(),
             ip = session.ip.map(tracing::field::display),
             client_type = session.client_type.as_str(),
             remember,
@@ -450,7 +450,7 @@ impl SessionManager {
                     target: AUDIT_TARGET,
                     event = "refresh",
                     session_id = %session.id,
-                    user_id = %session.user_id,
+                    user_id = session.user_id.as_field(),
                     %series,
                 );
                 Refresh::Refreshed(Box::new(Login {
@@ -468,7 +468,7 @@ impl SessionManager {
                 tracing::info!(
                     target: AUDIT_TARGET,
                     event = "refresh_series_ended",
-                    %user_id,
+                    user_id = user_id.as_field(),
                     %series,
                 );
                 Refresh::Invalid
@@ -478,7 +478,7 @@ impl SessionManager {
                 tracing::warn!(
                     target: AUDIT_TARGET,
                     event = "refresh_reuse_detected",
-                    %user_id,
+                    user_id = user_id.as_field(),
                     %series,
                 );
                 Refresh::ReuseDetected
@@ -732,7 +732,12 @@ impl SessionManager {
         let removed = self.inner.store.remove(id, Some(&user_id)).await?;
         self.invalidate_removed(id, removed.as_ref());
         if removed.is_some() {
-            tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, %user_id);
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "revoke",
+                session_id = %id,
+                user_id = user_id.as_field(),
+            );
         }
         Ok(removed.is_some())
     }
@@ -780,7 +785,12 @@ impl SessionManager {
         if let Some(user_id) = &ended {
             self.invalidate_user(user_id);
             let series = series.simple();
-            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series, %user_id);
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "series_ended",
+                %series,
+                user_id = user_id.as_field(),
+            );
         }
         Ok(ended.is_some())
     }
@@ -800,7 +810,12 @@ impl SessionManager {
             .remove_for_user(&user_id, Some(keep))
             .await?;
         self.invalidate_user(&user_id);
-        tracing::info!(target: AUDIT_TARGET, event = "revoke_others", %user_id, count);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "revoke_others",
+            user_id = user_id.as_field(),
+            count,
+        );
         Ok(count)
     }
 
@@ -810,7 +825,12 @@ impl SessionManager {
         let user_id = user_id.into();
         let count = self.inner.store.remove_for_user(&user_id, None).await?;
         self.invalidate_user(&user_id);
-        tracing::info!(target: AUDIT_TARGET, event = "revoke_all", %user_id, count);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "revoke_all",
+            user_id = user_id.as_field(),
+            count,
+        );
         Ok(count)
     }
 
