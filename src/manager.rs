@@ -266,10 +266,16 @@ impl SessionManager {
     /// Reports a change to a user that no trigger reports (a role change or a deactivation
     /// made on another database, or without the triggers): drops the user's cached
     /// validations (feature `cache`) and wakes the watches of their sessions, which check
-    /// once ([`SessionWatch`](crate::watch::SessionWatch)).
+    /// once ([`SessionWatch`](crate::watch::SessionWatch)). The user is named by the id's
+    /// text, as a notice names them: a uuid or an integer held as a string (`"42"`) reaches
+    /// the sessions of the uuid or integer id too.
     pub fn invalidate_user(&self, user_id: impl Into<UserId>) {
-        let user_id = user_id.into();
-        self.with_cached(|targets| targets.invalidate_user(&user_id));
+        let user_ids = UserId::candidates(&user_id.into().to_string());
+        self.with_cached(|targets| {
+            for user_id in &user_ids {
+                targets.invalidate_user(user_id);
+            }
+        });
     }
 
     /// Runs `invalidate` on the cache, if there is one, and the session watches.

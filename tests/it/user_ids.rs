@@ -638,3 +638,59 @@ async fn migrate_changes_the_id_type_under_the_installed_triggers() {
     assert_eq!(state().await, ("text".to_owned(), triggers));
     db.store.check_schema().await.unwrap();
 }
+
+/// `SessionManager::invalidate_user` takes any id kind, and an application may hold its ids
+/// as text (a uuid or a number from a path or a token): the cached validations of the user
+/// the text names are dropped all the same, as a notice naming them would, and not those of
+/// other users.
+#[cfg(feature = "cache")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_user_reaches_the_cache_by_the_ids_text() {
+    use tower_session_auth::cache::{CacheConfig, SessionCache};
+    use tower_session_auth::store::{Scope, Validation};
+
+    for (ty, as_text) in [
+        (UserIdType::Uuid, Uuid::from_u128(3).to_string()),
+        (UserIdType::BigInt, "3".to_owned()),
+    ] {
+        // No triggers: the role change is one that only `invalidate_user` reports.
+        let fixture = PgFixture::keyed(ty).await;
+        let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_secs(300)));
+        let manager =
+            SessionManager::new(fixture.store(), SessionConfig::default()).with_cache(cache);
+        let role = |token: tower_session_auth::token::SessionToken| {
+            let manager = manager.clone();
+            async move {
+                match manager.validate(&token, Scope::User).await.unwrap() {
+                    Validation::Valid(view) => {
+                        view.user.as_ref().and_then(|user| user.role.clone())
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let admin = manager
+            .login(user_key(ty, 3), LoginOptions::new())
+            .await
+            .unwrap()
+            .token;
+        let other = manager
+            .login(user_key(ty, 4), LoginOptions::new())
+            .await
+            .unwrap()
+            .token;
+        assert_eq!(role(admin.clone()).await.as_deref(), Some("admin"));
+        assert_eq!(role(other.clone()).await.as_deref(), Some("superuser"));
+        fixture.set_role(3, Some("player")).await;
+        fixture.set_role(4, Some("player")).await;
+        assert_eq!(
+            role(admin.clone()).await.as_deref(),
+            Some("admin"),
+            "cached"
+        );
+
+        manager.invalidate_user(as_text.as_str());
+        assert_eq!(role(admin).await.as_deref(), Some("player"), "{ty:?}");
+        assert_eq!(role(other).await.as_deref(), Some("superuser"), "{ty:?}");
+    }
+}
