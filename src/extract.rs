@@ -116,7 +116,7 @@ impl<Id: FromUserId> AuthUser<Id> {
 fn typed_user_id<Id: FromUserId>(id: &UserId) -> Result<Id, AuthRejection> {
     Id::from_user_id(id).ok_or_else(|| {
         tracing::error!(
-            user_id = %id,
+            user_id = id.as_field(),
             expected = std::any::type_name::<Id>(),
             "the handler's user id type does not match the store's user ids"
         );

@@ -266,10 +266,16 @@ impl SessionManager {
     /// Reports a change to a user that no trigger reports (a role change or a deactivation
     /// made on another database, or without the triggers): drops the user's cached
     /// validations (feature `cache`) and wakes the watches of their sessions, which check
-    /// once ([`SessionWatch`](crate::watch::SessionWatch)).
+    /// once ([`SessionWatch`](crate::watch::SessionWatch)). The user is named by the id's
+    /// text, as a notice names them: a uuid or an integer held as a string (`"42"`) reaches
+    /// the sessions of the uuid or integer id too.
     pub fn invalidate_user(&self, user_id: impl Into<UserId>) {
-        let user_id = user_id.into();
-        self.with_cached(|targets| targets.invalidate_user(&user_id));
+        let user_ids = UserId::candidates(&user_id.into().to_string());
+        self.with_cached(|targets| {
+            for user_id in &user_ids {
+                targets.invalidate_user(user_id);
+            }
+        });
     }
 
     /// Runs `invalidate` on the cache, if there is one, and the session watches.
@@ -396,7 +402,7 @@ impl SessionManager {
             target: AUDIT_TARGET,
             event = "login",
             session_id = %session.id,
-            %user_id,
+            user_id = user_id.as_field(),
             ip = session.ip.map(tracing::field::display),
             client_type = session.client_type.as_str(),
             remember,
@@ -450,7 +456,7 @@ impl SessionManager {
                     target: AUDIT_TARGET,
                     event = "refresh",
                     session_id = %session.id,
-                    user_id = %session.user_id,
+                    user_id = session.user_id.as_field(),
                     %series,
                 );
                 Refresh::Refreshed(Box::new(Login {
@@ -468,7 +474,7 @@ impl SessionManager {
                 tracing::info!(
                     target: AUDIT_TARGET,
                     event = "refresh_series_ended",
-                    %user_id,
+                    user_id = user_id.as_field(),
                     %series,
                 );
                 Refresh::Invalid
@@ -478,7 +484,7 @@ impl SessionManager {
                 tracing::warn!(
                     target: AUDIT_TARGET,
                     event = "refresh_reuse_detected",
-                    %user_id,
+                    user_id = user_id.as_field(),
                     %series,
                 );
                 Refresh::ReuseDetected
@@ -732,7 +738,12 @@ impl SessionManager {
         let removed = self.inner.store.remove(id, Some(&user_id)).await?;
         self.invalidate_removed(id, removed.as_ref());
         if removed.is_some() {
-            tracing::info!(target: AUDIT_TARGET, event = "revoke", session_id = %id, %user_id);
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "revoke",
+                session_id = %id,
+                user_id = user_id.as_field(),
+            );
         }
         Ok(removed.is_some())
     }
@@ -780,7 +791,12 @@ impl SessionManager {
         if let Some(user_id) = &ended {
             self.invalidate_user(user_id);
             let series = series.simple();
-            tracing::info!(target: AUDIT_TARGET, event = "series_ended", %series, %user_id);
+            tracing::info!(
+                target: AUDIT_TARGET,
+                event = "series_ended",
+                %series,
+                user_id = user_id.as_field(),
+            );
         }
         Ok(ended.is_some())
     }
@@ -800,7 +816,12 @@ impl SessionManager {
             .remove_for_user(&user_id, Some(keep))
             .await?;
         self.invalidate_user(&user_id);
-        tracing::info!(target: AUDIT_TARGET, event = "revoke_others", %user_id, count);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "revoke_others",
+            user_id = user_id.as_field(),
+            count,
+        );
         Ok(count)
     }
 
@@ -810,7 +831,12 @@ impl SessionManager {
         let user_id = user_id.into();
         let count = self.inner.store.remove_for_user(&user_id, None).await?;
         self.invalidate_user(&user_id);
-        tracing::info!(target: AUDIT_TARGET, event = "revoke_all", %user_id, count);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "revoke_all",
+            user_id = user_id.as_field(),
+            count,
+        );
         Ok(count)
     }
 

@@ -118,6 +118,18 @@ impl UserId {
         ids
     }
 
+    /// This id as the value of a log event's field: an integer as a number, a uuid as its
+    /// text, and a text id as a string, which a log writes quoted and escaped like every
+    /// other string (a text id may be a name its user chose: it must not add a field or a
+    /// line to the audit log).
+    pub(crate) fn as_field(&self) -> Box<dyn tracing::Value + '_> {
+        match self {
+            Self::Int(id) => Box::new(*id),
+            Self::Uuid(id) => Box::new(tracing::field::display(*id)),
+            Self::Text(id) => Box::new(id.as_str()),
+        }
+    }
+
     /// This id as a value of a column of type `ty`, or why it is not one.
     fn mismatch(&self, ty: &Type) -> Box<dyn Error + Sync + Send> {
         format!("user id {self} does not fit a column of type {ty}").into()

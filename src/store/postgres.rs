@@ -117,24 +117,45 @@ impl MigrationSql {
             ),
             // The migrations create the columns `bigint`. A type is changed only while the
             // table is empty (a rewrite under an exclusive lock, and no cast from `bigint`
-            // to `uuid`): a populated table is the operator's to convert.
+            // to `uuid`): a populated table is the operator's to convert. The table is locked
+            // before it is found empty, so no row committed meanwhile is converted; the
+            // triggers on the column (the invalidation trigger on `sessions`), which forbid
+            // the change, are dropped and created again as they were.
             user_id_columns: format!(
                 "DO $tsa$ DECLARE \
-                    t regclass; found regtype; has_rows boolean; \
+                    t regclass; found regtype; column_number int2; has_rows boolean; \
+                    trigger_name name; definition text; triggers text[]; \
                     wanted regtype := '{wanted}'; \
                  BEGIN \
                     FOREACH t IN ARRAY ARRAY['{sessions}', '{series}']::regclass[] LOOP \
-                        SELECT atttypid::regtype INTO found FROM pg_attribute \
+                        SELECT atttypid::regtype, attnum INTO found, column_number \
+                        FROM pg_attribute \
                         WHERE attrelid = t AND attname = 'user_id' AND NOT attisdropped; \
                         CONTINUE WHEN found = wanted; \
+                        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', t); \
                         EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t) INTO has_rows; \
                         IF has_rows THEN \
                             RAISE EXCEPTION '%.user_id is %, not % as the store is configured, \
                                 and the table holds rows: convert the column, or empty the \
                                 table, before migrating', t, found, wanted; \
                         END IF; \
+                        triggers := '{{}}'; \
+                        FOR trigger_name, definition IN \
+                            SELECT g.tgname, pg_get_triggerdef(g.oid) FROM pg_trigger g \
+                            WHERE g.tgrelid = t AND NOT g.tgisinternal AND g.oid IN ( \
+                                SELECT objid FROM pg_depend \
+                                WHERE classid = 'pg_trigger'::regclass \
+                                AND refclassid = 'pg_class'::regclass AND refobjid = t \
+                                AND refobjsubid = column_number) \
+                        LOOP \
+                            triggers := triggers || definition; \
+                            EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, t); \
+                        END LOOP; \
                         EXECUTE format('ALTER TABLE %s ALTER COLUMN user_id TYPE %s \
                             USING user_id::text::%s', t, wanted, wanted); \
+                        FOREACH definition IN ARRAY triggers LOOP \
+                            EXECUTE definition; \
+                        END LOOP; \
                     END LOOP; \
                  END $tsa$",
                 wanted = user_id_type.sql(),
@@ -1327,7 +1348,9 @@ impl PgStore {
     ///
     /// The migrations create the crate's `user_id` columns as `bigint`; in the same
     /// transaction, a column of another type than the [`AppSchema::user_id_type`] is given
-    /// that type while its table is empty. With rows in it, `migrate` fails with
+    /// that type while its table is empty (found so under the exclusive lock of the change,
+    /// and with the table's triggers on the column, such as the invalidation trigger, kept as
+    /// they were). With rows in it, `migrate` fails with
     /// [`StoreError::Migration`] (version 0) naming the table, and changes nothing: converting
     /// stored sessions is the operator's decision.
     ///
@@ -1463,7 +1486,9 @@ impl PgStore {
     /// batches of 200) or a session is rebound to another character or re-authenticated, when a
     /// user's role, active flag or name changes or the user is deleted, and when a character
     /// changes world or owner or is deleted. Idempotent; run it at start-up. Touches and other
-    /// hot-path writes fire nothing.
+    /// hot-path writes fire nothing. A user named by a text id too long for a notification's
+    /// payload (7995 bytes or more) is announced as a change of every session, so that the
+    /// application's write still goes through.
     ///
     /// The trigger functions live with the crate's tables (in the chosen schema, if any) and
     /// run with a fixed `search_path`. With a chosen schema, the triggers on the application's
@@ -1505,6 +1530,18 @@ impl PgStore {
         let notify = |name: &str, payload: &str| {
             function(name, &format!("PERFORM pg_notify('{channel}', {payload});"))
         };
+        // A notification's payload is shorter than 8000 bytes, and a text id need not be: the
+        // notice for a user whose id does not fit names everyone (any other payload does), so
+        // that the application's write that fired it still goes through.
+        let notify_user = |name: &str, id: &str| {
+            notify(
+                name,
+                &format!(
+                    "CASE WHEN octet_length({id}::text) < 7995 THEN 'user:' || {id} \
+                     ELSE 'all' END"
+                ),
+            )
+        };
         let trigger = |name: &str, function: &str, when: &str, table: &str, each: &str| {
             format!(
                 "CREATE OR REPLACE TRIGGER {name} {when} ON {table} {each} \
@@ -1544,7 +1581,7 @@ impl PgStore {
                 &format!("{sessions} REFERENCING OLD TABLE AS gone"),
                 "FOR EACH STATEMENT",
             ),
-            notify(user_changed, &format!("'user:' || OLD.{user_id}")),
+            notify_user(user_changed, &format!("OLD.{user_id}")),
             trigger(
                 &names.app_trigger(user_changed),
                 user_changed,
@@ -1552,10 +1589,7 @@ impl PgStore {
                 users_table,
                 "FOR EACH ROW",
             ),
-            notify(
-                character_changed,
-                &format!("'user:' || OLD.{character_user_id}"),
-            ),
+            notify_user(character_changed, &format!("OLD.{character_user_id}")),
             trigger(
                 &names.app_trigger(character_changed),
                 character_changed,

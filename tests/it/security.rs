@@ -700,3 +700,53 @@ async fn csrf_an_origin_of_another_scheme_is_refused_when_fetch_metadata_says_so
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
 }
+
+/// A text user id (an application may key users by a name they chose) reaches the audit
+/// events as one quoted, escaped value: it cannot add a field or a line.
+#[tokio::test(flavor = "current_thread")]
+async fn audit_events_quote_text_user_ids() {
+    use tower_session_auth::store::UserIdType;
+    use tower_session_auth::test_util::conformance::Fixture;
+
+    let fixture = common::PgFixture::keyed(UserIdType::Text).await;
+    let forged = "x\" event=\"logout\"\n2099-01-01T00:00:00Z  INFO audit: event=\"revoke_all\"";
+    fixture
+        .0
+        .execute(
+            "INSERT INTO users (id, username, role) VALUES ($1, 'forger', 'player')",
+            &[&forged],
+        )
+        .await;
+    let manager = SessionManager::new(fixture.store(), SessionConfig::default());
+    let (captured, _guard) = capture();
+    manager.login(forged, LoginOptions::new()).await.unwrap();
+    manager.revoke_all(forged).await.unwrap();
+    let logs = captured.text();
+    let quoted =
+        r#"user_id="x\" event=\"logout\"\n2099-01-01T00:00:00Z  INFO audit: event=\"revoke_all\"""#;
+    for event in ["login", "revoke_all"] {
+        let line = logs
+            .lines()
+            .find(|line| line.contains(&format!(" event=\"{event}\"")))
+            .unwrap_or_else(|| panic!("no {event} event: {logs}"));
+        assert!(line.contains(quoted), "{line}");
+        assert_eq!(
+            line.replace(quoted, "").matches(" event=").count(),
+            1,
+            "{line}"
+        );
+    }
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    // An integer id is still a plain number.
+    let (captured, _guard) = capture();
+    let integers = SessionManager::new(
+        common::PgFixture::keyed(UserIdType::Integer).await.store(),
+        SessionConfig::default(),
+    );
+    integers.revoke_all(1).await.unwrap();
+    assert!(
+        captured.text().contains(" user_id=1 count=0"),
+        "{}",
+        captured.text()
+    );
+}

@@ -467,3 +467,230 @@ async fn migrate_sets_the_id_columns_only_while_empty() {
         "{error}"
     );
 }
+
+/// A notice is shorter than 8000 bytes, and text ids are not: the application's write that
+/// fires the trigger (deactivating or deleting the user, moving their character) must not fail
+/// for it, or that user could not be deactivated. Such a notice means every session: the
+/// user's watch still ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_id_too_long_for_a_notice_does_not_block_the_applications_writes() {
+    let fixture = PgFixture::keyed(UserIdType::Text).await;
+    let store = fixture.store();
+    store.install_invalidation_triggers().await.unwrap();
+    // Compressible, so the users key's index takes it; 8000 bytes with `user:` in front.
+    let long = "x".repeat(7995);
+    fixture
+        .0
+        .execute(
+            "INSERT INTO users (id, username, role) VALUES ($1, 'long', 'player')",
+            &[&long],
+        )
+        .await;
+    fixture
+        .0
+        .execute(
+            "INSERT INTO characters (id, user_id, name, world_id) VALUES (99, $1, 'c', 'w')",
+            &[&long],
+        )
+        .await;
+    let manager = SessionManager::new(store.clone(), SessionConfig::default());
+    let listener =
+        store.spawn_session_listener(common::database_url().parse().unwrap(), manager.clone());
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !manager.is_listening() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the listener connects");
+    let login = manager
+        .login(long.as_str(), LoginOptions::new())
+        .await
+        .unwrap();
+    let mut watch = manager
+        .watch(&login.token)
+        .await
+        .unwrap()
+        .expect("a live session");
+
+    let client = fixture.0.client().await;
+    for sql in [
+        "UPDATE characters SET world_id = NULL WHERE id = 99",
+        "UPDATE users SET is_active = false WHERE id = $1",
+    ] {
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+            if sql.contains("$1") { &[&long] } else { &[] };
+        let updated = client.execute(sql, params).await.map_err(db_error);
+        assert_eq!(updated, Ok(1), "{sql}");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the deactivation ends the watch within the bound");
+    assert_eq!(ended, WatchEvent::Ended(SessionEnd::UserInvalid));
+    for sql in [
+        "DELETE FROM characters WHERE user_id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ] {
+        let deleted = client.execute(sql, &[&long]).await.map_err(db_error);
+        assert_eq!(deleted, Ok(1), "{sql}");
+    }
+    listener.abort();
+}
+
+/// The server's message of a failed statement.
+fn db_error(error: tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
+    }
+}
+
+/// `migrate` decides that a table is empty under the lock of its type change: a session that a
+/// running instance commits meanwhile makes it refuse, rather than convert the row (here the
+/// text id ` 42`, which would become the integer 42: another user's session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_decides_emptiness_under_the_lock_of_the_change() {
+    let db = TestDb::keyed(UserIdType::Text).await;
+    // A running instance's login, not committed yet.
+    let mut client = db.client().await;
+    let login = client.transaction().await.unwrap();
+    login
+        .execute(
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_activity, \
+             authenticated_at) VALUES (gen_random_uuid(), sha256('t'), ' 42', now(), now(), now())",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut app = AppSchema::default();
+    app.user_id_type = UserIdType::Integer;
+    let integer_store = PgStore::with_schema(db.pool.clone(), app).unwrap();
+    let migrate = tokio::spawn(async move { integer_store.migrate().await });
+    let observer = db.client().await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let waiting: bool = observer
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                     WHERE relation = 'sessions'::regclass AND NOT granted)",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the migration waits for the login's transaction");
+    login.commit().await.unwrap();
+
+    let outcome = migrate.await.unwrap();
+    let error = outcome.expect_err("a table that holds a row is not converted");
+    assert!(
+        error.to_string().contains(
+            "sessions.user_id is text, not integer as the store is configured, and the table \
+             holds rows"
+        ),
+        "{error}"
+    );
+    let stored: String = observer
+        .query_one("SELECT user_id FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, " 42");
+}
+
+/// The invalidation triggers are installed at every start, and one of them names
+/// `sessions.user_id`: a deployment that configures another id type while its tables are
+/// still empty gets the change, with the trigger kept as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_changes_the_id_type_under_the_installed_triggers() {
+    let db = TestDb::keyed(UserIdType::Text).await;
+    // The first start forgot the configuration: `bigint` columns, and the triggers.
+    let unconfigured = PgStore::new(db.pool.clone());
+    unconfigured.migrate().await.unwrap();
+    unconfigured.install_invalidation_triggers().await.unwrap();
+    let client = db.client().await;
+    let state = || async {
+        let row = client
+            .query_one(
+                "SELECT format_type(atttypid, NULL), \
+                 (SELECT array_agg(pg_get_triggerdef(oid) ORDER BY tgname) FROM pg_trigger \
+                  WHERE tgrelid = 'sessions'::regclass AND NOT tgisinternal) \
+                 FROM pg_attribute WHERE attrelid = 'sessions'::regclass AND attname = 'user_id'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, Vec<String>>(1))
+    };
+    let (column, triggers) = state().await;
+    assert_eq!(column, "bigint");
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+
+    // The next start, configured.
+    assert_eq!(db.store.migrate().await.map_err(|e| e.to_string()), Ok(0));
+    assert_eq!(state().await, ("text".to_owned(), triggers));
+    db.store.check_schema().await.unwrap();
+}
+
+/// `SessionManager::invalidate_user` takes any id kind, and an application may hold its ids
+/// as text (a uuid or a number from a path or a token): the cached validations of the user
+/// the text names are dropped all the same, as a notice naming them would, and not those of
+/// other users.
+#[cfg(feature = "cache")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_user_reaches_the_cache_by_the_ids_text() {
+    use tower_session_auth::cache::{CacheConfig, SessionCache};
+    use tower_session_auth::store::{Scope, Validation};
+
+    for (ty, as_text) in [
+        (UserIdType::Uuid, Uuid::from_u128(3).to_string()),
+        (UserIdType::BigInt, "3".to_owned()),
+    ] {
+        // No triggers: the role change is one that only `invalidate_user` reports.
+        let fixture = PgFixture::keyed(ty).await;
+        let cache = SessionCache::new(CacheConfig::default().ttl(Duration::from_secs(300)));
+        let manager =
+            SessionManager::new(fixture.store(), SessionConfig::default()).with_cache(cache);
+        let role = |token: tower_session_auth::token::SessionToken| {
+            let manager = manager.clone();
+            async move {
+                match manager.validate(&token, Scope::User).await.unwrap() {
+                    Validation::Valid(view) => {
+                        view.user.as_ref().and_then(|user| user.role.clone())
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let admin = manager
+            .login(user_key(ty, 3), LoginOptions::new())
+            .await
+            .unwrap()
+            .token;
+        let other = manager
+            .login(user_key(ty, 4), LoginOptions::new())
+            .await
+            .unwrap()
+            .token;
+        assert_eq!(role(admin.clone()).await.as_deref(), Some("admin"));
+        assert_eq!(role(other.clone()).await.as_deref(), Some("superuser"));
+        fixture.set_role(3, Some("player")).await;
+        fixture.set_role(4, Some("player")).await;
+        assert_eq!(
+            role(admin.clone()).await.as_deref(),
+            Some("admin"),
+            "cached"
+        );
+
+        manager.invalidate_user(as_text.as_str());
+        assert_eq!(role(admin).await.as_deref(), Some("player"), "{ty:?}");
+        assert_eq!(role(other).await.as_deref(), Some("superuser"), "{ty:?}");
+    }
+}
