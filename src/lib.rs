@@ -71,7 +71,9 @@
 //!   never extends. Activity writes are debounced by `touch_interval`, so the idle expiry can
 //!   come early by at most that interval. An expired session is deleted when presented, and
 //!   [`SessionManager::purge_expired`] / [`SessionManager::spawn_sweeper`] delete the rest, in
-//!   batches of [`SessionConfig::purge_batch_size`] rows, each a short statement of its own.
+//!   batches of [`SessionConfig::purge_batch_size`] rows, each a short statement of its own
+//!   that reads on from where the one before stopped, with a [`SessionConfig::purge_pause`]
+//!   between two batches.
 //!   A touch never re-creates a session deleted concurrently.
 //! - **Cookie**: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`, optional
 //!   `__Host-` prefix; responses that set or clear it carry `Cache-Control: no-store` (and

@@ -20,8 +20,9 @@ use crate::invalidation::{Notice, Watchers};
 use crate::permission::{AccessPolicy, MudPolicy};
 use crate::store::family::{earliest, span};
 use crate::store::{
-    AdminStore, CharacterSelection, ClientInfo, NewSeries, NewSession, RefreshOutcome,
-    RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError, Touch, Validation,
+    AdminStore, CharacterSelection, ClientInfo, NewSeries, NewSession, PurgePosition,
+    RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionStore, SessionView, StoreError,
+    Touch, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 use crate::user_id::UserId;
@@ -870,17 +871,25 @@ impl SessionManager {
 
     /// Deletes expired sessions and remember-me series, in batches of
     /// [`purge_batch_size`](crate::SessionConfig::purge_batch_size) rows, each batch a short
-    /// statement of its own, until a batch comes back short. Returns how many sessions were
-    /// removed. On an error the batches already done stay done.
+    /// statement of its own that starts where the one before stopped, with a
+    /// [`purge_pause`](crate::SessionConfig::purge_pause) between two batches, until a batch
+    /// comes back short. Returns how many sessions were removed. On an error the batches
+    /// already done stay done.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let limit = self.inner.config.purge_batch_size.get();
+        let config = &self.inner.config;
+        let limit = config.purge_batch_size.get();
         let now = self.now();
+        let mut from = PurgePosition::START;
         let mut sessions = 0;
         loop {
-            let batch = self.inner.store.purge_expired(now, limit).await?;
+            let batch = self.inner.store.purge_expired(now, limit, from).await?;
             sessions += batch.sessions;
             if !batch.was_full(limit) {
                 return Ok(sessions);
+            }
+            from = batch.next;
+            if !config.purge_pause.is_zero() {
+                tokio::time::sleep(config.purge_pause).await;
             }
         }
     }

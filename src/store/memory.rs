@@ -12,9 +12,9 @@ use super::family::{
     MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, expired, match_secret,
 };
 use super::{
-    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation,
+    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, PurgePosition,
+    Purged, RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation,
 };
 use crate::token::{SessionId, TokenHash};
 use crate::user_id::UserId;
@@ -429,7 +429,13 @@ impl SessionStore for MemoryStore {
         Ok(list)
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+    /// Reads the whole map on each batch: the position is not used.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        _from: PurgePosition,
+    ) -> Result<Purged, StoreError> {
         let limit = limit as usize;
         let mut state = self.lock();
         let series: Vec<Uuid> = state
@@ -453,10 +459,7 @@ impl SessionStore for MemoryStore {
             .iter()
             .filter(|id| state.delete(**id).is_some())
             .count();
-        Ok(Purged {
-            sessions: sessions as u64,
-            series: series.len() as u64,
-        })
+        Ok(Purged::new(sessions as u64, series.len() as u64))
     }
 
     async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {

@@ -32,8 +32,8 @@
 //! use time::OffsetDateTime;
 //! use tower_session_auth::{SessionId, UserId};
 //! use tower_session_auth::store::{
-//!     NewSession, Purged, Scope, SessionRecord, SessionStore, SessionView, StoreError,
-//!     TokenHash, Touch, Validation,
+//!     NewSession, PurgePosition, Purged, Scope, SessionRecord, SessionStore, SessionView,
+//!     StoreError, TokenHash, Touch, Validation,
 //! };
 //!
 //! /// Sessions in a key-value service (the calls to it are elided).
@@ -100,7 +100,12 @@
 //!         Ok(Vec::new())
 //!     }
 //!
-//!     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+//!     async fn purge_expired(
+//!         &self,
+//!         now: OffsetDateTime,
+//!         limit: u32,
+//!         from: PurgePosition,
+//!     ) -> Result<Purged, StoreError> {
 //!         Ok(Purged::new(0, 0))
 //!     }
 //!
@@ -196,8 +201,9 @@ pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use postgres::{AppSchema, PgStore};
 pub use record::{
-    CharacterRecord, CharacterSelection, ClientInfo, NewSeries, NewSession, Purged, RefreshOutcome,
-    RefreshRequest, Scope, SessionRecord, SessionView, Touch, UserRecord, Validation,
+    CharacterRecord, CharacterSelection, ClientInfo, NewSeries, NewSession, PurgePosition, Purged,
+    RefreshOutcome, RefreshRequest, Scope, SessionRecord, SessionView, Touch, UserRecord,
+    Validation,
 };
 pub use tls::PgTls;
 
@@ -273,11 +279,20 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// One batch of the purge: deletes at most `limit` expired sessions and at most `limit`
-    /// expired remember-me series, each batch a short statement of its own, and returns how
-    /// many of each. [`SessionManager::purge_expired`](crate::SessionManager::purge_expired)
-    /// calls it until a batch comes back short of `limit` on both counts. Rows that another
-    /// transaction holds locked may be skipped (the next purge takes them).
-    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError>;
+    /// expired remember-me series, each batch a short statement of its own, reading each table
+    /// from the position `from`, and returns how many of each it deleted and where the next
+    /// batch starts ([`Purged::next`]).
+    /// [`SessionManager::purge_expired`](crate::SessionManager::purge_expired) starts at
+    /// [`PurgePosition::START`] and calls it until a batch comes back short of `limit` on both
+    /// counts. Rows that another transaction holds locked, and rows that a batch passed
+    /// before they expired or moved behind its position, may be left: the next purge, which
+    /// starts again at the beginning, takes them.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        from: PurgePosition,
+    ) -> Result<Purged, StoreError>;
 
     /// Records a fresh proof of credentials on a live session: moves its `authenticated_at`
     /// to `now` (never backwards), and nothing else: same token, same series, same expiry.

@@ -18,9 +18,9 @@ use super::BoxError;
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::tls::PgTls;
 use super::{
-    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, Purged,
-    RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore, SessionView,
-    StoreError, Touch, UserRecord, Validation,
+    AdminStore, CharacterRecord, CharacterSelection, CharacterStore, NewSession, PurgePosition,
+    Purged, RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord, SessionStore,
+    SessionView, StoreError, Touch, UserRecord, Validation,
 };
 use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
@@ -614,8 +614,9 @@ pub(crate) struct Statements {
     pub(crate) list_for_user: Sql,
     /// Moves the session `$1`'s `authenticated_at` to `$2` if it is live at `$2`.
     pub(crate) reauthenticate: Sql,
-    /// Deletes up to `$2` expired series and up to `$2` expired sessions at `$1`, returning
-    /// how many of each.
+    /// Deletes up to `$2` expired series and up to `$2` expired sessions at `$1`, reading the
+    /// sessions from heap page `$3` and the series from page `$4` on, returning how many of
+    /// each and the pages where the next batch starts.
     pub(crate) purge_expired: Sql,
     /// Takes the user `$1`'s advisory lock.
     pub(crate) lock_user: Sql,
@@ -699,25 +700,31 @@ impl Statements {
              WHERE s.id = $1 AND {}",
             live("s", "$2")
         );
-        // Each batch locks only the rows it deletes, skipping those that a concurrent
-        // statement (a touch, another instance's sweeper) holds, and deletes them where the
-        // scan found them (by `ctid`, no index lookup per row).
+        // Each batch reads each table from the heap page where the batch before stopped (a TID
+        // range scan, so the pages earlier batches emptied are not read again), locks only the
+        // rows it deletes, skipping those that a concurrent statement (a touch, another
+        // instance's sweeper) holds, deletes them where the scan found them (by `ctid`, no
+        // index lookup per row), and returns the page of the last one.
+        let purge_table = |table: &str, alias: &str, from: &str| {
+            let condition = expired(alias, "$1");
+            format!(
+                "DELETE FROM {table} {alias} WHERE {alias}.ctid = ANY (ARRAY( \
+                    SELECT ctid FROM {table} {alias} \
+                    WHERE ctid >= format('(%s,0)', {from}::int8)::tid AND {condition} \
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                 AND {condition} RETURNING {alias}.ctid"
+            )
+        };
+        let last_page = |cte: &str, from: &str| {
+            format!("COALESCE((SELECT max((ctid::text::point)[0]) FROM {cte})::int8, {from})")
+        };
         let purge_expired = format!(
-            "WITH series AS ( \
-                DELETE FROM {refresh_series} r WHERE r.ctid = ANY (ARRAY( \
-                    SELECT ctid FROM {refresh_series} r WHERE {series_expired} \
-                    LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-                AND {series_expired} \
-                RETURNING 1), \
-             doomed AS ( \
-                DELETE FROM {sessions} s WHERE s.ctid = ANY (ARRAY( \
-                    SELECT ctid FROM {sessions} s WHERE {session_expired} \
-                    LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-                AND {session_expired} \
-                RETURNING 1) \
-             SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series)",
-            series_expired = expired("r", "$1"),
-            session_expired = expired("s", "$1"),
+            "WITH series AS ({}), doomed AS ({}) \
+             SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM series), {}, {}",
+            purge_table(&refresh_series, "r", "$4"),
+            purge_table(&sessions, "s", "$3"),
+            last_page("doomed", "$3"),
+            last_page("series", "$4"),
         );
         let refresh_lock_user = format!(
             "SELECT {} FROM {refresh_series} WHERE id = $1 AND EXISTS (SELECT 1 FROM {refresh_secrets} \
@@ -828,7 +835,10 @@ impl Statements {
             lookup: Sql::built(lookup, &[Type::BYTEA, Type::TIMESTAMPTZ]),
             list_for_user: Sql::built(list_for_user, &[id_type.clone(), Type::TIMESTAMPTZ]),
             reauthenticate: Sql::built(reauthenticate, &[Type::UUID, Type::TIMESTAMPTZ]),
-            purge_expired: Sql::built(purge_expired, &[Type::TIMESTAMPTZ, Type::INT8]),
+            purge_expired: Sql::built(
+                purge_expired,
+                &[Type::TIMESTAMPTZ, Type::INT8, Type::INT8, Type::INT8],
+            ),
             lock_user: Sql::built(
                 format!("SELECT {}", user_lock(names, &format!("$1::{id_sql}"))),
                 std::slice::from_ref(&id_type),
@@ -1827,6 +1837,20 @@ fn count(row: Option<&Row>, index: usize) -> Result<u64, StoreError> {
     Ok(count.try_into().unwrap_or(0))
 }
 
+/// The heap pages where a purge batch starts reading the sessions and the series: a position
+/// past the last page a table can have (2^32 - 1) reads nothing.
+pub(crate) fn heap_pages(from: PurgePosition) -> (i64, i64) {
+    let page = |position: u64| i64::from(u32::try_from(position).unwrap_or(u32::MAX));
+    (page(from.sessions), page(from.series))
+}
+
+/// What a batch of the purge statement returned: the sessions and series it deleted, then the
+/// pages where the next batch starts.
+fn purged(row: Option<&Row>) -> Result<Purged, StoreError> {
+    Ok(Purged::new(count(row, 0)?, count(row, 1)?)
+        .resume_at(PurgePosition::new(count(row, 2)?, count(row, 3)?)))
+}
+
 /// Reads column `index` of `row` as `T`: a NULL in a non-`Option`, or a column of another type
 /// than `expected` (the SQL type the crate reads), is a [`StoreError::Decode`] naming the
 /// column, never a panic.
@@ -2000,15 +2024,21 @@ impl SessionStore for PgStore {
         answer.rows.iter().map(record_from_row).collect()
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        from: PurgePosition,
+    ) -> Result<Purged, StoreError> {
+        let (sessions_page, series_page) = heap_pages(from);
         let row = self
-            .run(&self.sql.purge_expired, &[&now, &i64::from(limit)])
+            .run(
+                &self.sql.purge_expired,
+                &[&now, &i64::from(limit), &sessions_page, &series_page],
+            )
             .await?
             .opt()?;
-        Ok(Purged {
-            sessions: count(row.as_ref(), 0)?,
-            series: count(row.as_ref(), 1)?,
-        })
+        purged(row.as_ref())
     }
 
     async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {

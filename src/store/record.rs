@@ -28,18 +28,60 @@ pub struct Purged {
     pub sessions: u64,
     /// Expired remember-me series deleted.
     pub series: u64,
+    /// Where the next batch of the same purge starts.
+    pub next: PurgePosition,
 }
 
 impl Purged {
-    /// A batch that deleted `sessions` sessions and `series` remember-me series.
+    /// A batch that deleted `sessions` sessions and `series` remember-me series, whose next
+    /// batch starts at [`PurgePosition::START`] (see [`resume_at`](Self::resume_at)).
     pub fn new(sessions: u64, series: u64) -> Self {
-        Self { sessions, series }
+        Self {
+            sessions,
+            series,
+            next: PurgePosition::START,
+        }
+    }
+
+    /// The same batch, with the next batch starting at `next`.
+    pub fn resume_at(self, next: PurgePosition) -> Self {
+        Self { next, ..self }
     }
 
     /// Whether a batch of size `limit` was full, so that more expired rows may remain.
     pub fn was_full(&self, limit: u32) -> bool {
         let limit = u64::from(limit);
         self.sessions >= limit || self.series >= limit
+    }
+}
+
+/// Where a batch of [`SessionStore::purge_expired`](super::SessionStore::purge_expired) starts
+/// reading each table: a position the store returned with the batch before
+/// ([`Purged::next`]), so that a purge reads each expired row once instead of reading again,
+/// batch after batch, what the earlier batches emptied.
+///
+/// The positions mean what the store says: [`PgStore`](crate::PgStore) and the sqlx store
+/// use the heap page of the last row the batch deleted. A store without positions ignores
+/// them and returns [`START`](Self::START), the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PurgePosition {
+    /// Where the sessions are read from.
+    pub sessions: u64,
+    /// Where the remember-me series are read from.
+    pub series: u64,
+}
+
+impl PurgePosition {
+    /// The beginning of both tables: where a purge starts.
+    pub const START: Self = Self {
+        sessions: 0,
+        series: 0,
+    };
+
+    /// The position `sessions` in the sessions and `series` in the remember-me series.
+    pub fn new(sessions: u64, series: u64) -> Self {
+        Self { sessions, series }
     }
 }
 /// Who is logging in from where: recorded with the session and shown in listings.

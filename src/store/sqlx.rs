@@ -22,13 +22,13 @@ use uuid::Uuid;
 use super::family::{MAX_SECRETS_PER_SERIES, SecretMatch, SecretState, earliest, match_secret};
 use super::postgres::{
     COLUMN_TYPE, CRATE_TABLES, ExpectedColumn, MIGRATIONS, MigrationSql, Names, SCHEMA_EXISTS,
-    SESSION_COLUMNS, Sql, Statements, TABLE_EXISTS, check_tables_schema, schema_verdict,
-    session_column, validation,
+    SESSION_COLUMNS, Sql, Statements, TABLE_EXISTS, check_tables_schema, heap_pages,
+    schema_verdict, session_column, validation,
 };
 use super::{
     AdminStore, AppSchema, CharacterRecord, CharacterSelection, CharacterStore, NewSession,
-    PgStore, PgTls, Purged, RefreshOutcome, RefreshRequest, RememberStore, Scope, SessionRecord,
-    SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
+    PgStore, PgTls, PurgePosition, Purged, RefreshOutcome, RefreshRequest, RememberStore, Scope,
+    SessionRecord, SessionStore, SessionView, StoreError, Touch, UserRecord, Validation,
 };
 use crate::config::ConfigError;
 use crate::token::{SessionId, TokenHash};
@@ -642,15 +642,22 @@ impl SessionStore for SqlxStore {
             .collect()
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        from: PurgePosition,
+    ) -> Result<Purged, StoreError> {
+        let (sessions_page, series_page) = heap_pages(from);
         let query = statement(&self.sql.purge_expired)
             .bind(now)
-            .bind(i64::from(limit));
+            .bind(i64::from(limit))
+            .bind(sessions_page)
+            .bind(series_page);
         let row = self.fetch_optional(query).await?;
-        Ok(Purged {
-            sessions: count(row.as_ref(), 0)?,
-            series: count(row.as_ref(), 1)?,
-        })
+        let row = row.as_ref();
+        Ok(Purged::new(count(row, 0)?, count(row, 1)?)
+            .resume_at(PurgePosition::new(count(row, 2)?, count(row, 3)?)))
     }
 
     async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {

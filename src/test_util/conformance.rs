@@ -64,7 +64,8 @@ use crate::extract::AuthUser;
 use crate::manager::{Login, LoginOptions, Refresh, SessionManager};
 use crate::rejection::AuthRejection;
 use crate::store::{
-    ClientInfo, MemoryStore, Purged, Scope, SessionRecord, SessionStore, SessionView, Validation,
+    ClientInfo, MemoryStore, PurgePosition, Purged, Scope, SessionRecord, SessionStore,
+    SessionView, Validation,
 };
 use crate::token::{RefreshToken, SessionId, SessionToken};
 use crate::user_id::UserId;
@@ -650,14 +651,20 @@ impl<F: Fixture> Harness<F> {
     async fn purge_in_batches_of_two(&self, first: Purged, live: [&SessionToken; 2]) {
         assert_eq!(self.stored_sessions().await, 7);
         let store = self.manager.store();
-        let batch = store.purge_expired(self.manager.now(), 2).await.unwrap();
-        assert_eq!(batch, first);
+        let now = self.manager.now();
+        let batch = store.purge_expired(now, 2, PurgePosition::START).await;
+        let batch = batch.unwrap();
+        assert_eq!(
+            (batch.sessions, batch.series),
+            (first.sessions, first.series)
+        );
         assert!(batch.was_full(2));
         assert_eq!(self.stored_sessions().await, 5);
         assert_eq!(self.manager.purge_expired().await.unwrap(), 3);
         assert_eq!(self.stored_sessions().await, 2);
-        let last = store.purge_expired(self.manager.now(), 2).await.unwrap();
-        assert_eq!(last, Purged::default());
+        let last = store.purge_expired(now, 2, PurgePosition::START).await;
+        let last = last.unwrap();
+        assert_eq!((last.sessions, last.series), (0, 0));
         assert!(!last.was_full(2));
         for token in live {
             assert!(self.signed_in(token).await);

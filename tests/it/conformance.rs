@@ -51,8 +51,8 @@ mod suite {
     use tower_session_auth::{
         MemoryStore, SessionId, UserId,
         store::{
-            NewSession, Purged, Scope, SessionRecord, SessionStore, SessionView, StoreError,
-            TokenHash, Touch, Validation,
+            NewSession, PurgePosition, Purged, Scope, SessionRecord, SessionStore, SessionView,
+            StoreError, TokenHash, Touch, Validation,
         },
     };
 
@@ -130,8 +130,9 @@ mod suite {
             &self,
             now: OffsetDateTime,
             limit: u32,
+            from: PurgePosition,
         ) -> Result<Purged, StoreError> {
-            self.inner.purge_expired(now, limit).await
+            self.inner.purge_expired(now, limit, from).await
         }
 
         async fn reauthenticate(

@@ -17,6 +17,7 @@ mod mud_server;
 mod names;
 mod pgbouncer;
 mod postgres;
+mod purge;
 mod races;
 mod remember;
 mod security;

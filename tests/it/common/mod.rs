@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use time::OffsetDateTime;
 use tower_session_auth::{
-    MemoryStore, PgStore, SessionConfig, SessionManager, UserId, store::AppSchema, store::Purged,
-    store::SessionStore, store::UserIdType, test_util::ManualClock, test_util::conformance,
+    MemoryStore, PgStore, SessionConfig, SessionManager, UserId, store::AppSchema,
+    store::UserIdType, test_util::ManualClock, test_util::conformance,
 };
 
 /// The database the tests use. Missing or unreachable is a loud failure, never a skip.
@@ -423,14 +422,6 @@ impl Backend {
                     .await;
             }
             Self::Memory(store) => assert!(store.remove_character(id)),
-        }
-    }
-
-    /// One batch of the store's purge, called directly.
-    pub async fn purge_batch(&self, now: OffsetDateTime, limit: u32) -> Purged {
-        match self {
-            Self::Pg(db) => db.store.purge_expired(now, limit).await.unwrap(),
-            Self::Memory(store) => store.purge_expired(now, limit).await.unwrap(),
         }
     }
 

@@ -10,10 +10,10 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tower_session_auth::{
     PgStore, SessionId, UserId, store::AdminStore, store::CharacterSelection,
-    store::CharacterStore, store::NewSession, store::Purged, store::RefreshOutcome,
-    store::RefreshRequest, store::RememberStore, store::Scope, store::SessionRecord,
-    store::SessionStore, store::SessionView, store::StoreError, store::TokenHash, store::Touch,
-    store::Validation,
+    store::CharacterStore, store::NewSession, store::PurgePosition, store::Purged,
+    store::RefreshOutcome, store::RefreshRequest, store::RememberStore, store::Scope,
+    store::SessionRecord, store::SessionStore, store::SessionView, store::StoreError,
+    store::TokenHash, store::Touch, store::Validation,
 };
 
 #[derive(Clone)]
@@ -137,9 +137,14 @@ impl SessionStore for InstrumentedStore {
         self.inner.list_for_user(user_id, now).await
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> Result<Purged, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        from: PurgePosition,
+    ) -> Result<Purged, StoreError> {
         self.record("purge_expired");
-        self.inner.purge_expired(now, limit).await
+        self.inner.purge_expired(now, limit, from).await
     }
 
     async fn reauthenticate(&self, id: SessionId, now: OffsetDateTime) -> Result<bool, StoreError> {
