@@ -9,7 +9,8 @@
 //! - **Mass expiry**: the loaded rows are removed, the given number of expired sessions loaded
 //!   (1 M by default), and validations run at concurrency 8 while they are purged: by the
 //!   single `DELETE` that the purge was before it worked in batches, by
-//!   `SessionManager::purge_expired` in batches of the default size, and by
+//!   `SessionManager::purge_expired` in batches of 10 000 without a pause (the defaults before
+//!   the purge paced itself), the same with the default batch size and pause, and by
 //!   `SessionManager::spawn_sweeper`. Each variant reports the validations' p99 before and
 //!   during the purge, the failed requests, and how long the purge took.
 //! - **Long run**: the given number of sessions (10,000 by default) are made by logins,
@@ -19,6 +20,7 @@
 //!   tuples and this process's resident memory (servers and load generator) are read before,
 //!   during and after.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tower_session_auth::LoginOptions;
@@ -428,9 +430,11 @@ fn p99_ms(samples: impl Iterator<Item = Sample>) -> (f64, usize) {
 enum Purge {
     /// The single `DELETE` of every expired row that the purge was before batching.
     OneStatement,
-    /// `SessionManager::purge_expired` with the default batch size.
+    /// `SessionManager::purge_expired` in batches of 10 000 without a pause.
+    Unpaced,
+    /// `SessionManager::purge_expired` with the default batch size and pause.
     Batches,
-    /// `SessionManager::spawn_sweeper`, default batch size, until no expired row is left.
+    /// `SessionManager::spawn_sweeper`, the defaults, until no expired row is left.
     Sweeper,
 }
 
@@ -438,8 +442,20 @@ impl Purge {
     fn name(self) -> &'static str {
         match self {
             Self::OneStatement => "one-statement",
+            Self::Unpaced => "unpaced",
             Self::Batches => "batches",
             Self::Sweeper => "sweeper",
+        }
+    }
+
+    /// The configuration its manager purges with.
+    fn config(self, ours: &SessionConfig) -> SessionConfig {
+        match self {
+            Self::Unpaced => ours
+                .clone()
+                .purge_batch_size(NonZeroU32::new(10_000).expect("non-zero"))
+                .purge_pause(Duration::ZERO),
+            _ => ours.clone(),
         }
     }
 }
@@ -449,12 +465,13 @@ async fn mass_expiry(
     settings: &ScaleSettings,
     ours: &Ours<'_>,
 ) -> (Vec<Value>, Vec<charts::Series>) {
-    let batch = ours.config.purge_batch_size;
     println!(
         "\nmass expiry: {} expired sessions purged while validations run at c={SCALE_CONCURRENCY} \
-         (batch size {batch})\n{:<15}{:>10}{:>10}{:>13}{:>10}{:>10}{:>10}",
+         \n{:<15}{:>10}{:>10}{:>10}{:>10}{:>13}{:>10}{:>10}{:>10}",
         settings.purge_rows,
         "variant",
+        "batch",
+        "pause ms",
         "purged",
         "purge s",
         "p99 before",
@@ -462,11 +479,24 @@ async fn mass_expiry(
         "ratio",
         "failed"
     );
-    let manager = SessionManager::new(ours.store.clone(), ours.config.clone());
     let case = validation_case(ours, "ours-purge");
     let mut variants = Vec::new();
     let mut chart = Vec::new();
-    for purge in [Purge::OneStatement, Purge::Batches, Purge::Sweeper] {
+    for purge in [
+        Purge::OneStatement,
+        Purge::Unpaced,
+        Purge::Batches,
+        Purge::Sweeper,
+    ] {
+        let config = purge.config(ours.config);
+        let manager = SessionManager::new(ours.store.clone(), config.clone());
+        let (batch, pause) = match purge {
+            Purge::OneStatement => (None, None),
+            _ => (
+                Some(config.purge_batch_size.get()),
+                Some(config.purge_pause.as_secs_f64() * 1e3),
+            ),
+        };
         clear_loaded(bench).await;
         load(bench, 1, settings.purge_rows, true).await;
         vacuum(bench).await;
@@ -485,7 +515,7 @@ async fn mass_expiry(
                     .await
                     .expect("purge")
             }
-            Purge::Batches => manager.purge_expired().await.expect("purge"),
+            Purge::Unpaced | Purge::Batches => manager.purge_expired().await.expect("purge"),
             Purge::Sweeper => {
                 let sweeper = manager
                     .spawn_sweeper(SWEEP_EVERY)
@@ -524,8 +554,10 @@ async fn mass_expiry(
         let failed = samples.iter().filter(|s| !s.ok).count();
         let ratio = during / before;
         println!(
-            "{:<15}{purged:>10}{:>10.2}{before:>13.3}{during:>10.3}{ratio:>10.2}{failed:>10}",
+            "{:<15}{:>10}{:>10}{purged:>10}{:>10.2}{before:>13.3}{during:>10.3}{ratio:>10.2}{failed:>10}",
             purge.name(),
+            batch.map_or("-".to_owned(), |batch| batch.to_string()),
+            pause.map_or("-".to_owned(), |pause| pause.to_string()),
             took.as_secs_f64(),
         );
         // p99 per bucket, against seconds since the purge started.
@@ -551,7 +583,8 @@ async fn mass_expiry(
         ));
         variants.push(json!({
             "variant": purge.name(),
-            "batch_size": (purge != Purge::OneStatement).then_some(batch.get()),
+            "batch_size": batch,
+            "pause_ms": pause,
             "purged": purged,
             "purge_seconds": round(took.as_secs_f64(), 3),
             "p99_before_ms": round(before, 3),
