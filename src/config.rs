@@ -63,7 +63,7 @@ pub struct SessionConfig {
 }
 
 /// The default [`SessionConfig::purge_batch_size`].
-const DEFAULT_PURGE_BATCH_SIZE: NonZeroU32 = NonZeroU32::new(200).unwrap();
+const DEFAULT_PURGE_BATCH_SIZE: NonZeroU32 = NonZeroU32::new(100).unwrap();
 /// The default [`SessionConfig::purge_pause`].
 const DEFAULT_PURGE_PAUSE: Duration = Duration::from_millis(2);
 
@@ -275,7 +275,7 @@ impl SessionConfig {
         self
     }
 
-    /// Sets how many expired sessions each statement of the purge deletes (200 by default).
+    /// Sets how many expired sessions each statement of the purge deletes (100 by default).
     pub fn purge_batch_size(mut self, size: NonZeroU32) -> Self {
         self.purge_batch_size = size;
         self
